@@ -1,0 +1,157 @@
+"""Progress bars: a tqdm bar per stage, refreshed a few times a second, showing prog_bar metrics.
+
+When stdout is not a terminal (CI logs, files) the bar prints one line per epoch instead of
+thousands of carriage-return updates.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import Any
+
+from fulmen.callbacks.callback import Callback
+
+
+class ProgressBar(Callback):
+    """Base class for progress bars; `get_metrics` gives what the bar shows."""
+
+    def __init__(self) -> None:
+        self._enabled = True
+
+    def disable(self) -> None:
+        """Stop showing the bar."""
+        self._enabled = False
+
+    def enable(self) -> None:
+        """Show the bar again."""
+        self._enabled = True
+
+    @property
+    def is_enabled(self) -> bool:
+        """True while the bar is shown."""
+        return self._enabled
+
+    def get_metrics(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+        """The metrics logged with prog_bar=True, plus the logger's version as `v_num`."""
+        metrics: dict[str, Any] = dict(trainer.progress_bar_metrics)
+        logger = trainer.logger
+        version = getattr(logger, "version", None) if logger is not None else None
+        if version is not None:
+            metrics["v_num"] = version[-4:] if isinstance(version, str) else version
+        return metrics
+
+    # Hooks the loops call directly (cheap: no dispatch through the callback table).
+    def _on_train_batch(self, trainer: Any) -> None:
+        pass
+
+    def _on_eval_batch(self, trainer: Any, stage: str, sanity: bool) -> None:
+        pass
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+class TQDMProgressBar(ProgressBar):
+    """The default bar. `refresh_rate` batches between updates, and at most one redraw per 0.2 s."""
+
+    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
+        super().__init__()
+        self.refresh_rate = refresh_rate
+        self.process_position = process_position
+        self.leave = leave
+        self.min_interval = 0.2
+        self._bar: Any = None
+        self._count = 0
+        self._shown = 0
+        self._last = 0.0
+        self._total: float = math.inf
+        self._interactive = sys.stdout.isatty()
+        self._epoch_start = 0.0
+
+    @property
+    def total_train_batches(self) -> float:
+        """Training batches in the epoch (inf if unknown)."""
+        return self._total
+
+    def _new_bar(self, desc: str, total: float) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            desc=desc,
+            total=None if math.isinf(total) else int(total),
+            position=self.process_position,
+            leave=self.leave,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]{postfix}",
+        )
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    # ------------------------------------------------------------------ training
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        self._total = trainer.num_training_batches
+        self._count = self._shown = 0
+        self._last = time.monotonic()
+        self._epoch_start = self._last
+        if self._interactive:
+            self._close()
+            self._bar = self._new_bar(f"Epoch {trainer.current_epoch}", self._total)
+
+    def _on_train_batch(self, trainer: Any) -> None:
+        self._count += 1
+        if self._bar is None or self._count % self.refresh_rate:
+            return
+        now = time.monotonic()
+        if now - self._last < self.min_interval and self._count != self._total:
+            return
+        self._last = now
+        self._bar.update(self._count - self._shown)
+        self._shown = self._count
+        self._bar.set_postfix_str(self._postfix(trainer), refresh=True)
+
+    def _postfix(self, trainer: Any) -> str:
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in self.get_metrics(trainer, trainer.lightning_module).items())
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        if self._bar is not None:
+            self._bar.update(self._count - self._shown)
+            self._shown = self._count
+            self._bar.set_postfix_str(self._postfix(trainer), refresh=True)
+            if self.leave:
+                self._close()
+        else:
+            seconds = time.monotonic() - self._epoch_start
+            print(
+                f"Epoch {trainer.current_epoch}: {self._count} batches in {seconds:.1f}s | {self._postfix(trainer)}",
+                flush=True,
+            )
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+        self._close()
+
+    # ------------------------------------------------------------------ evaluation
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+        self._eval_count = 0
+
+    def _on_eval_batch(self, trainer: Any, stage: str, sanity: bool) -> None:
+        self._eval_count = getattr(self, "_eval_count", 0) + 1
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+        pass
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:  # noqa: D102
+        self._close()

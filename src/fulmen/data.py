@@ -1,0 +1,132 @@
+"""Where dataloaders come from (arguments, datamodule, module) and how many batches each run uses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
+
+from fulmen.utilities import MisconfigurationException, is_overridden
+
+if TYPE_CHECKING:
+    from fulmen.trainer import Trainer
+
+_HOOK = {
+    "train": "train_dataloader",
+    "validate": "val_dataloader",
+    "test": "test_dataloader",
+    "predict": "predict_dataloader",
+}
+
+
+def request_dataloaders(trainer: Trainer, stage: str, explicit: Any) -> Any:
+    """Return the dataloader(s) for `stage`: the explicit argument, else the datamodule's, else the module's."""
+    if explicit is not None:
+        return explicit
+    hook = _HOOK[stage]
+    from fulmen.datamodule import LightningDataModule
+    from fulmen.module import LightningModule
+
+    dm = trainer.datamodule
+    module = trainer.lightning_module
+    if dm is not None and is_overridden(hook, dm, LightningDataModule):
+        source: Any = dm
+    elif is_overridden(hook, module, LightningModule):
+        source = module
+    elif stage == "validate":
+        return []
+    elif dm is not None:
+        source = dm  # its default raises the clear "no data" error
+    else:
+        source = module
+    prev = module._current_fx_name
+    module._current_fx_name = hook
+    try:
+        return getattr(source, hook)()
+    finally:
+        module._current_fx_name = prev
+
+
+def as_list(loaders: Any) -> list[Any]:
+    """Evaluation accepts one dataloader, a list/tuple of them, or a dict of them."""
+    if loaders is None:
+        return []
+    if isinstance(loaders, Mapping):
+        return list(loaders.values())
+    if isinstance(loaders, Sequence) and not isinstance(loaders, (str, bytes)):
+        return list(loaders)
+    return [loaders]
+
+
+def length(loader: Any) -> float:
+    """Batches per epoch, or inf for a loader without `__len__` (an IterableDataset)."""
+    try:
+        return float(len(loader))
+    except (TypeError, NotImplementedError):
+        return math.inf
+
+
+def limit_batches(loader: Any, limit: int | float, flag: str) -> float:
+    """Apply a `limit_*_batches` flag (an int count or a float fraction) to a loader's length."""
+    n = length(loader)
+    if isinstance(limit, bool):
+        raise MisconfigurationException(f"{flag}={limit!r} is not valid; use an int or a float in [0, 1].")
+    if isinstance(limit, int):
+        return min(n, float(limit))
+    if not 0.0 <= limit <= 1.0:
+        raise MisconfigurationException(f"{flag}={limit} is not valid: a float must be in [0.0, 1.0].")
+    if limit == 1.0:
+        return n
+    if math.isinf(n):
+        raise MisconfigurationException(
+            f"{flag}={limit} is a fraction, but the dataloader has no length (an IterableDataset); "
+            f"give {flag} as an int number of batches."
+        )
+    batches = int(n * limit)
+    if limit > 0 and batches == 0:
+        batches = 1
+    return float(batches)
+
+
+def sampler_shuffles(loader: Any) -> bool:
+    """True when the loader draws its batches in random order."""
+    sampler = getattr(loader, "sampler", None)
+    return isinstance(sampler, RandomSampler)
+
+
+def rebuild_dataloader(loader: DataLoader, sampler: Sampler[Any]) -> DataLoader:
+    """A copy of `loader` that draws indices from `sampler` (every other setting kept)."""
+    if isinstance(loader.dataset, IterableDataset):
+        return loader
+    batch_sampler = loader.batch_sampler
+    batch_size = loader.batch_size
+    drop_last = loader.drop_last
+    if batch_size is None and batch_sampler is not None:
+        batch_size = getattr(batch_sampler, "batch_size", 1)
+        drop_last = getattr(batch_sampler, "drop_last", False)
+    kwargs: dict[str, Any] = dict(
+        batch_size=batch_size,
+        shuffle=False,
+        sampler=sampler,
+        num_workers=loader.num_workers,
+        collate_fn=loader.collate_fn,
+        pin_memory=loader.pin_memory,
+        drop_last=drop_last,
+        timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn,
+        multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator,
+        persistent_workers=loader.persistent_workers if loader.num_workers > 0 else False,
+    )
+    if loader.num_workers > 0:
+        kwargs["prefetch_factor"] = loader.prefetch_factor
+    return DataLoader(loader.dataset, **kwargs)
+
+
+def without_shuffle(loader: Any) -> Any:
+    """The same loader reading in order (for overfit_batches)."""
+    if isinstance(loader, DataLoader) and sampler_shuffles(loader):
+        return rebuild_dataloader(loader, SequentialSampler(loader.dataset))  # type: ignore[arg-type]
+    return loader

@@ -1,0 +1,92 @@
+"""Hook dispatch: every hook runs on the callbacks first, then on the LightningModule.
+
+Which objects override which hook is resolved once per run, so the training loop pays for a dict
+lookup and the calls it needs, never for `getattr` scans or no-op hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fulmen.callbacks.callback import Callback
+    from fulmen.module import LightningModule
+    from fulmen.trainer import Trainer
+
+# Callbacks that watch a metric run their epoch-end hooks after the module's (see _MONITORING).
+_MONITORING = ("ModelCheckpoint", "EarlyStopping")
+
+
+def _is_monitoring(callback: object) -> bool:
+    return any(cls.__name__ in _MONITORING for cls in type(callback).__mro__)
+
+
+class HookDispatcher:
+    """Calls hooks by name on the trainer's callbacks and module, with the overrides resolved up front."""
+
+    def __init__(self, trainer: Trainer, module: LightningModule, callbacks: list[Callback]) -> None:
+        from fulmen.callbacks.callback import Callback
+        from fulmen.module import LightningModule
+        from fulmen.utilities import is_overridden
+
+        self._trainer = trainer
+        self._module = module
+        self._callbacks = callbacks
+        self._profiler = trainer.profiler if getattr(trainer.profiler, "enabled", False) else None
+        names = [n for n in dir(Callback) if n.startswith("on_") or n in ("setup", "teardown")]
+        self._cb: dict[str, list[Callable[..., Any]]] = {
+            n: [getattr(cb, n) for cb in callbacks if is_overridden(n, cb, Callback)] for n in names
+        }
+        self._cb_regular: dict[str, list[Callable[..., Any]]] = {
+            n: [getattr(cb, n) for cb in callbacks if is_overridden(n, cb, Callback) and not _is_monitoring(cb)]
+            for n in names
+        }
+        self._cb_monitoring: dict[str, list[Callable[..., Any]]] = {
+            n: [getattr(cb, n) for cb in callbacks if is_overridden(n, cb, Callback) and _is_monitoring(cb)]
+            for n in names
+        }
+        self._mod: dict[str, Callable[..., Any] | None] = {}
+        for n in dir(LightningModule):
+            if n.startswith("on_") or n in ("setup", "teardown", "configure_model", "prepare_data"):
+                self._mod[n] = getattr(module, n) if is_overridden(n, module, LightningModule) else None
+
+    def callbacks(self, name: str, *args: Any, monitoring: bool | None = None) -> None:
+        """Run callback hook `name` (all callbacks, or only the (non-)monitoring ones)."""
+        table = self._cb if monitoring is None else (self._cb_monitoring if monitoring else self._cb_regular)
+        fns = table[name]
+        if not fns:
+            return
+        module = self._module
+        prev = module._current_fx_name
+        module._current_fx_name = name
+        trainer = self._trainer
+        if self._profiler is None:
+            for fn in fns:
+                fn(trainer, module, *args)
+        else:
+            for fn in fns:
+                with self._profiler.profile(f"[Callback]{type(fn.__self__).__name__}.{name}"):
+                    fn(trainer, module, *args)
+        module._current_fx_name = prev
+
+    def module(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Run module hook `name` if the user overrode it (the defaults of these hooks do nothing)."""
+        fn = self._mod.get(name, getattr(self._module, name))
+        if fn is None:
+            return None
+        module = self._module
+        prev = module._current_fx_name
+        module._current_fx_name = name
+        try:
+            if self._profiler is None:
+                return fn(*args, **kwargs)
+            with self._profiler.profile(f"[LightningModule]{type(module).__name__}.{name}"):
+                return fn(*args, **kwargs)
+        finally:
+            module._current_fx_name = prev
+
+    def both(self, name: str, *args: Any) -> None:
+        """Run hook `name` on the callbacks, then on the module."""
+        self.callbacks(name, *args)
+        self.module(name, *args)

@@ -1,0 +1,95 @@
+"""Logger: the interface every experiment logger implements (rank 0 writes, others do nothing)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from fulmen.utilities import rank_zero_only
+
+
+class Logger:
+    """Base class: `log_metrics`, `log_hyperparams`, `save`, `finalize`, and where logs go."""
+
+    @property
+    def name(self) -> str | None:
+        """The experiment's name."""
+        return None
+
+    @property
+    def version(self) -> int | str | None:
+        """The run's version within the experiment."""
+        return None
+
+    @property
+    def root_dir(self) -> str | None:
+        """The folder that holds every version of the experiment."""
+        return None
+
+    @property
+    def log_dir(self) -> str | None:
+        """The folder of this run's files."""
+        return None
+
+    @property
+    def save_dir(self) -> str | None:
+        """The folder given by the user."""
+        return None
+
+    @property
+    def experiment(self) -> Any:
+        """The underlying writer object (created on first use)."""
+        return None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Record `metrics` at `step`."""
+        raise NotImplementedError
+
+    def log_hyperparams(self, params: Mapping[str, Any] | Any, *args: Any, **kwargs: Any) -> None:
+        """Record the run's hyper-parameters."""
+        raise NotImplementedError
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        """Record the model graph (if the backend supports it)."""
+
+    def save(self) -> None:
+        """Flush what was logged to storage."""
+
+    def finalize(self, status: str) -> None:
+        """Close the run ("success", "failed" or "finished")."""
+        self.save()
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Called after a checkpoint was written."""
+
+
+def rank_zero_experiment(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Return the real experiment on rank 0 and a do-nothing stand-in elsewhere."""
+
+    @functools.wraps(fn)
+    def experiment(self: Any) -> Any:
+        if rank_zero_only.rank > 0:  # type: ignore[attr-defined]
+            return _DummyExperiment()
+        return fn(self)
+
+    return experiment
+
+
+class _DummyExperiment:
+    def __getattr__(self, _: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+def next_version(root_dir: str) -> int:
+    """The first unused `version_N` number under `root_dir`."""
+    if not os.path.isdir(root_dir):
+        return 0
+    taken = []
+    for entry in os.listdir(root_dir):
+        if entry.startswith("version_") and os.path.isdir(os.path.join(root_dir, entry)):
+            suffix = entry.split("_", 1)[1]
+            if suffix.isdigit():
+                taken.append(int(suffix))
+    return max(taken) + 1 if taken else 0

@@ -1,0 +1,530 @@
+"""The loops: fit (train epochs with validation inside), evaluation (validate/test) and prediction.
+
+Read `FitLoop.run` top to bottom: it is the pseudocode of the docs (docs/hooks.md), with each hook
+called by name where it happens. Callback hooks run before the module's hook of the same name.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fulmen import data
+from fulmen.utilities import MisconfigurationException, rank_zero_warn
+
+if TYPE_CHECKING:
+    from fulmen.trainer import Trainer
+
+_STOP_EPOCH = object()
+
+
+def _loss_from(output: Any, automatic: bool) -> torch.Tensor | None:
+    """Validate what training_step returned and pull out the loss (None means: skip this batch)."""
+    if output is None:
+        return None
+    if isinstance(output, torch.Tensor):
+        loss = output
+    elif isinstance(output, Mapping):
+        if "loss" not in output:
+            if not automatic:
+                return None
+            raise MisconfigurationException(
+                f"training_step returned a dict without a 'loss' key (keys: {sorted(output)}); "
+                "return {'loss': loss, ...} or the loss tensor itself."
+            )
+        loss = output["loss"]
+    elif automatic:
+        raise MisconfigurationException(
+            f"training_step returned {type(output).__name__}; it must return the loss tensor, a dict with "
+            "a 'loss' key, or None to skip the batch."
+        )
+    else:
+        return None
+    if automatic:
+        if not isinstance(loss, torch.Tensor):
+            raise MisconfigurationException(
+                f"training_step's loss is {type(loss).__name__}, not a tensor; return the tensor that "
+                "backward should run on."
+            )
+        if loss.numel() != 1:
+            raise MisconfigurationException(
+                f"training_step returned a loss with shape {tuple(loss.shape)}; reduce it to a scalar "
+                "(e.g. `.mean()`) before returning."
+            )
+        if not loss.requires_grad:
+            raise MisconfigurationException(
+                "training_step returned a loss that does not require grad, so backward cannot run: compute "
+                "it from the model's output and do not call `.detach()`/`.item()` on it."
+            )
+    return loss
+
+
+class EvaluationLoop:
+    """validate / test (and the sanity check): one pass over each dataloader with the step and hooks."""
+
+    def __init__(self, trainer: Trainer, stage: str) -> None:
+        self.trainer = trainer
+        self.stage = stage  # "validate" or "test"
+        self.dataloaders: list[Any] = []
+        self.explicit: Any = None
+        self._loaded = False
+
+    def setup_data(self, reload: bool = False) -> None:
+        """Ask for the dataloaders once (again when `reload`)."""
+        if self._loaded and not reload:
+            return
+        raw = data.request_dataloaders(self.trainer, self.stage, self.explicit)
+        self.dataloaders = [
+            self.trainer.strategy.process_dataloader(dl, shuffle=False) for dl in data.as_list(raw)
+        ]
+        self._loaded = True
+
+    def num_batches(self, sanity: bool = False) -> list[float]:
+        """Batches to run per dataloader under the limit flags."""
+        t = self.trainer
+        limit = t.limit_val_batches if self.stage == "validate" else t.limit_test_batches
+        flag = "limit_val_batches" if self.stage == "validate" else "limit_test_batches"
+        counts = [data.limit_batches(dl, limit, flag) for dl in self.dataloaders]
+        if sanity:
+            steps = t.num_sanity_val_steps
+            counts = [c if steps == -1 else min(c, float(steps)) for c in counts]
+        return counts
+
+    def run(self, sanity: bool = False) -> list[dict[str, Any]]:
+        """Evaluate every dataloader and return one dict of epoch metrics per dataloader."""
+        t = self.trainer
+        module = t.lightning_module
+        hooks = t._hooks
+        stage = self.stage
+        step_fn = t.strategy.validation_step if stage == "validate" else t.strategy.test_step
+        prefix = "on_validation" if stage == "validate" else "on_test"
+        step_name = "validation_step" if stage == "validate" else "test_step"
+        results = t._results_for(stage)
+        results.reset_epoch()
+        counts = self.num_batches(sanity)
+        multiple = len(self.dataloaders) > 1
+        grad_ctx = torch.inference_mode if t.inference_mode else torch.no_grad
+        previous_results, t._results = t._results, results
+        try:
+            return self._run(sanity, results, counts, multiple, grad_ctx, step_fn, prefix, step_name)
+        finally:
+            t._results = previous_results
+
+    def _run(
+        self,
+        sanity: bool,
+        results: Any,
+        counts: list[float],
+        multiple: bool,
+        grad_ctx: Any,
+        step_fn: Any,
+        prefix: str,
+        step_name: str,
+    ) -> list[dict[str, Any]]:
+        t = self.trainer
+        module = t.lightning_module
+        hooks = t._hooks
+        stage = self.stage
+        with grad_ctx():
+            hooks.module(f"{prefix}_model_eval")
+            hooks.both(f"{prefix}_start")
+            hooks.both(f"{prefix}_epoch_start")
+            for dl_idx, loader in enumerate(self.dataloaders):
+                limit = counts[dl_idx]
+                if limit <= 0:
+                    continue
+                extra = (dl_idx,) if multiple else ()
+                for batch_idx, batch in enumerate(loader):
+                    if batch_idx >= limit:
+                        break
+                    batch = t._transfer(batch, dl_idx)
+                    results.new_batch(batch, dl_idx if multiple else None)
+                    hooks.both(f"{prefix}_batch_start", batch, batch_idx, *extra)
+                    module._current_fx_name = step_name
+                    output = step_fn(batch, batch_idx, *extra)
+                    hooks.callbacks(f"{prefix}_batch_end", output, batch, batch_idx, *extra)
+                    hooks.module(f"{prefix}_batch_end", output, batch, batch_idx, *extra)
+                    if t._progress_bar is not None:
+                        t._progress_bar._on_eval_batch(t, stage, sanity)
+            results.new_batch(None, None)
+            reduce = t._reduce_for_logging
+            results.compute_epoch(reduce)
+            hooks.both(f"{prefix}_epoch_end")
+            results.compute_epoch(reduce)
+            if not sanity:
+                t._log_epoch_metrics(results)
+            hooks.both(f"{prefix}_end")
+            if stage == "validate":
+                hooks.module("on_validation_model_train")
+            else:
+                hooks.module("on_test_model_train")
+        return self._metrics_per_dataloader(results, len(self.dataloaders))
+
+    @staticmethod
+    def _metrics_per_dataloader(results: Any, n: int) -> list[dict[str, Any]]:
+        epoch = results.epoch_metrics_for()
+        out: list[dict[str, Any]] = []
+        for i in range(max(n, 1)):
+            suffix = f"/dataloader_idx_{i}"
+            d = {}
+            for key, value in epoch.items():
+                if "/dataloader_idx_" not in key or key.endswith(suffix):
+                    d[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+            out.append(d)
+        return out
+
+
+class PredictionLoop:
+    """predict: `predict_step` over each dataloader, the outputs collected and returned."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.explicit: Any = None
+
+    def run(self, return_predictions: bool) -> Any:
+        """Run prediction; a list of outputs (a list of lists for several dataloaders)."""
+        t = self.trainer
+        hooks = t._hooks
+        module = t.lightning_module
+        raw = data.request_dataloaders(t, "predict", self.explicit)
+        loaders = [t.strategy.process_dataloader(dl, shuffle=False) for dl in data.as_list(raw)]
+        multiple = len(loaders) > 1
+        all_outputs: list[list[Any]] = []
+        grad_ctx = torch.inference_mode if t.inference_mode else torch.no_grad
+        with grad_ctx():
+            hooks.module("on_predict_model_eval")
+            hooks.both("on_predict_start")
+            hooks.both("on_predict_epoch_start")
+            for dl_idx, loader in enumerate(loaders):
+                limit = data.limit_batches(loader, t.limit_predict_batches, "limit_predict_batches")
+                extra = (dl_idx,) if multiple else ()
+                outputs: list[Any] = []
+                for batch_idx, batch in enumerate(loader):
+                    if batch_idx >= limit:
+                        break
+                    batch = t._transfer(batch, dl_idx)
+                    hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
+                    module._current_fx_name = "predict_step"
+                    output = t.strategy.predict_step(batch, batch_idx, *extra)
+                    if return_predictions:
+                        outputs.append(output)
+                    hooks.callbacks("on_predict_batch_end", output, batch, batch_idx, *extra)
+                    hooks.module("on_predict_batch_end", output, batch, batch_idx, *extra)
+                all_outputs.append(outputs)
+            hooks.both("on_predict_epoch_end")
+            hooks.both("on_predict_end")
+        if not return_predictions:
+            return None
+        return all_outputs[0] if len(all_outputs) == 1 else all_outputs
+
+
+class FitLoop:
+    """fit: epochs of training batches, with validation at the configured interval."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.val_loop = EvaluationLoop(trainer, "validate")
+        self.train_dataloader: Any = None
+        self.explicit_train: Any = None
+        self.num_train_batches: float = math.inf
+        self._deadline: float | None = None
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        """Sanity check, then epochs until a stopping condition; the pseudocode of docs/hooks.md."""
+        t = self.trainer
+        hooks = t._hooks
+        progress = t._progress
+        if t.max_time is not None:
+            self._deadline = time.monotonic() + t.max_time.total_seconds()
+
+        if self._validation_enabled() and t.num_sanity_val_steps != 0 and progress.global_step == 0:
+            self._sanity_check()
+
+        self.setup_train_data()
+        hooks.both("on_train_start")
+        while not self._done():
+            self._run_epoch()
+        progress.stage = "done"
+        hooks.both("on_train_end")
+
+    def _run_epoch(self) -> None:
+        t = self.trainer
+        hooks = t._hooks
+        progress = t._progress
+        if progress.epoch > 0 and t.reload_dataloaders_every_n_epochs > 0:
+            if progress.epoch % t.reload_dataloaders_every_n_epochs == 0 and progress.epoch_batches == 0:
+                self.setup_train_data(reload=True)
+        progress.stage = "train"
+        t.lightning_module.train()
+        results = t._results_for("train")
+        results.reset_epoch()
+        hooks.both("on_train_epoch_start")
+
+        limit = self.num_train_batches
+        batch_iter = t._train_batches(self.train_dataloader, progress.epoch_batches)
+        for batch_idx, batch in batch_iter:
+            if batch_idx >= limit:
+                break
+            if self._train_batch(batch, batch_idx) is _STOP_EPOCH:
+                break
+            progress.epoch_batches = batch_idx + 1
+            progress.total_batches += 1
+            if self._should_validate(batch_idx):
+                self._validate()
+            if self._should_stop_in_epoch():
+                break
+
+        self._end_epoch()
+
+    def _train_batch(self, batch: Any, batch_idx: int) -> Any:
+        t = self.trainer
+        hooks = t._hooks
+        progress = t._progress
+        batch = t._transfer(batch, 0)
+        results = t._results_train
+        results.new_batch(batch)
+        hooks.callbacks("on_train_batch_start", batch, batch_idx)
+        if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
+            return _STOP_EPOCH
+
+        module = t.lightning_module
+        if module.automatic_optimization:
+            outputs, stepped = self._automatic_step(batch, batch_idx)
+        else:
+            outputs, stepped = self._manual_step(batch, batch_idx)
+        if stepped and module.automatic_optimization:
+            t._step_schedulers("step")
+
+        hooks.callbacks("on_train_batch_end", outputs, batch, batch_idx)
+        hooks.module("on_train_batch_end", outputs, batch, batch_idx)
+        if t._progress_bar is not None:
+            t._progress_bar._on_train_batch(t)
+        if stepped or not module.automatic_optimization:
+            if t.loggers and (progress.batches_that_stepped + 1) % t.log_every_n_steps == 0:
+                t._log_step_metrics(results)
+            progress.batches_that_stepped += 1
+        return None
+
+    def _automatic_step(self, batch: Any, batch_idx: int) -> tuple[Any, bool]:
+        """One batch of automatic optimization: the closure does forward, zero_grad and backward."""
+        t = self.trainer
+        module = t.lightning_module
+        strategy = t.strategy
+        hooks = t._hooks
+        epoch = t._progress.epoch
+        accumulate = t.accumulate_grad_batches
+        if not strategy.lightning_optimizers:
+            module._current_fx_name = "training_step"
+            strategy.training_step(batch, batch_idx)  # no optimizer: run the step, nothing to update
+            return {}, False
+        optimizer = strategy.lightning_optimizers[0]
+        zero_grad_now = batch_idx % accumulate == 0
+        step_now = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == self.num_train_batches
+        box: dict[str, Any] = {}
+
+        def closure() -> torch.Tensor | None:
+            module._current_fx_name = "training_step"
+            output = strategy.training_step(batch, batch_idx)
+            loss = _loss_from(output, True)
+            box["output"] = output
+            box["loss"] = loss
+            if zero_grad_now:
+                hooks.callbacks("on_before_zero_grad", optimizer)
+                hooks.module("on_before_zero_grad", optimizer)
+                module.optimizer_zero_grad(epoch, batch_idx, optimizer)
+            if loss is None:
+                return None
+            if accumulate > 1:
+                loss = loss / accumulate
+            hooks.callbacks("on_before_backward", loss)
+            hooks.module("on_before_backward", loss)
+            strategy.backward(loss, optimizer)
+            hooks.callbacks("on_after_backward")
+            hooks.module("on_after_backward")
+            return loss
+
+        if step_now:
+            module.optimizer_step(epoch, batch_idx, optimizer, closure)
+            if "output" not in box:
+                raise MisconfigurationException(
+                    "Your `optimizer_step` override did not run the closure: call "
+                    "`optimizer.step(closure=optimizer_closure)` inside it."
+                )
+        else:
+            closure()
+        output, loss = box["output"], box["loss"]
+        if loss is None:
+            return {}, step_now
+        if isinstance(output, Mapping):
+            outputs = {k: v for k, v in output.items() if k != "loss"}
+            outputs["loss"] = loss.detach()
+            return outputs, step_now
+        return {"loss": loss.detach()}, step_now
+
+    def _manual_step(self, batch: Any, batch_idx: int) -> tuple[Any, bool]:
+        """One batch of manual optimization: training_step drives the optimizers itself."""
+        t = self.trainer
+        module = t.lightning_module
+        module._current_fx_name = "training_step"
+        output = t.strategy.training_step(batch, batch_idx)
+        if output is not None and not isinstance(output, (torch.Tensor, Mapping)):
+            raise MisconfigurationException(
+                f"training_step returned {type(output).__name__}; with manual optimization return None, a "
+                "tensor or a dict."
+            )
+        if isinstance(output, torch.Tensor):
+            return {"loss": output.detach()}, True
+        return (dict(output) if isinstance(output, Mapping) else {}), True
+
+    def _end_epoch(self) -> None:
+        t = self.trainer
+        hooks = t._hooks
+        progress = t._progress
+        results = t._results_train
+        results.new_batch(None)
+        results.compute_epoch(t._reduce_for_logging)
+        hooks.callbacks("on_train_epoch_end", monitoring=False)
+        hooks.module("on_train_epoch_end")
+        results.compute_epoch(t._reduce_for_logging)
+        hooks.callbacks("on_train_epoch_end", monitoring=True)
+        t._log_epoch_metrics(results)
+        if t.lightning_module.automatic_optimization:
+            t._step_schedulers("epoch")
+        progress.epoch += 1
+        progress.epoch_batches = 0
+
+    # ------------------------------------------------------------------ data
+    def setup_train_data(self, reload: bool = False) -> None:
+        """Ask for the train dataloader (again when `reload`) and count its batches under the limits."""
+        if self.train_dataloader is not None and not reload:
+            return
+        t = self.trainer
+        raw = data.request_dataloaders(t, "train", self.explicit_train)
+        if isinstance(raw, (list, tuple, Mapping)):
+            raise NotImplementedError(
+                "Several train dataloaders (a list or dict) are not supported yet; combine them into one "
+                "Dataset or DataLoader."
+            )
+        if raw is None:
+            raise MisconfigurationException("train_dataloader() returned None; return a DataLoader.")
+        if t.overfit_batches > 0:
+            raw = data.without_shuffle(raw)
+        self.train_dataloader = t.strategy.process_dataloader(raw, shuffle=data.sampler_shuffles(raw))
+        limit = t.overfit_batches if t.overfit_batches > 0 else t.limit_train_batches
+        self.num_train_batches = data.limit_batches(self.train_dataloader, limit, "limit_train_batches")
+        if self.num_train_batches == 0:
+            rank_zero_warn("limit_train_batches is 0 (or the train dataloader is empty): no training will happen.")
+        self._val_check_batch = self._resolve_val_check_batch()
+
+    def _resolve_val_check_batch(self) -> float:
+        t = self.trainer
+        interval = t.val_check_interval
+        n = self.num_train_batches
+        if isinstance(interval, int) and not isinstance(interval, bool):
+            if t.check_val_every_n_epoch is not None and interval > n:
+                raise MisconfigurationException(
+                    f"val_check_interval={interval} is more than the {int(n)} training batches of an epoch; "
+                    "lower it, or set check_val_every_n_epoch=None to count batches across epochs."
+                )
+            return float(interval)
+        if math.isinf(n):
+            return math.inf
+        return float(max(1, int(n * interval)))
+
+    # ------------------------------------------------------------------ validation
+    def _validation_enabled(self) -> bool:
+        t = self.trainer
+        from fulmen.module import LightningModule
+        from fulmen.utilities import is_overridden
+
+        if t.limit_val_batches == 0:
+            return False
+        if not is_overridden("validation_step", t.lightning_module, LightningModule):
+            return False
+        self.val_loop.setup_data()
+        return bool(self.val_loop.dataloaders) and sum(self.val_loop.num_batches()) > 0
+
+    def _should_validate(self, batch_idx: int) -> bool:
+        t = self.trainer
+        every = t.check_val_every_n_epoch
+        if every is not None and (t._progress.epoch + 1) % every != 0:
+            return False
+        if not self._validation_enabled_cached():
+            return False
+        if every is None:
+            return t._progress.total_batches % self._val_check_batch == 0
+        is_last = batch_idx + 1 == self.num_train_batches
+        if (batch_idx + 1) % self._val_check_batch == 0:
+            return True
+        return is_last and t.val_check_interval == 1.0
+
+    def _validation_enabled_cached(self) -> bool:
+        cached = getattr(self, "_val_enabled", None)
+        if cached is None:
+            cached = self._val_enabled = self._validation_enabled()
+        return cached
+
+    def _validate(self) -> None:
+        t = self.trainer
+        progress = t._progress
+        if t.reload_dataloaders_every_n_epochs > 0 and progress.epoch % t.reload_dataloaders_every_n_epochs == 0:
+            self.val_loop.setup_data(reload=getattr(self, "_val_reload_epoch", -1) != progress.epoch)
+            self._val_reload_epoch = progress.epoch
+        progress.stage = "validate"
+        self.val_loop.run()
+        progress.val_checks += 1
+        progress.stage = "train"
+
+    def _sanity_check(self) -> None:
+        t = self.trainer
+        progress = t._progress
+        progress.stage = "sanity_check"
+        t.sanity_checking = True
+        t._hooks.callbacks("on_sanity_check_start")
+        self.val_loop.run(sanity=True)
+        t._hooks.callbacks("on_sanity_check_end")
+        t.sanity_checking = False
+        t._results_for("validate").clear()
+        progress.stage = "idle"
+
+    # ------------------------------------------------------------------ stopping
+    def _time_up(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline
+
+    def _min_reached(self, epochs_done: int) -> bool:
+        t = self.trainer
+        if t.min_epochs is not None and epochs_done < t.min_epochs:
+            return False
+        return not (t.min_steps is not None and t._progress.global_step < t.min_steps)
+
+    def _should_stop_in_epoch(self) -> bool:
+        t = self.trainer
+        if t.max_steps != -1 and t._progress.global_step >= t.max_steps:
+            return True
+        if self._time_up():
+            return True
+        return t.should_stop and self._min_reached(t._progress.epoch + 1)
+
+    def _done(self) -> bool:
+        t = self.trainer
+        p = t._progress
+        if t.max_steps != -1 and p.global_step >= t.max_steps:
+            return True
+        if self._time_up():
+            return True
+        if t.should_stop:
+            if self._min_reached(p.epoch):
+                return True
+            t.should_stop = False  # min_epochs/min_steps not reached yet: keep training
+            rank_zero_warn(
+                "Trainer.should_stop was set, but training continues until min_epochs/min_steps are reached."
+            )
+        max_epochs = t.max_epochs
+        if max_epochs is not None and max_epochs != -1 and p.epoch >= max_epochs:
+            return True
+        return self.num_train_batches == 0

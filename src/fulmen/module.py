@@ -1,0 +1,594 @@
+"""LightningModule: a torch.nn.Module that also holds the research code of a training run.
+
+The user writes the model, `training_step`, `validation_step`, `configure_optimizers` and any hooks;
+the Trainer calls them in Lightning 2.x's documented order.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from fulmen.utilities import AttributeDict, MisconfigurationException, move_data_to_device
+
+if TYPE_CHECKING:
+    from fulmen.optim import LightningOptimizer
+    from fulmen.trainer import Trainer
+
+
+def _collect_init_args(frame: Any, ignore: Sequence[str]) -> dict[str, Any]:
+    """Read the arguments of the `__init__` that called save_hyperparameters, from its frame."""
+    code = frame.f_code
+    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    local_vars = frame.f_locals
+    args = {n: local_vars[n] for n in names if n != "self" and n in local_vars}
+    if code.co_flags & inspect.CO_VARKEYWORDS:
+        varkw = code.co_varnames[code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & 4)]
+        args.update(local_vars.get(varkw, {}))
+    for name in ignore:
+        args.pop(name, None)
+    return args
+
+
+class HyperparametersMixin:
+    """`save_hyperparameters()` and `hparams`, shared by LightningModule and LightningDataModule."""
+
+    _hparams: AttributeDict
+    _hparams_initial: AttributeDict
+
+    def save_hyperparameters(
+        self,
+        *args: Any,
+        ignore: Sequence[str] | str | None = None,
+        frame: Any = None,
+        logger: bool = True,
+    ) -> None:
+        """Store the calling `__init__`'s arguments (or the named ones) in `self.hparams`."""
+        if isinstance(ignore, str):
+            ignore = [ignore]
+        ignore = list(ignore or [])
+        if frame is None:
+            frame = inspect.currentframe().f_back  # type: ignore[union-attr]
+        init_args = _collect_init_args(frame, ignore)
+        if len(args) == 1 and isinstance(args[0], (Mapping, AttributeDict)) and not isinstance(args[0], str):
+            hp = dict(args[0])
+        elif args:
+            missing = [a for a in args if a not in init_args]
+            if missing:
+                raise ValueError(f"save_hyperparameters: {missing} are not arguments of __init__")
+            hp = {a: init_args[a] for a in args}
+        else:
+            hp = init_args
+        self._hparams = AttributeDict(hp)
+        self._hparams_initial = copy.deepcopy(self._hparams)
+        self._log_hyperparams = logger
+
+    @property
+    def hparams(self) -> AttributeDict:
+        """The hyper-parameters saved with `save_hyperparameters()`."""
+        if not hasattr(self, "_hparams"):
+            self._hparams = AttributeDict()
+        return self._hparams
+
+    @property
+    def hparams_initial(self) -> AttributeDict:
+        """A copy of the hyper-parameters as they were when saved."""
+        if not hasattr(self, "_hparams_initial"):
+            return AttributeDict()
+        return copy.deepcopy(self._hparams_initial)
+
+
+class DataHooks:
+    """The data hooks shared by LightningModule and LightningDataModule; all default to doing nothing."""
+
+    def prepare_data(self) -> None:
+        """Download or prepare data once per node, before `setup`."""
+
+    def setup(self, stage: str) -> None:
+        """Build datasets or layers for `stage` ("fit", "validate", "test" or "predict")."""
+
+    def teardown(self, stage: str) -> None:
+        """Release what `setup` made."""
+
+    def train_dataloader(self) -> Any:
+        """Return the training DataLoader."""
+        raise MisconfigurationException(
+            "No training data: implement `train_dataloader()` in your LightningModule or LightningDataModule, "
+            "or pass `train_dataloaders=` / `datamodule=` to `trainer.fit()`."
+        )
+
+    def val_dataloader(self) -> Any:
+        """Return the validation DataLoader(s)."""
+        return []
+
+    def test_dataloader(self) -> Any:
+        """Return the test DataLoader(s)."""
+        raise MisconfigurationException(
+            "No test data: implement `test_dataloader()` or pass `dataloaders=` to `trainer.test()`."
+        )
+
+    def predict_dataloader(self) -> Any:
+        """Return the predict DataLoader(s)."""
+        raise MisconfigurationException(
+            "No predict data: implement `predict_dataloader()` or pass `dataloaders=` to `trainer.predict()`."
+        )
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move `batch` to `device`; handles tensors in tuples, lists, dicts, namedtuples, dataclasses."""
+        return move_data_to_device(batch, device)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Change the batch before it is moved to the device."""
+        return batch
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Change the batch after it was moved to the device."""
+        return batch
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Add entries to the checkpoint dict before it is written."""
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Read entries from a checkpoint dict being restored."""
+
+
+_LOG_VALUE_HELP = "a float, an int, a scalar tensor or a torchmetrics Metric"
+
+
+class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: ignore[misc]
+    """A torch.nn.Module with the training, evaluation and optimizer hooks a Trainer drives."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._trainer: Trainer | None = None
+        self._automatic_optimization = True
+        self._current_fx_name: str | None = None
+        self._device = torch.device("cpu")
+        self._param_requires_grad_state: dict[nn.Parameter, bool] = {}
+        self._example_input_array: Any = None
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def trainer(self) -> Trainer:
+        """The Trainer this module is attached to."""
+        if self._trainer is None:
+            raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")
+        return self._trainer
+
+    @trainer.setter
+    def trainer(self, trainer: Trainer | None) -> None:
+        self._trainer = trainer
+
+    @property
+    def device(self) -> torch.device:
+        """The device the module's parameters live on."""
+        for p in self.parameters():
+            return p.device
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the module's parameters."""
+        for p in self.parameters():
+            return p.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def automatic_optimization(self) -> bool:
+        """False when training_step drives the optimizers itself (manual optimization)."""
+        return self._automatic_optimization
+
+    @automatic_optimization.setter
+    def automatic_optimization(self, value: bool) -> None:
+        self._automatic_optimization = value
+
+    @property
+    def current_epoch(self) -> int:
+        """The trainer's current epoch (0 when not attached)."""
+        return self._trainer.current_epoch if self._trainer is not None else 0
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken so far (0 when not attached)."""
+        return self._trainer.global_step if self._trainer is not None else 0
+
+    @property
+    def global_rank(self) -> int:
+        """This process's rank among all processes."""
+        return self._trainer.global_rank if self._trainer is not None else 0
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its machine."""
+        return self._trainer.local_rank if self._trainer is not None else 0
+
+    @property
+    def logger(self) -> Any:
+        """The trainer's first logger, or None."""
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list[Any]:
+        """All of the trainer's loggers."""
+        return self._trainer.loggers if self._trainer is not None else []
+
+    @property
+    def example_input_array(self) -> Any:
+        """An example input, used by the model summary to show output shapes."""
+        return self._example_input_array
+
+    @example_input_array.setter
+    def example_input_array(self, value: Any) -> None:
+        self._example_input_array = value
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the model; by default the same as nn.Module.forward."""
+        return super().forward(*args, **kwargs)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Compute and return the training loss for one batch."""
+        raise MisconfigurationException(
+            f"`{type(self).__name__}` has no `training_step`: implement `training_step(self, batch, batch_idx)` "
+            "returning the loss (a tensor or a dict with 'loss') to train with `trainer.fit()`."
+        )
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Evaluate one validation batch."""
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Evaluate one test batch."""
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the prediction for one batch; by default `self(batch)`."""
+        batch = args[0] if args else kwargs.get("batch")
+        return self(batch)
+
+    def configure_optimizers(self) -> Any:
+        """Return the optimizer(s) and scheduler(s) to train with."""
+        raise MisconfigurationException(
+            f"`{type(self).__name__}.configure_optimizers` is not implemented: return an optimizer, e.g. "
+            "`return torch.optim.Adam(self.parameters(), lr=1e-3)`, or None to train without one."
+        )
+
+    def configure_callbacks(self) -> Any:
+        """Return callbacks to add to the Trainer's (they replace ones of the same type)."""
+        return []
+
+    def configure_model(self) -> None:
+        """Create layers lazily, inside the strategy's context (e.g. for sharded init)."""
+
+    # ------------------------------------------------------------------ optimization hooks
+    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Compute gradients of `loss`."""
+        loss.backward(*args, **kwargs)
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """Step `optimizer`, running `optimizer_closure` (forward and backward) inside it."""
+        optimizer.step(closure=optimizer_closure)
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Optimizer) -> None:
+        """Reset the gradients before backward."""
+        optimizer.zero_grad()
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        """Step `scheduler` (with `metric` for ReduceLROnPlateau)."""
+        if metric is None:
+            scheduler.step()
+        else:
+            scheduler.step(metric)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip gradients before the optimizer step; by default with the Trainer's flags."""
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def clip_gradients(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip the gradients of `optimizer`'s parameters by norm (default) or by value."""
+        if gradient_clip_val is None or gradient_clip_val == 0:
+            return
+        algorithm = gradient_clip_algorithm or "norm"
+        if algorithm not in ("norm", "value"):
+            raise MisconfigurationException(
+                f"gradient_clip_algorithm={algorithm!r} is not valid; use 'norm' or 'value'."
+            )
+        if self._trainer is not None:
+            self._trainer.precision_plugin.unscale_gradients(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
+    def optimizers(self, use_pl_optimizer: bool = True) -> Any:
+        """The optimizer(s) from `configure_optimizers`: one object, or a list when there are several."""
+        opts = self.trainer.strategy.lightning_optimizers if use_pl_optimizer else self.trainer.optimizers
+        if len(opts) == 1:
+            return opts[0]
+        return list(opts)
+
+    def lr_schedulers(self) -> Any:
+        """The scheduler(s): None, one object, or a list when there are several."""
+        configs = self.trainer.lr_scheduler_configs
+        if not configs:
+            return None
+        if len(configs) == 1:
+            return configs[0].scheduler
+        return [c.scheduler for c in configs]
+
+    def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
+        """Backward for manual optimization: runs the backward hooks and the precision's scaling."""
+        trainer = self.trainer
+        if self.automatic_optimization:
+            raise MisconfigurationException(
+                "`manual_backward` is for manual optimization; set `self.automatic_optimization = False`."
+            )
+        trainer._hooks.callbacks("on_before_backward", loss)
+        trainer._hooks.module("on_before_backward", loss)
+        trainer.strategy.backward(loss, None, *args, **kwargs)
+        trainer._hooks.callbacks("on_after_backward")
+        trainer._hooks.module("on_after_backward")
+
+    def toggle_optimizer(self, optimizer: Any) -> None:
+        """Freeze every parameter that `optimizer` does not own (undo with `untoggle_optimizer`)."""
+        inner = getattr(optimizer, "optimizer", optimizer)
+        own = {id(p) for group in inner.param_groups for p in group["params"]}
+        state: dict[nn.Parameter, bool] = {}
+        for opt in self.trainer.optimizers:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if id(p) in own or p in state:
+                        continue
+                    state[p] = p.requires_grad
+                    p.requires_grad = False
+        self._param_requires_grad_state = state
+
+    def untoggle_optimizer(self, optimizer: Any) -> None:
+        """Restore the requires_grad flags that `toggle_optimizer` changed."""
+        for p, flag in self._param_requires_grad_state.items():
+            p.requires_grad = flag
+        self._param_requires_grad_state = {}
+
+    # ------------------------------------------------------------------ logging
+    def log(
+        self,
+        name: str,
+        value: Any,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str | Callable[..., Any] = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        metric_attribute: str | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """Record a metric for the progress bar, the loggers and callbacks (see docs/logging.md)."""
+        trainer = self._trainer
+        if trainer is None or trainer._results is None:
+            return  # not inside a Trainer run: Lightning ignores the call too
+        trainer._results.log(
+            self._current_fx_name,
+            name,
+            value,
+            prog_bar=prog_bar,
+            logger=logger,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            reduce_fx=reduce_fx,
+            sync_dist=sync_dist,
+            add_dataloader_idx=add_dataloader_idx,
+            batch_size=batch_size,
+        )
+
+    def log_dict(
+        self,
+        dictionary: Mapping[str, Any] | Any,
+        prog_bar: bool = False,
+        logger: bool | None = None,
+        on_step: bool | None = None,
+        on_epoch: bool | None = None,
+        reduce_fx: str | Callable[..., Any] = "mean",
+        enable_graph: bool = False,
+        sync_dist: bool = False,
+        sync_dist_group: Any = None,
+        add_dataloader_idx: bool = True,
+        batch_size: int | None = None,
+        rank_zero_only: bool = False,
+    ) -> None:
+        """Call `self.log` for every item of `dictionary` (a dict or a torchmetrics MetricCollection)."""
+        items: Iterable[tuple[str, Any]] = dictionary.items()
+        for key, val in items:
+            self.log(
+                key,
+                val,
+                prog_bar=prog_bar,
+                logger=logger,
+                on_step=on_step,
+                on_epoch=on_epoch,
+                reduce_fx=reduce_fx,
+                enable_graph=enable_graph,
+                sync_dist=sync_dist,
+                add_dataloader_idx=add_dataloader_idx,
+                batch_size=batch_size,
+                rank_zero_only=rank_zero_only,
+            )
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """`print` only on the process of global rank 0."""
+        if self.global_rank == 0:
+            print(*args, **kwargs)
+
+    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
+        """Gather tensors from every process (a no-op stack of one on a single device)."""
+        strategy = self.trainer.strategy
+        return strategy.all_gather(data, group=group, sync_grads=sync_grads)
+
+    # ------------------------------------------------------------------ model hooks (no-ops)
+    def on_fit_start(self) -> None:
+        """Called at the very beginning of fit."""
+
+    def on_fit_end(self) -> None:
+        """Called at the very end of fit."""
+
+    def on_train_start(self) -> None:
+        """Called before the first training epoch."""
+
+    def on_train_end(self) -> None:
+        """Called after the last training epoch."""
+
+    def on_train_epoch_start(self) -> None:
+        """Called at the start of each training epoch."""
+
+    def on_train_epoch_end(self) -> None:
+        """Called at the end of each training epoch."""
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Any:
+        """Called before training_step; return -1 to skip the rest of the epoch."""
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Called after the optimizer step of a batch."""
+
+    def on_validation_start(self) -> None:
+        """Called when validation starts."""
+
+    def on_validation_end(self) -> None:
+        """Called when validation ends."""
+
+    def on_validation_epoch_start(self) -> None:
+        """Called at the start of a validation epoch."""
+
+    def on_validation_epoch_end(self) -> None:
+        """Called at the end of a validation epoch."""
+
+    def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called before validation_step."""
+
+    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called after validation_step."""
+
+    def on_validation_model_eval(self) -> None:
+        """Puts the model in eval mode for validation."""
+        self.eval()
+
+    def on_validation_model_train(self) -> None:
+        """Puts the model back in train mode after validation."""
+        self.train()
+
+    def on_test_start(self) -> None:
+        """Called when testing starts."""
+
+    def on_test_end(self) -> None:
+        """Called when testing ends."""
+
+    def on_test_epoch_start(self) -> None:
+        """Called at the start of a test epoch."""
+
+    def on_test_epoch_end(self) -> None:
+        """Called at the end of a test epoch."""
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called before test_step."""
+
+    def on_test_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called after test_step."""
+
+    def on_test_model_eval(self) -> None:
+        """Puts the model in eval mode for testing."""
+        self.eval()
+
+    def on_test_model_train(self) -> None:
+        """Puts the model back in train mode after testing."""
+        self.train()
+
+    def on_predict_start(self) -> None:
+        """Called when prediction starts."""
+
+    def on_predict_end(self) -> None:
+        """Called when prediction ends."""
+
+    def on_predict_epoch_start(self) -> None:
+        """Called at the start of a predict epoch."""
+
+    def on_predict_epoch_end(self) -> None:
+        """Called at the end of a predict epoch."""
+
+    def on_predict_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called before predict_step."""
+
+    def on_predict_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Called after predict_step."""
+
+    def on_predict_model_eval(self) -> None:
+        """Puts the model in eval mode for prediction."""
+        self.eval()
+
+    def on_before_backward(self, loss: torch.Tensor) -> None:
+        """Called before `loss.backward()`."""
+
+    def on_after_backward(self) -> None:
+        """Called after backward, before the optimizer step: gradients are available."""
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Called before `optimizer.step()`, with unscaled gradients."""
+
+    def on_before_zero_grad(self, optimizer: Optimizer) -> None:
+        """Called before `optimizer.zero_grad()`."""
+
+    def on_exception(self, exception: BaseException) -> None:  # not a Lightning module hook; harmless
+        """Called when fit raises."""
+
+    def freeze(self) -> None:
+        """Set requires_grad=False on every parameter and switch to eval mode."""
+        for p in self.parameters():
+            p.requires_grad = False
+        self.eval()
+
+    def unfreeze(self) -> None:
+        """Set requires_grad=True on every parameter and switch to train mode."""
+        for p in self.parameters():
+            p.requires_grad = True
+        self.train()
+
+    def to_torchscript(self, *args: Any, **kwargs: Any) -> Any:
+        """Script the module with torch.jit.script."""
+        return torch.jit.script(self.eval())
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Rebuild the module from a checkpoint's hyper-parameters and load its weights."""
+        from fulmen.checkpoint import load_module_from_checkpoint
+
+        return load_module_from_checkpoint(cls, checkpoint_path, map_location, strict, **kwargs)

@@ -1,0 +1,182 @@
+"""What `configure_optimizers` may return, turned into optimizers and scheduler configs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from torch.optim import Optimizer
+
+from fulmen.utilities import MisconfigurationException, rank_zero_warn
+
+if TYPE_CHECKING:
+    from fulmen.trainer import Trainer
+
+_SCHED_KEYS = {"scheduler", "interval", "frequency", "monitor", "strict", "name", "reduce_on_plateau", "opt_idx"}
+
+
+@dataclass
+class LRSchedulerConfig:
+    """A scheduler and when to step it (Lightning's scheduler config dict, as a dataclass)."""
+
+    scheduler: Any
+    name: str | None = None
+    interval: str = "epoch"
+    frequency: int = 1
+    reduce_on_plateau: bool = False
+    monitor: str | None = None
+    strict: bool = True
+
+
+def _is_plateau(scheduler: Any) -> bool:
+    return type(scheduler).__name__ == "ReduceLROnPlateau" or hasattr(scheduler, "_is_better")
+
+
+def _scheduler_config(item: Any, monitor: str | None = None) -> LRSchedulerConfig:
+    if isinstance(item, Mapping):
+        if "scheduler" not in item:
+            raise MisconfigurationException(
+                "configure_optimizers: a scheduler config dict needs a 'scheduler' key, e.g. "
+                "{'scheduler': StepLR(opt, 1), 'interval': 'epoch'}."
+            )
+        extra = set(item) - _SCHED_KEYS
+        if extra:
+            raise MisconfigurationException(
+                f"configure_optimizers: unknown scheduler config keys {sorted(extra)}; valid: {sorted(_SCHED_KEYS)}."
+            )
+        interval = item.get("interval", "epoch")
+        if interval not in ("epoch", "step"):
+            raise MisconfigurationException(
+                f"configure_optimizers: scheduler 'interval' must be 'epoch' or 'step', got {interval!r}."
+            )
+        config = LRSchedulerConfig(
+            scheduler=item["scheduler"],
+            name=item.get("name"),
+            interval=interval,
+            frequency=int(item.get("frequency", 1)),
+            monitor=item.get("monitor", monitor),
+            strict=bool(item.get("strict", True)),
+        )
+    else:
+        config = LRSchedulerConfig(scheduler=item, monitor=monitor)
+    config.reduce_on_plateau = _is_plateau(config.scheduler)
+    if config.reduce_on_plateau and config.monitor is None:
+        raise MisconfigurationException(
+            "configure_optimizers: ReduceLROnPlateau needs a metric to watch; return "
+            "{'optimizer': opt, 'lr_scheduler': {'scheduler': sched, 'monitor': 'val_loss'}}."
+        )
+    if not hasattr(config.scheduler, "step"):
+        raise MisconfigurationException(
+            f"configure_optimizers: {type(config.scheduler).__name__} is not a learning-rate scheduler "
+            "(it has no `step`)."
+        )
+    return config
+
+
+def _from_dict(d: Mapping[str, Any]) -> tuple[Optimizer, list[LRSchedulerConfig]]:
+    if "optimizer" not in d:
+        raise MisconfigurationException(
+            f"configure_optimizers returned a dict without an 'optimizer' key (keys: {sorted(d)})."
+        )
+    scheds = []
+    if d.get("lr_scheduler") is not None:
+        scheds.append(_scheduler_config(d["lr_scheduler"], d.get("monitor")))
+    return d["optimizer"], scheds
+
+
+def parse_optimizers(out: Any, module_name: str = "LightningModule") -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
+    """Normalise every documented `configure_optimizers` return form into (optimizers, scheduler configs)."""
+    optimizers: list[Any]
+    scheds: list[LRSchedulerConfig] = []
+    if out is None:
+        rank_zero_warn(
+            f"`{module_name}.configure_optimizers` returned None: this fit will run without an optimizer."
+        )
+        return [], []
+    if isinstance(out, Optimizer):
+        optimizers = [out]
+    elif isinstance(out, Mapping):
+        opt, scheds = _from_dict(out)
+        optimizers = [opt]
+    elif (
+        isinstance(out, (list, tuple))
+        and len(out) == 2
+        and isinstance(out[0], (list, tuple))
+        and isinstance(out[1], (list, tuple))
+    ):
+        optimizers = list(out[0])
+        scheds = [_scheduler_config(s) for s in out[1]]
+    elif isinstance(out, (list, tuple)) and out and all(isinstance(o, Mapping) for o in out):
+        optimizers = []
+        for d in out:
+            opt, s = _from_dict(d)
+            optimizers.append(opt)
+            scheds.extend(s)
+    elif isinstance(out, (list, tuple)) and all(isinstance(o, Optimizer) for o in out):
+        optimizers = list(out)
+    else:
+        raise MisconfigurationException(
+            f"`{module_name}.configure_optimizers` returned {type(out).__name__}, which is not one of the "
+            "supported forms: an optimizer; a list of optimizers; ([optimizers], [schedulers]); a dict "
+            "{'optimizer': ..., 'lr_scheduler': ...}; a tuple of such dicts; or None."
+        )
+    for opt in optimizers:
+        if not isinstance(opt, Optimizer):
+            raise MisconfigurationException(
+                f"`{module_name}.configure_optimizers` returned {type(opt).__name__} where a "
+                "torch.optim.Optimizer was expected."
+            )
+    return optimizers, scheds
+
+
+class LightningOptimizer:
+    """Wraps a torch optimizer so that `step()` runs fulmen's hooks, precision and strategy around it."""
+
+    def __init__(self, optimizer: Optimizer, trainer: Trainer) -> None:
+        self._optimizer = optimizer
+        self._trainer = trainer
+        self._on_before_step: Callable[[], None] = lambda: None
+        self._on_after_step: Callable[[], None] = lambda: None
+
+    @property
+    def optimizer(self) -> Optimizer:
+        """The wrapped torch optimizer."""
+        return self._optimizer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._optimizer, name)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:  # noqa: D102
+        return self._optimizer.param_groups
+
+    @property
+    def state(self) -> Any:  # noqa: D102
+        return self._optimizer.state
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the wrapped optimizer's gradients."""
+        self._optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        """Step through the strategy and precision: runs `closure`, the pre-step hooks, then the step."""
+        trainer = self._trainer
+        self._on_before_step()
+        out = trainer.strategy.optimizer_step(self._optimizer, closure, **kwargs)
+        self._on_after_step()
+        trainer._progress.global_step += 1
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """The wrapped optimizer's state."""
+        return self._optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load the wrapped optimizer's state."""
+        self._optimizer.load_state_dict(state)
+
+    def __repr__(self) -> str:
+        return f"LightningOptimizer({self._optimizer!r})"
+
+

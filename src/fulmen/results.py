@@ -1,0 +1,360 @@
+"""What `self.log` records, and how it reaches the progress bar, the loggers and callbacks.
+
+A logged value is kept on its device: step values are referenced as they are, epoch values are
+accumulated in a short list that is folded into a running sum now and then. Nothing is read back to
+the host until someone looks: the logger on its interval, the progress bar on its refresh, callbacks
+at epoch end. That is why per-step logging costs no device synchronisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from fulmen.utilities import MisconfigurationException, extract_batch_size
+
+# hook -> (default on_step, default on_epoch); a hook missing here may not log.
+_STEP = (True, False)
+_EPOCH = (False, True)
+_HOOK_DEFAULTS: dict[str, tuple[bool, bool]] = {
+    **dict.fromkeys(
+        (
+            "training_step",
+            "on_train_batch_start",
+            "on_train_batch_end",
+            "on_before_backward",
+            "backward",
+            "on_after_backward",
+            "on_before_optimizer_step",
+            "optimizer_step",
+            "configure_gradient_clipping",
+            "clip_gradients",
+            "on_before_zero_grad",
+            "optimizer_zero_grad",
+        ),
+        _STEP,
+    ),
+    **dict.fromkeys(
+        (
+            "on_train_start",
+            "on_train_epoch_start",
+            "on_train_epoch_end",
+            "on_validation_start",
+            "on_validation_epoch_start",
+            "on_validation_epoch_end",
+            "on_validation_batch_start",
+            "on_validation_batch_end",
+            "validation_step",
+            "on_test_start",
+            "on_test_epoch_start",
+            "on_test_epoch_end",
+            "on_test_batch_start",
+            "on_test_batch_end",
+            "test_step",
+        ),
+        _EPOCH,
+    ),
+}
+
+_REDUCE_NAMES = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
+_FOLD_EVERY = 256  # step values kept before folding them into the running sum
+
+
+def _is_metric(value: Any) -> bool:
+    return hasattr(value, "compute") and hasattr(value, "reset") and hasattr(value, "update")
+
+
+class _Slot:
+    """One logged name: its options, its latest step value and its epoch accumulator."""
+
+    __slots__ = (
+        "name",
+        "on_step",
+        "on_epoch",
+        "prog_bar",
+        "logger",
+        "reduce",
+        "sync_dist",
+        "dataloader_idx",
+        "metric",
+        "last",
+        "stepped",
+        "pending",
+        "weights",
+        "total",
+        "weight_total",
+        "epoch_value",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        on_step: bool,
+        on_epoch: bool,
+        prog_bar: bool,
+        logger: bool,
+        reduce: str | Callable[..., Any],
+        sync_dist: bool,
+        dataloader_idx: int | None,
+    ) -> None:
+        self.name = name
+        self.on_step = on_step
+        self.on_epoch = on_epoch
+        self.prog_bar = prog_bar
+        self.logger = logger
+        self.reduce = reduce
+        self.sync_dist = sync_dist
+        self.dataloader_idx = dataloader_idx
+        self.metric: Any = None
+        self.last: Any = None
+        self.stepped = False
+        self.reset_epoch()
+
+    def reset_epoch(self) -> None:
+        self.pending: list[torch.Tensor] = []
+        self.weights: list[int] = []
+        self.total: torch.Tensor | None = None
+        self.weight_total = 0
+        self.epoch_value: Any = None
+
+    def add(self, value: torch.Tensor, batch_size: int) -> None:
+        self.pending.append(value)
+        self.weights.append(batch_size)
+        if len(self.pending) >= _FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        if not self.pending:
+            return
+        stacked = torch.stack([v.to(torch.float64 if v.dtype == torch.float64 else torch.float32) for v in self.pending])
+        reduce = self.reduce
+        if reduce == "mean":
+            w = torch.tensor(self.weights, dtype=stacked.dtype, device=stacked.device)
+            part = (stacked * w).sum()
+        elif reduce == "sum":
+            part = stacked.sum()
+        elif reduce == "max":
+            part = stacked.max()
+        elif reduce == "min":
+            part = stacked.min()
+        else:  # a user callable: keep everything, reduce once at the end
+            part = stacked
+        if self.total is None:
+            self.total = part
+        elif reduce == "mean" or reduce == "sum":
+            self.total = self.total + part
+        elif reduce == "max":
+            self.total = torch.maximum(self.total, part)
+        elif reduce == "min":
+            self.total = torch.minimum(self.total, part)
+        else:
+            self.total = torch.cat([self.total.reshape(-1), part.reshape(-1)])
+        self.weight_total += sum(self.weights)
+        self.pending = []
+        self.weights = []
+
+    def compute_epoch(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None) -> Any:
+        if self.metric is not None:
+            self.epoch_value = self.metric.compute()
+            return self.epoch_value
+        self._fold()
+        if self.total is None:
+            return self.epoch_value
+        reduce = self.reduce
+        total = self.total
+        if reduce == "mean":
+            weight = torch.tensor(float(self.weight_total), dtype=total.dtype, device=total.device)
+            if self.sync_dist and reduce_across is not None:
+                total = reduce_across(total, "sum")
+                weight = reduce_across(weight, "sum")
+            value = total / weight
+        elif callable(reduce):
+            value = reduce(total)
+        else:
+            value = reduce_across(total, reduce) if self.sync_dist and reduce_across is not None else total
+        self.epoch_value = value
+        return value
+
+
+class ResultStore:
+    """The logged values of one stage ("train", "validate", "test"), with Lightning's naming rules."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.slots: dict[str, _Slot] = {}
+        self.batch: Any = None
+        self._batch_size: int | None = None
+        self.dataloader_idx: int | None = None
+        self.epoch_metrics: dict[str, Any] = {}
+
+    def new_batch(self, batch: Any, dataloader_idx: int | None = None) -> None:
+        """Point batch-size inference at `batch`; the size is only computed if a mean needs it."""
+        self.batch = batch
+        self._batch_size = None
+        self.dataloader_idx = dataloader_idx
+
+    def _current_batch_size(self) -> int:
+        if self._batch_size is None:
+            size = extract_batch_size(self.batch) if self.batch is not None else None
+            self._batch_size = size if size is not None else 1
+        return self._batch_size
+
+    def reset_epoch(self) -> None:
+        """Forget the epoch accumulators (keeps the last epoch's computed values for callbacks)."""
+        for slot in self.slots.values():
+            if slot.metric is not None and slot.epoch_value is not None:
+                slot.metric.reset()
+            slot.reset_epoch()
+            slot.stepped = False
+
+    def clear(self) -> None:
+        """Forget everything (a new run, or the end of the sanity check)."""
+        self.slots = {}
+        self.epoch_metrics = {}
+
+    def log(
+        self,
+        hook: str | None,
+        name: str,
+        value: Any,
+        prog_bar: bool,
+        logger: bool | None,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: str | Callable[..., Any],
+        sync_dist: bool,
+        add_dataloader_idx: bool,
+        batch_size: int | None,
+    ) -> None:
+        """Record `value` under `name` for the current hook (see `self.log`)."""
+        key = name
+        if add_dataloader_idx and self.dataloader_idx is not None:
+            key = f"{name}/dataloader_idx_{self.dataloader_idx}"
+        slot = self.slots.get(key)
+        if slot is None:
+            slot = self._new_slot(hook, key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist)
+        if slot.metric is not None:
+            slot.metric = value
+            if slot.on_step:
+                slot.last = getattr(value, "_forward_cache", None)
+                slot.stepped = slot.last is not None
+            return
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"self.log({name!r}, ...) got a tensor with {value.numel()} elements; log a scalar "
+                    "(e.g. `value.mean()`) or log each element under its own name."
+                )
+            value = value.detach().reshape(())
+        elif isinstance(value, (int, float, bool)):
+            value = torch.tensor(float(value))
+        else:
+            raise ValueError(
+                f"self.log({name!r}, value) must be given a float, an int, a scalar tensor or a torchmetrics "
+                f"Metric; got {type(value).__name__}."
+            )
+        if slot.on_step:
+            slot.last = value
+            slot.stepped = True
+        if slot.on_epoch:
+            if batch_size is None:
+                batch_size = self._current_batch_size() if slot.reduce == "mean" else 1
+            slot.add(value, batch_size)
+
+    def _new_slot(
+        self,
+        hook: str | None,
+        key: str,
+        value: Any,
+        prog_bar: bool,
+        logger: bool | None,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: str | Callable[..., Any],
+        sync_dist: bool,
+    ) -> _Slot:
+        defaults = _HOOK_DEFAULTS.get(hook or "")
+        if defaults is None:
+            where = f"`{hook}`" if hook else "this place"
+            raise MisconfigurationException(
+                f"You can't `self.log()` in {where}: logging is allowed in the step methods, the batch and "
+                "epoch hooks, on_train_start and the backward/optimizer hooks. Move the call to one of those."
+            )
+        step = defaults[0] if on_step is None else on_step
+        epoch = defaults[1] if on_epoch is None else on_epoch
+        if isinstance(reduce_fx, str):
+            if reduce_fx.lower() not in _REDUCE_NAMES:
+                raise MisconfigurationException(
+                    f"self.log(reduce_fx={reduce_fx!r}) is not supported; use 'mean', 'sum', 'min', 'max' "
+                    "or a callable."
+                )
+            reduce: str | Callable[..., Any] = _REDUCE_NAMES[reduce_fx.lower()]
+        else:
+            reduce = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}.get(
+                reduce_fx, reduce_fx
+            )
+        slot = _Slot(
+            key, step, epoch, prog_bar, True if logger is None else logger, reduce, sync_dist, self.dataloader_idx
+        )
+        if _is_metric(value):
+            slot.metric = value
+        self.slots[key] = slot
+        return slot
+
+    # ------------------------------------------------------------------ views
+    def step_metrics(self, for_logger: bool) -> dict[str, Any]:
+        """The step values logged since the last call to `mark_step_logged` (suffixed `_step` if forked)."""
+        out: dict[str, Any] = {}
+        for slot in self.slots.values():
+            if not (slot.on_step and slot.stepped) or (for_logger and not slot.logger):
+                continue
+            out[slot.name + "_step" if slot.on_epoch else slot.name] = slot.last
+        return out
+
+    def mark_step_logged(self) -> None:
+        """Forget which slots were updated since the logger last saw them."""
+        for slot in self.slots.values():
+            slot.stepped = False
+
+    def compute_epoch(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None) -> None:
+        """Reduce the epoch accumulators into `epoch_metrics` (names suffixed `_epoch` if forked)."""
+        for slot in self.slots.values():
+            if not slot.on_epoch:
+                continue
+            value = slot.compute_epoch(reduce_across)
+            if value is None:
+                continue
+            self.epoch_metrics[slot.name + "_epoch" if slot.on_step else slot.name] = value
+
+    def epoch_metrics_for(self, for_logger: bool = False, prog_bar: bool = False) -> dict[str, Any]:
+        """Computed epoch values filtered for the logger or the progress bar."""
+        out: dict[str, Any] = {}
+        for slot in self.slots.values():
+            if not slot.on_epoch or slot.epoch_value is None:
+                continue
+            if (for_logger and not slot.logger) or (prog_bar and not slot.prog_bar):
+                continue
+            out[slot.name + "_epoch" if slot.on_step else slot.name] = slot.epoch_value
+        return out
+
+    def callback_view(self, prog_bar_only: bool = False) -> dict[str, Any]:
+        """What callbacks (or, filtered, the progress bar) see: epoch values, then the latest step values."""
+        out: dict[str, Any] = {}
+        if not prog_bar_only:
+            out.update(self.epoch_metrics)
+        for slot in self.slots.values():
+            if prog_bar_only and not slot.prog_bar:
+                continue
+            forked = slot.on_step and slot.on_epoch
+            if slot.on_epoch and slot.epoch_value is not None:
+                out[slot.name + "_epoch" if forked else slot.name] = slot.epoch_value
+                if forked:
+                    out[slot.name] = slot.epoch_value
+            if slot.on_step and slot.last is not None:
+                if forked:
+                    out[slot.name + "_step"] = slot.last
+                if not (slot.on_epoch and slot.epoch_value is not None):
+                    out[slot.name] = slot.last
+        return out

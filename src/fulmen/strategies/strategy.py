@@ -1,0 +1,210 @@
+"""Strategy: where the module runs and how processes cooperate, behind one small interface.
+
+The loops never ask "is this DDP?": they call `strategy.training_step`, `strategy.backward`,
+`strategy.optimizer_step`, `strategy.reduce`, `strategy.barrier`, and each strategy answers for its
+own setting (one device; many processes with DistributedDataParallel; sharded with FSDP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+
+from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
+from fulmen.precision import Precision
+
+if TYPE_CHECKING:
+    from fulmen.accelerators import Accelerator
+    from fulmen.module import LightningModule
+    from fulmen.trainer import Trainer
+
+
+class Strategy:
+    """Single-process behaviour; distributed strategies override what differs."""
+
+    launcher: Any = None  # an object with `launch(fn, *args)` when processes must be started
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        device: torch.device | None = None,
+        precision: Precision | None = None,
+    ) -> None:
+        self.accelerator = accelerator
+        self._root_device = device or torch.device("cpu")
+        self.precision_plugin = precision or Precision()
+        self._module: LightningModule | None = None
+        self.model: nn.Module | None = None  # the module as wrapped for training (e.g. by DDP)
+        self.optimizers: list[Optimizer] = []
+        self.lightning_optimizers: list[LightningOptimizer] = []
+        self.lr_scheduler_configs: list[LRSchedulerConfig] = []
+        self._trainer: Trainer | None = None
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def root_device(self) -> torch.device:
+        """The device this process computes on."""
+        return self._root_device
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes taking part."""
+        return 1
+
+    @property
+    def global_rank(self) -> int:
+        """This process's rank among all processes."""
+        return 0
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its machine."""
+        return 0
+
+    @property
+    def node_rank(self) -> int:
+        """This machine's rank."""
+        return 0
+
+    @property
+    def is_global_zero(self) -> bool:
+        """True on the process that writes logs and checkpoints."""
+        return self.global_rank == 0
+
+    @property
+    def lightning_module(self) -> LightningModule | None:
+        """The user's module, unwrapped."""
+        return self._module
+
+    # ------------------------------------------------------------------ lifecycle
+    def connect(self, module: LightningModule) -> None:
+        """Attach the user's module."""
+        self._module = module
+        self.model = module
+
+    def setup_environment(self) -> None:
+        """Prepare processes and devices (e.g. init the process group) before the module is set up."""
+        if self.accelerator is not None:
+            self.accelerator.setup_device(self.root_device)
+
+    def setup(self, trainer: Trainer) -> None:
+        """Move the module to the device, cast it for the precision, and wrap it if needed."""
+        self._trainer = trainer
+        assert self._module is not None
+        module = self.precision_plugin.convert_module(self._module)
+        module.to(self.root_device)
+        self.model = self._wrap(module)
+
+    def _wrap(self, module: LightningModule) -> nn.Module:
+        return module
+
+    def setup_optimizers(self, trainer: Trainer) -> None:
+        """Call `configure_optimizers` and wrap the optimizers for `step()` hooks."""
+        module = self._module
+        assert module is not None
+        module._current_fx_name = "configure_optimizers"
+        try:
+            out = module.configure_optimizers()
+        finally:
+            module._current_fx_name = None
+        self.optimizers, self.lr_scheduler_configs = parse_optimizers(out, type(module).__name__)
+        self.lightning_optimizers = [LightningOptimizer(o, trainer) for o in self.optimizers]
+
+    def teardown(self) -> None:
+        """Release resources after a run."""
+
+    # ------------------------------------------------------------------ the step methods
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the module's training_step (through the wrapper, for strategies that wrap)."""
+        assert self._module is not None
+        with self.precision_plugin.forward_context():
+            return self._module.training_step(*args, **kwargs)
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the module's validation_step."""
+        assert self._module is not None
+        with self.precision_plugin.forward_context():
+            return self._module.validation_step(*args, **kwargs)
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the module's test_step."""
+        assert self._module is not None
+        with self.precision_plugin.forward_context():
+            return self._module.test_step(*args, **kwargs)
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the module's predict_step."""
+        assert self._module is not None
+        with self.precision_plugin.forward_context():
+            return self._module.predict_step(*args, **kwargs)
+
+    def backward(self, loss: torch.Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> None:
+        """Compute gradients through the precision (which scales the loss if needed)."""
+        assert self._module is not None
+        self.precision_plugin.backward(loss, self._module, *args, **kwargs)
+
+    def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
+        """Step `optimizer`: the closure first, then on_before_optimizer_step and clipping, then the step."""
+        module = self._module
+        trainer = self._trainer
+        assert module is not None and trainer is not None
+
+        def after_closure() -> None:
+            trainer._hooks.callbacks("on_before_optimizer_step", optimizer)
+            trainer._hooks.module("on_before_optimizer_step", optimizer)
+            if module.automatic_optimization:
+                trainer._clip_gradients(module, optimizer)
+
+        return self.precision_plugin.optimizer_step(optimizer, module, closure or _no_op, after_closure, **kwargs)
+
+    def batch_to_device(self, batch: Any, dataloader_idx: int = 0) -> Any:
+        """Move a batch to this process's device through the module's transfer hook."""
+        assert self._module is not None
+        return self._module.transfer_batch_to_device(batch, self.root_device, dataloader_idx)
+
+    def process_dataloader(self, dataloader: Any, shuffle: bool) -> Any:
+        """Adapt a user dataloader (distributed strategies add a DistributedSampler)."""
+        return dataloader
+
+    # ------------------------------------------------------------------ collectives (identity here)
+    def reduce(self, tensor: Any, reduce_op: str | None = "mean", group: Any = None) -> Any:
+        """Reduce `tensor` across processes ("mean", "sum", "max", "min")."""
+        return tensor
+
+    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
+        """Gather `data` from every process (stacked on a new first dimension when world_size > 1)."""
+        return data
+
+    def barrier(self, name: str | None = None) -> None:
+        """Wait until every process reaches this point."""
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """Send `obj` from process `src` to every process."""
+        return obj
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        """Agree on a boolean across processes (all must agree, or any)."""
+        return decision
+
+    # ------------------------------------------------------------------ checkpoints
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        """The module's weights as they go into a checkpoint."""
+        assert self._module is not None
+        return self._module.state_dict()
+
+    def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Load checkpointed weights into the module."""
+        assert self._module is not None
+        self._module.load_state_dict(state_dict, strict=strict)
+
+
+def _no_op() -> None:
+    return None
+
+
+class SingleDeviceStrategy(Strategy):
+    """One process, one device: the default."""

@@ -1,0 +1,851 @@
+"""Trainer: the engineering side of a run (devices, precision, loops, logging, callbacks), set by flags.
+
+`fit`, `validate`, `test` and `predict` all go through `_run`, which sets the run up in Lightning's
+order (callbacks, prepare_data, setup, configure_model, device, optimizers) and hands over to a loop
+in loops.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+
+from fulmen.accelerators import parse_devices, select_accelerator
+from fulmen.callbacks.callback import Callback
+from fulmen.datamodule import LightningDataModule
+from fulmen.flags import check_choice, check_limit, map_legacy_flags, parse_max_time
+from fulmen.hooks import HookDispatcher
+from fulmen.loops import EvaluationLoop, FitLoop, PredictionLoop
+from fulmen.module import LightningModule
+from fulmen.precision import Precision, resolve_precision
+from fulmen.progress import Progress
+from fulmen.results import ResultStore
+from fulmen.strategies import Strategy, select_strategy
+from fulmen.utilities import MisconfigurationException, rank_zero_only, rank_zero_warn
+
+
+class _DisabledProfiler:
+    enabled = False
+
+    def profile(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+class Trainer:
+    """Runs a LightningModule: `fit`, `validate`, `test`, `predict`, configured by Lightning 2.x's flags."""
+
+    def __init__(
+        self,
+        *,
+        accelerator: str | Any = "auto",
+        strategy: str | Strategy = "auto",
+        devices: Any = "auto",
+        num_nodes: int = 1,
+        precision: Any = None,
+        logger: Any = None,
+        callbacks: list[Callback] | Callback | None = None,
+        fast_dev_run: int | bool = False,
+        max_epochs: int | None = None,
+        min_epochs: int | None = None,
+        max_steps: int = -1,
+        min_steps: int | None = None,
+        max_time: Any = None,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        overfit_batches: int | float = 0.0,
+        val_check_interval: int | float | None = None,
+        check_val_every_n_epoch: int | None = 1,
+        num_sanity_val_steps: int | None = None,
+        log_every_n_steps: int | None = None,
+        enable_checkpointing: bool | None = None,
+        enable_progress_bar: bool | None = None,
+        enable_model_summary: bool | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        deterministic: bool | str | None = None,
+        benchmark: bool | None = None,
+        inference_mode: bool = True,
+        use_distributed_sampler: bool = True,
+        profiler: Any = None,
+        detect_anomaly: bool = False,
+        barebones: bool = False,
+        plugins: Any = None,
+        sync_batchnorm: bool = False,
+        reload_dataloaders_every_n_epochs: int = 0,
+        default_root_dir: str | os.PathLike[str] | None = None,
+        **legacy: Any,
+    ) -> None:
+        """Configure a run; see docs/trainer.md for every flag (they match Lightning 2.x)."""
+        flags = {k: v for k, v in locals().items() if k not in ("self", "legacy", "__class__")}
+        known = list(flags)
+        self._resume_from_checkpoint = map_legacy_flags(flags, legacy, known)
+        self._flags = flags
+        f = flags
+
+        self.default_root_dir = os.fspath(f["default_root_dir"]) if f["default_root_dir"] else os.getcwd()
+        self.barebones = bool(f["barebones"])
+        self.fast_dev_run = f["fast_dev_run"]
+        if self.fast_dev_run is True:
+            self.fast_dev_run = 1
+        if isinstance(self.fast_dev_run, int) and self.fast_dev_run < 0:
+            raise MisconfigurationException(f"fast_dev_run={self.fast_dev_run} is not valid; use True or an int >= 0.")
+
+        # --- how long to train
+        self.max_epochs: int | None = f["max_epochs"]
+        if self.max_epochs is None:
+            self.max_epochs = 1000 if f["max_steps"] == -1 and f["max_time"] is None else -1
+        self.min_epochs = f["min_epochs"]
+        self.max_steps: int = f["max_steps"]
+        if self.max_steps < -1:
+            raise MisconfigurationException(f"max_steps={self.max_steps} is not valid; use -1 (no limit) or >= 0.")
+        self.min_steps = f["min_steps"]
+        self.max_time = parse_max_time(f["max_time"])
+
+        # --- how much of each epoch
+        def limit(name: str) -> int | float:
+            value = f[name]
+            return 1.0 if value is None else check_limit(name, value)
+
+        self.limit_train_batches = limit("limit_train_batches")
+        self.limit_val_batches = limit("limit_val_batches")
+        self.limit_test_batches = limit("limit_test_batches")
+        self.limit_predict_batches = limit("limit_predict_batches")
+        self.overfit_batches = check_limit("overfit_batches", f["overfit_batches"])
+        if self.overfit_batches > 0:
+            self.limit_val_batches = self.overfit_batches
+        self.val_check_interval = 1.0 if f["val_check_interval"] is None else f["val_check_interval"]
+        if isinstance(self.val_check_interval, float) and not 0.0 < self.val_check_interval <= 1.0:
+            raise MisconfigurationException(
+                f"val_check_interval={self.val_check_interval} is not valid: a float must be in (0.0, 1.0]."
+            )
+        self.check_val_every_n_epoch = f["check_val_every_n_epoch"]
+        self.num_sanity_val_steps = 2 if f["num_sanity_val_steps"] is None else int(f["num_sanity_val_steps"])
+        self.log_every_n_steps = 50 if f["log_every_n_steps"] is None else int(f["log_every_n_steps"])
+        self.reload_dataloaders_every_n_epochs = int(f["reload_dataloaders_every_n_epochs"])
+        if self.fast_dev_run:
+            n = int(self.fast_dev_run)
+            self.max_epochs, self.max_steps, self.num_sanity_val_steps = 1, n, 0
+            self.limit_train_batches = self.limit_val_batches = n
+            self.limit_test_batches = self.limit_predict_batches = n
+            self.val_check_interval, self.check_val_every_n_epoch = 1.0, 1
+
+        # --- optimization
+        self.accumulate_grad_batches = int(f["accumulate_grad_batches"])
+        if self.accumulate_grad_batches < 1:
+            raise MisconfigurationException(
+                f"accumulate_grad_batches={self.accumulate_grad_batches} is not valid; use an int >= 1."
+            )
+        self.gradient_clip_val = f["gradient_clip_val"]
+        self.gradient_clip_algorithm = f["gradient_clip_algorithm"] or "norm"
+        check_choice("gradient_clip_algorithm", self.gradient_clip_algorithm, ("norm", "value"))
+        self.inference_mode = bool(f["inference_mode"])
+        self.detect_anomaly = bool(f["detect_anomaly"])
+        self.use_distributed_sampler = bool(f["use_distributed_sampler"])
+        self.sync_batchnorm = bool(f["sync_batchnorm"])
+        self._set_determinism(f["deterministic"], f["benchmark"])
+
+        # --- hardware
+        if f["plugins"]:
+            raise NotImplementedError("Trainer(plugins=...) is not supported yet; remove it.")
+        self.accelerator = select_accelerator(f["accelerator"])
+        self._parsed_devices = parse_devices(f["devices"], self.accelerator)
+        self.num_nodes = int(f["num_nodes"])
+        self.precision_plugin: Precision = resolve_precision(
+            "32-true" if f["precision"] is None else f["precision"], self.accelerator.name
+        )
+        self.strategy: Strategy = select_strategy(
+            f["strategy"], self.accelerator, self._parsed_devices, self.num_nodes, self.precision_plugin
+        )
+        self.precision_plugin = self.strategy.precision_plugin
+        rank_zero_only.rank = self.strategy.global_rank  # type: ignore[attr-defined]
+
+        # --- profiler
+        if f["profiler"] is not None:
+            raise NotImplementedError("Trainer(profiler=...) is not built yet in this version of fulmen.")
+        self.profiler: Any = _DisabledProfiler()
+
+        # --- what to switch on
+        quiet = self.barebones or bool(self.fast_dev_run)
+        self.enable_progress_bar = _flag(f["enable_progress_bar"], not self.barebones)
+        self.enable_model_summary = _flag(f["enable_model_summary"], not self.barebones)
+        self.enable_checkpointing = _flag(f["enable_checkpointing"], not quiet)
+        if self.barebones:
+            self._check_barebones(f)
+        user_callbacks = [f["callbacks"]] if isinstance(f["callbacks"], Callback) else list(f["callbacks"] or [])
+        self.callbacks: list[Callback] = self._default_callbacks(user_callbacks)
+        self.loggers: list[Any] = self._make_loggers(f["logger"], quiet)
+
+        # --- run state
+        self._progress = Progress()
+        self.should_stop = False
+        self.sanity_checking = False
+        self.training = self.validating = self.testing = self.predicting = False
+        self.lightning_module: LightningModule = None  # type: ignore[assignment]
+        self.datamodule: LightningDataModule | None = None
+        self._results_train = ResultStore("train")
+        self._results_val = ResultStore("validate")
+        self._results_test = ResultStore("test")
+        self._results: ResultStore | None = None
+        self._logged_metrics: dict[str, Any] = {}
+        self._hooks: HookDispatcher = None  # type: ignore[assignment]
+        self._progress_bar: Any = None
+        self._fast_transfer = False
+        self.fit_loop = FitLoop(self)
+        self.validate_loop = self.fit_loop.val_loop
+        self.test_loop = EvaluationLoop(self, "test")
+        self.predict_loop = PredictionLoop(self)
+        self.ckpt_path: str | None = None
+
+    # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _set_determinism(deterministic: Any, benchmark: bool | None) -> None:
+        if deterministic is not None and deterministic not in (True, False, "warn"):
+            raise MisconfigurationException(f"deterministic={deterministic!r} is not valid; use True, False or 'warn'.")
+        if deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.benchmark = False
+        elif deterministic is False:
+            torch.use_deterministic_algorithms(False)
+        if benchmark is not None:
+            if benchmark and deterministic:
+                rank_zero_warn("benchmark=True and deterministic=True conflict; deterministic wins.")
+            else:
+                torch.backends.cudnn.benchmark = benchmark
+
+    @staticmethod
+    def _check_barebones(f: dict[str, Any]) -> None:
+        for name in ("enable_progress_bar", "enable_model_summary", "enable_checkpointing"):
+            if f[name]:
+                raise MisconfigurationException(f"barebones=True turns {name} off; do not also pass {name}=True.")
+        if f["logger"] not in (None, False):
+            raise MisconfigurationException("barebones=True runs without loggers; remove logger=... or barebones.")
+
+    def _default_callbacks(self, user: list[Callback]) -> list[Callback]:
+        from fulmen.callbacks.model_summary import ModelSummary
+        from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
+
+        callbacks = list(user)
+        if self.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(TQDMProgressBar())
+        if not self.enable_progress_bar:
+            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+        if self.enable_model_summary and not any(isinstance(c, ModelSummary) for c in callbacks):
+            callbacks.append(ModelSummary())
+        if self.enable_checkpointing:
+            callbacks = _add_default_checkpoint(callbacks)
+        return callbacks
+
+    def _make_loggers(self, logger: Any, quiet: bool) -> list[Any]:
+        if logger is False or (quiet and logger in (None, True)):
+            return []
+        if logger is None or logger is True:
+            from fulmen.loggers import default_logger
+
+            return [default_logger(self.default_root_dir)]
+        if isinstance(logger, Iterable):
+            return list(logger)
+        return [logger]
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def logger(self) -> Any:
+        """The first logger, or None."""
+        return self.loggers[0] if self.loggers else None
+
+    @property
+    def current_epoch(self) -> int:
+        """Epochs completed so far (the epoch being trained while inside one)."""
+        return self._progress.epoch
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken so far."""
+        return self._progress.global_step
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes in the run."""
+        return self.strategy.world_size * 1
+
+    @property
+    def global_rank(self) -> int:
+        """This process's rank among all processes."""
+        return self.strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        """This process's rank on its machine."""
+        return self.strategy.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        """This machine's rank."""
+        return self.strategy.node_rank
+
+    @property
+    def is_global_zero(self) -> bool:
+        """True on the process that writes logs and checkpoints."""
+        return self.strategy.is_global_zero
+
+    @property
+    def num_devices(self) -> int:
+        """Devices used on each machine."""
+        return len(self._parsed_devices)
+
+    @property
+    def device_ids(self) -> list[int]:
+        """Indices of the devices used on this machine."""
+        return list(self._parsed_devices)
+
+    @property
+    def precision(self) -> str:
+        """The precision mode's name, e.g. "32-true"."""
+        return self.precision_plugin.name
+
+    @property
+    def model(self) -> Any:
+        """The module as wrapped by the strategy (e.g. in DistributedDataParallel)."""
+        return self.strategy.model
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers from configure_optimizers."""
+        return self.strategy.optimizers
+
+    @optimizers.setter
+    def optimizers(self, value: list[torch.optim.Optimizer]) -> None:
+        from fulmen.optim import LightningOptimizer
+
+        self.strategy.optimizers = list(value)
+        self.strategy.lightning_optimizers = [LightningOptimizer(o, self) for o in value]
+
+    @property
+    def lr_scheduler_configs(self) -> list[Any]:
+        """The scheduler configs from configure_optimizers."""
+        return self.strategy.lr_scheduler_configs
+
+    @property
+    def train_dataloader(self) -> Any:
+        """The train dataloader of the current fit."""
+        return self.fit_loop.train_dataloader
+
+    @property
+    def val_dataloaders(self) -> Any:
+        """The validation dataloader(s)."""
+        dls = self.validate_loop.dataloaders
+        return dls[0] if len(dls) == 1 else dls
+
+    @property
+    def test_dataloaders(self) -> Any:
+        """The test dataloader(s)."""
+        dls = self.test_loop.dataloaders
+        return dls[0] if len(dls) == 1 else dls
+
+    @property
+    def num_training_batches(self) -> float:
+        """Training batches per epoch after the limit flags."""
+        return self.fit_loop.num_train_batches
+
+    @property
+    def num_val_batches(self) -> list[float]:
+        """Validation batches per dataloader after the limit flags."""
+        return self.validate_loop.num_batches()
+
+    @property
+    def estimated_stepping_batches(self) -> float:
+        """Total optimizer steps the fit will take (max_steps, or epochs x steps per epoch)."""
+        if self.max_steps != -1:
+            return float(self.max_steps)
+        if self.max_epochs in (None, -1):
+            return math.inf
+        self.fit_loop.setup_train_data()
+        per_epoch = math.ceil(self.fit_loop.num_train_batches / self.accumulate_grad_batches)
+        return float(per_epoch * self.max_epochs)  # type: ignore[operator]
+
+    @property
+    def log_dir(self) -> str:
+        """Where logs go: the first logger's folder, else default_root_dir."""
+        if self.logger is not None:
+            d = getattr(self.logger, "log_dir", None) or getattr(self.logger, "save_dir", None)
+            if d:
+                return os.fspath(d)
+        return self.default_root_dir
+
+    @property
+    def progress_bar_callback(self) -> Any:
+        """The progress bar callback, if any."""
+        from fulmen.callbacks.progress import ProgressBar
+
+        return next((c for c in self.callbacks if isinstance(c, ProgressBar)), None)
+
+    @property
+    def checkpoint_callbacks(self) -> list[Any]:
+        """Every ModelCheckpoint callback."""
+        return [c for c in self.callbacks if type(c).__name__ == "ModelCheckpoint" or _is_a(c, "ModelCheckpoint")]
+
+    @property
+    def checkpoint_callback(self) -> Any:
+        """The first ModelCheckpoint callback, or None."""
+        cbs = self.checkpoint_callbacks
+        return cbs[0] if cbs else None
+
+    @property
+    def early_stopping_callback(self) -> Any:
+        """The first EarlyStopping callback, or None."""
+        return next((c for c in self.callbacks if _is_a(c, "EarlyStopping")), None)
+
+    @property
+    def callback_metrics(self) -> dict[str, Any]:
+        """Everything logged, as callbacks see it: latest step values and epoch values (tensors)."""
+        out: dict[str, Any] = {}
+        for store in (self._results_train, self._results_val, self._results_test):
+            out.update(store.callback_view())
+        return out
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        """The metrics logged with prog_bar=True, as Python numbers."""
+        out: dict[str, float] = {}
+        for store in (self._results_train, self._results_val, self._results_test):
+            for key, value in store.callback_view(prog_bar_only=True).items():
+                out[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        return out
+
+    @property
+    def logged_metrics(self) -> dict[str, Any]:
+        """What was last sent to the loggers."""
+        return dict(self._logged_metrics)
+
+    @property
+    def state(self) -> Any:
+        """What the trainer is doing: `.fn` ("fit", "validate", ...) and `.stage`."""
+        return _State(self._fn, self._progress.stage)
+
+    _fn: str | None = None
+
+    # ------------------------------------------------------------------ entry points
+    def fit(
+        self,
+        model: LightningModule,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """Train `model` (with validation) until a stopping condition is met."""
+        if isinstance(train_dataloaders, LightningDataModule):
+            datamodule, train_dataloaders = train_dataloaders, None
+        if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
+            raise MisconfigurationException(
+                "trainer.fit got both dataloaders and a datamodule; pass one or the other."
+            )
+        if ckpt_path is None and self._resume_from_checkpoint is not None:
+            ckpt_path = self._resume_from_checkpoint
+        self._attach(model, datamodule, "fit")
+        self.fit_loop.explicit_train = train_dataloaders
+        self.fit_loop.val_loop.explicit = val_dataloaders
+        self.fit_loop.train_dataloader = None
+        self.fit_loop.val_loop._loaded = False
+        self.fit_loop.__dict__.pop("_val_enabled", None)
+        self._launch(self._run, "fit", ckpt_path)
+
+    def validate(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+    ) -> list[dict[str, float]]:
+        """Run one validation epoch; returns one dict of metrics per dataloader."""
+        return self._evaluate("validate", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def test(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+    ) -> list[dict[str, float]]:
+        """Run one test epoch; returns one dict of metrics per dataloader."""
+        return self._evaluate("test", model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def predict(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        return_predictions: bool | None = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
+    ) -> Any:
+        """Run `predict_step` over the predict data; returns the list of its outputs."""
+        if isinstance(dataloaders, LightningDataModule):
+            datamodule, dataloaders = dataloaders, None
+        self._attach(self._pick_model(model, "predict"), datamodule, "predict")
+        self.predict_loop.explicit = dataloaders
+        keep = True if return_predictions is None else return_predictions
+        return self._launch(self._run, "predict", ckpt_path, keep)
+
+    def _evaluate(
+        self,
+        stage: str,
+        model: LightningModule | None,
+        dataloaders: Any,
+        ckpt_path: Any,
+        verbose: bool,
+        datamodule: LightningDataModule | None,
+    ) -> list[dict[str, float]]:
+        if isinstance(dataloaders, LightningDataModule):
+            datamodule, dataloaders = dataloaders, None
+        self._attach(self._pick_model(model, stage), datamodule, stage)
+        loop = self.validate_loop if stage == "validate" else self.test_loop
+        loop.explicit = dataloaders
+        loop._loaded = False
+        results = self._launch(self._run, stage, ckpt_path)
+        if verbose and self.is_global_zero and results:
+            _print_results(stage, results)
+        return results
+
+    def _pick_model(self, model: LightningModule | None, stage: str) -> LightningModule:
+        if model is None:
+            if self.lightning_module is None:
+                raise MisconfigurationException(
+                    f"trainer.{stage}() needs a model: pass one, or call it after trainer.fit(model)."
+                )
+            return self.lightning_module
+        return model
+
+    def _attach(self, model: Any, datamodule: LightningDataModule | None, fn: str) -> None:
+        if not isinstance(model, LightningModule):
+            raise MisconfigurationException(
+                f"trainer.{fn}() expects a fulmen.LightningModule, got {type(model).__name__}. Subclass "
+                "`fulmen.LightningModule` (it is an nn.Module) and move your loop body into `training_step`."
+            )
+        self.lightning_module = model
+        model.trainer = self
+        self.datamodule = datamodule
+        if datamodule is not None:
+            datamodule.trainer = self
+        self.strategy.connect(model)
+        self._fn = fn
+
+    def _launch(self, fn: Callable[..., Any], *args: Any) -> Any:
+        launcher = self.strategy.launcher
+        if launcher is not None:
+            return launcher.launch(fn, *args, trainer=self)
+        return fn(*args)
+
+    # ------------------------------------------------------------------ the run
+    def _run(self, fn: str, ckpt_path: Any = None, *extra: Any) -> Any:
+        module = self.lightning_module
+        self.should_stop = False
+        self.training, self.validating, self.testing, self.predicting = (
+            fn == "fit",
+            fn == "validate",
+            fn == "test",
+            fn == "predict",
+        )
+        for store in (self._results_train, self._results_val, self._results_test):
+            store.clear()
+        self._logged_metrics = {}
+        anomaly = torch.autograd.set_detect_anomaly(True) if self.detect_anomaly else contextlib.nullcontext()
+        try:
+            with anomaly:
+                self.strategy.setup_environment()
+                self._attach_module_callbacks()
+                self._hooks = HookDispatcher(self, module, self.callbacks)
+                self._progress_bar = self.progress_bar_callback
+                self._prepare_data()
+                self._call_setup(fn)
+                self._hooks.module("configure_model")
+                self.strategy.setup(self)
+                self._fast_transfer = self._can_skip_transfer()
+                checkpoint = self._load_checkpoint(ckpt_path, fn)
+                if fn == "fit":
+                    self.strategy.setup_optimizers(self)
+                    if checkpoint is not None:
+                        self._restore_training_state(checkpoint)
+                    self._log_hyperparams()
+                    self._results = self._results_train
+                    self._hooks.both("on_fit_start")
+                    self.fit_loop.run()
+                    self._hooks.both("on_fit_end")
+                    result = None
+                elif fn in ("validate", "test"):
+                    loop = self.validate_loop if fn == "validate" else self.test_loop
+                    self._progress.stage = fn
+                    self._results = self._results_for(fn)
+                    self._log_hyperparams()
+                    loop.setup_data(reload=True)
+                    result = loop.run()
+                else:
+                    self._progress.stage = "predict"
+                    result = self.predict_loop.run(*extra)
+                self._progress.stage = "idle"
+                self._call_teardown(fn)
+                self._finalize_loggers("success")
+                return result
+        except BaseException as exc:
+            self._on_exception(exc, fn)
+            raise
+        finally:
+            self._results = None
+            self.strategy.teardown()
+
+    def _on_exception(self, exc: BaseException, fn: str) -> None:
+        hooks = self._hooks
+        if hooks is not None:
+            with contextlib.suppress(Exception):
+                hooks.callbacks("on_exception", exc)
+                hooks.module("on_exception", exc)
+        self._finalize_loggers("failed")
+
+    def _attach_module_callbacks(self) -> None:
+        module = self.lightning_module
+        extra = module.configure_callbacks()
+        if not extra:
+            return
+        extra = [extra] if isinstance(extra, Callback) else list(extra)
+        types = {type(c) for c in extra}
+        kept = [c for c in self.callbacks if type(c) not in types]
+        self.callbacks = _monitoring_last(kept + extra)
+
+    def _prepare_data(self) -> None:
+        if self.local_rank != 0:
+            return
+        if self.datamodule is not None:
+            self.datamodule.prepare_data()
+        self._hooks.module("prepare_data")
+
+    def _call_setup(self, fn: str) -> None:
+        for lg in self.loggers:
+            _ = getattr(lg, "experiment", None)  # create the logger's folder before user code runs
+        self._hooks.callbacks("setup", fn)
+        if self.datamodule is not None:
+            self.datamodule.setup(stage=fn)
+        self._hooks.module("setup", fn)
+
+    def _call_teardown(self, fn: str) -> None:
+        if self.datamodule is not None:
+            self.datamodule.teardown(stage=fn)
+        self._hooks.callbacks("teardown", fn)
+        self._hooks.module("teardown", fn)
+
+    def _finalize_loggers(self, status: str) -> None:
+        for lg in self.loggers:
+            with contextlib.suppress(Exception):
+                lg.finalize(status)
+
+    def _log_hyperparams(self) -> None:
+        if not self.loggers:
+            return
+        params: dict[str, Any] = {}
+        module = self.lightning_module
+        if getattr(module, "_log_hyperparams", True):
+            params.update(module.hparams_initial)
+        if self.datamodule is not None and getattr(self.datamodule, "_log_hyperparams", True):
+            params.update(self.datamodule.hparams_initial)
+        for lg in self.loggers:
+            lg.log_hyperparams(params)
+            lg.save()
+
+    # ------------------------------------------------------------------ checkpoints (see checkpoint.py)
+    def _load_checkpoint(self, ckpt_path: Any, fn: str) -> dict[str, Any] | None:
+        if ckpt_path is None:
+            return None
+        from fulmen import checkpoint
+
+        path = checkpoint.resolve_ckpt_path(self, ckpt_path, fn)
+        if path is None:
+            return None
+        self.ckpt_path = path
+        ckpt = checkpoint.load(path)
+        checkpoint.restore_module(self, ckpt)
+        return ckpt
+
+    def _restore_training_state(self, ckpt: dict[str, Any]) -> None:
+        from fulmen import checkpoint
+
+        checkpoint.restore_training_state(self, ckpt)
+
+    def save_checkpoint(
+        self, filepath: str | os.PathLike[str], weights_only: bool = False, storage_options: Any = None
+    ) -> None:
+        """Write a checkpoint of the current state to `filepath` (atomically; rank 0 writes)."""
+        from fulmen import checkpoint
+
+        if self.lightning_module is None:
+            raise MisconfigurationException("trainer.save_checkpoint needs a model: call it during or after fit().")
+        checkpoint.save(self, filepath, weights_only=weights_only)
+
+    # ------------------------------------------------------------------ services used by the loops
+    def _results_for(self, stage: str) -> ResultStore:
+        return {"train": self._results_train, "validate": self._results_val, "test": self._results_test}[stage]
+
+    def _can_skip_transfer(self) -> bool:
+        from fulmen.utilities import is_overridden
+
+        module = self.lightning_module
+        return (
+            self.strategy.root_device.type == "cpu"
+            and type(self.precision_plugin).convert_input is Precision.convert_input
+            and not any(
+                is_overridden(n, module, LightningModule)
+                for n in ("transfer_batch_to_device", "on_before_batch_transfer", "on_after_batch_transfer")
+            )
+            and (
+                self.datamodule is None
+                or not any(
+                    is_overridden(n, self.datamodule, LightningDataModule)
+                    for n in ("transfer_batch_to_device", "on_before_batch_transfer", "on_after_batch_transfer")
+                )
+            )
+        )
+
+    def _transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Move a batch to the device through the batch-transfer hooks (skipped when they would do nothing)."""
+        if self._fast_transfer:
+            return batch
+        hooks_owner: Any = self.lightning_module
+        dm = self.datamodule
+        if dm is not None and type(dm).on_before_batch_transfer is not LightningDataModule.on_before_batch_transfer:
+            batch = dm.on_before_batch_transfer(batch, dataloader_idx)
+        batch = hooks_owner.on_before_batch_transfer(batch, dataloader_idx)
+        if dm is not None and type(dm).transfer_batch_to_device is not LightningDataModule.transfer_batch_to_device:
+            batch = dm.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
+        else:
+            batch = self.strategy.batch_to_device(batch, dataloader_idx)
+        batch = self.precision_plugin.convert_input(batch)
+        if dm is not None and type(dm).on_after_batch_transfer is not LightningDataModule.on_after_batch_transfer:
+            batch = dm.on_after_batch_transfer(batch, dataloader_idx)
+        return hooks_owner.on_after_batch_transfer(batch, dataloader_idx)
+
+    def _train_batches(self, loader: Any, start: int) -> Iterable[tuple[int, Any]]:
+        """Enumerate the train loader from batch `start` of the epoch."""
+        if start == 0:
+            return enumerate(loader)
+        from fulmen import checkpoint
+
+        return checkpoint.resume_batches(self, loader, start)
+
+    def _clip_gradients(self, module: LightningModule, optimizer: Any) -> None:
+        module._current_fx_name = "configure_gradient_clipping"
+        module.configure_gradient_clipping(
+            optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm=self.gradient_clip_algorithm
+        )
+
+    def _step_schedulers(self, interval: str) -> None:
+        configs = self.strategy.lr_scheduler_configs
+        if not configs:
+            return
+        module = self.lightning_module
+        for cfg in configs:
+            if cfg.interval != interval:
+                continue
+            count = self._progress.global_step if interval == "step" else self._progress.epoch + 1
+            if count % cfg.frequency != 0:
+                continue
+            metric = None
+            if cfg.reduce_on_plateau:
+                available = self.callback_metrics
+                metric = available.get(cfg.monitor)
+                if metric is None:
+                    message = (
+                        f"ReduceLROnPlateau watches {cfg.monitor!r}, which was not logged. "
+                        f"Logged metrics: {sorted(available)}."
+                    )
+                    if cfg.strict:
+                        raise MisconfigurationException(message + " Log it, or set 'strict': False.")
+                    rank_zero_warn(message + " Skipping this scheduler step.")
+                    continue
+            module._current_fx_name = "lr_scheduler_step"
+            module.lr_scheduler_step(cfg.scheduler, metric)
+
+    def _reduce_for_logging(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
+        if self.strategy.world_size == 1:
+            return tensor
+        return self.strategy.reduce(tensor, op)
+
+    def _log_step_metrics(self, results: ResultStore) -> None:
+        metrics = results.step_metrics(for_logger=True)
+        results.mark_step_logged()
+        if metrics:
+            self._log_metrics(metrics, self._progress.batches_that_stepped)
+
+    def _log_epoch_metrics(self, results: ResultStore) -> None:
+        metrics = results.epoch_metrics_for(for_logger=True)
+        if metrics and self.loggers:
+            self._log_metrics(metrics, max(0, self._progress.batches_that_stepped - 1))
+
+    def _log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        scalars: dict[str, Any] = {}
+        for key, value in metrics.items():
+            scalars[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        scalars.setdefault("epoch", self._progress.epoch)
+        self._logged_metrics.update(scalars)
+        if self.is_global_zero:
+            for lg in self.loggers:
+                lg.log_metrics(scalars, step=step)
+
+
+class _State:
+    def __init__(self, fn: str | None, stage: str) -> None:
+        self.fn = fn
+        self.stage = stage
+        self.finished = stage == "done"
+
+    def __repr__(self) -> str:
+        return f"TrainerState(fn={self.fn!r}, stage={self.stage!r})"
+
+
+def _flag(value: bool | None, default: bool) -> bool:
+    return default if value is None else bool(value)
+
+
+def _is_a(obj: object, class_name: str) -> bool:
+    return any(c.__name__ == class_name for c in type(obj).__mro__)
+
+
+def _monitoring_last(callbacks: list[Callback]) -> list[Callback]:
+    """Checkpointing callbacks run last so that they see every metric logged before them."""
+    plain = [c for c in callbacks if not _is_a(c, "ModelCheckpoint")]
+    return plain + [c for c in callbacks if _is_a(c, "ModelCheckpoint")]
+
+
+def _add_default_checkpoint(callbacks: list[Callback]) -> list[Callback]:
+    try:
+        from fulmen.callbacks.model_checkpoint import ModelCheckpoint
+    except ImportError:  # checkpointing callbacks not available in this build
+        return callbacks
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        callbacks.append(ModelCheckpoint())
+    return _monitoring_last(callbacks)
+
+
+def _print_results(stage: str, results: list[dict[str, float]]) -> None:
+    rows = [(k, v) for d in results for k, v in d.items()]
+    if not rows:
+        return
+    width = max(len(k) for k, _ in rows) + 2
+    title = f"{stage.capitalize()} metric"
+    line = "-" * (width + 24)
+    print(line)
+    print(f"{title:<{width}}  DataLoader")
+    print(line)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    print(line)
+
+

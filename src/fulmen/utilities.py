@@ -1,0 +1,143 @@
+"""Small helpers shared across fulmen: exceptions, rank-zero printing, moving batches, batch size."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import torch
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class MisconfigurationException(Exception):
+    """Raised when the user configured something fulmen cannot run (a flag, a hook's return value)."""
+
+
+class AttributeDict(dict):
+    """A dict whose keys are also attributes (`hparams.lr`)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as err:
+            raise AttributeError(f"no hyper-parameter named {key!r}; have {sorted(self)}") from err
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+def _env_rank() -> int:
+    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if key in os.environ:
+            return int(os.environ[key])
+    return 0
+
+
+def rank_zero_only(fn: F) -> F:
+    """Decorate `fn` so that it runs only on the process of global rank 0."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+            return fn(*args, **kwargs)
+        return None
+
+    return wrapped  # type: ignore[return-value]
+
+
+rank_zero_only.rank = _env_rank()  # type: ignore[attr-defined]
+
+
+@rank_zero_only
+def rank_zero_warn(message: str, category: type[Warning] = UserWarning, stacklevel: int = 3) -> None:
+    """Warn once per process group: only rank 0 speaks."""
+    warnings.warn(message, category, stacklevel=stacklevel)
+
+
+@rank_zero_only
+def rank_zero_info(message: str) -> None:
+    """Print an informational line on rank 0."""
+    print(message, flush=True)
+
+
+def rank_zero_deprecation(message: str) -> None:
+    """Emit a DeprecationWarning on rank 0 pointing at the user's call site."""
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+        warnings.warn(message, DeprecationWarning, stacklevel=4)
+
+
+def apply_to_collection(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """Apply `fn` to every tensor inside lists, tuples, namedtuples, dicts and dataclasses."""
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    if isinstance(data, Mapping):
+        return type(data)({k: apply_to_collection(v, fn) for k, v in data.items()})  # type: ignore[call-arg]
+    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
+        return type(data)(*(apply_to_collection(v, fn) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(apply_to_collection(v, fn) for v in data)
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        changes = {
+            f.name: apply_to_collection(getattr(data, f.name), fn) for f in dataclasses.fields(data) if f.init
+        }
+        return dataclasses.replace(data, **changes)
+    if hasattr(data, "to") and callable(data.to) and not isinstance(data, torch.nn.Module):
+        try:
+            return fn(data)  # objects with their own .to(), e.g. a HF BatchEncoding
+        except Exception:
+            return data
+    return data
+
+
+def move_data_to_device(batch: Any, device: torch.device | str) -> Any:
+    """Move every tensor in `batch` to `device` (non-blocking when the source is pinned)."""
+    device = torch.device(device)
+
+    def move(t: Any) -> Any:
+        if isinstance(t, torch.Tensor):
+            if t.device == device:
+                return t
+            return t.to(device, non_blocking=t.is_pinned() if device.type == "cuda" else False)
+        return t.to(device)
+
+    return apply_to_collection(batch, move)
+
+
+def extract_batch_size(batch: Any) -> int | None:
+    """Infer the batch size as the first dimension of the first tensor found in `batch`."""
+    if isinstance(batch, torch.Tensor):
+        return 1 if batch.ndim == 0 else int(batch.shape[0])
+    if isinstance(batch, str):
+        return len(batch)
+    if isinstance(batch, Mapping):
+        for value in batch.values():
+            size = extract_batch_size(value)
+            if size is not None:
+                return size
+        return None
+    if isinstance(batch, Sequence):
+        for value in batch:
+            size = extract_batch_size(value)
+            if size is not None:
+                return size
+        return None
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        for f in dataclasses.fields(batch):
+            size = extract_batch_size(getattr(batch, f.name))
+            if size is not None:
+                return size
+    return None
+
+
+def is_overridden(name: str, instance: object, parent: type) -> bool:
+    """True when `instance`'s class redefines method `name` of `parent`."""
+    attr = getattr(type(instance), name, None)
+    base = getattr(parent, name, None)
+    if attr is None or base is None:
+        return attr is not None
+    return getattr(attr, "__code__", attr) is not getattr(base, "__code__", base)
