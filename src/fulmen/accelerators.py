@@ -103,7 +103,9 @@ def select_accelerator(accelerator: str | Accelerator) -> Accelerator:
             "use accelerator='cpu' or 'gpu'."
         )
     if name not in ACCELERATORS:
-        raise MisconfigurationException(f"accelerator={accelerator!r} is not valid; use one of {list(_VALID_NAMES)}.")
+        raise MisconfigurationException(
+            f"accelerator={accelerator!r} is not valid; use one of {list(_VALID_NAMES)}."
+        )
     cls = ACCELERATORS[name]
     if not cls.is_available():
         raise MisconfigurationException(
@@ -147,4 +149,6 @@ def parse_devices(devices: Any, accelerator: Accelerator) -> list[int]:
         return list(range(devices))
     if isinstance(devices, (list, tuple)):
         return [int(d) for d in devices]
-    raise MisconfigurationException(f"devices={devices!r} is not valid; use 'auto', an int, -1 or a list of indices.")
+    raise MisconfigurationException(
+        f"devices={devices!r} is not valid; use 'auto', an int, -1 or a list of indices."
+    )

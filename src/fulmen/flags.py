@@ -9,7 +9,16 @@ from typing import Any
 
 from fulmen.utilities import MisconfigurationException, rank_zero_deprecation
 
-_STRATEGY_AS_ACCELERATOR = ("ddp", "ddp_spawn", "ddp2", "dp", "ddp_cpu", "ddp_sharded", "fsdp", "ddp_notebook")
+_STRATEGY_AS_ACCELERATOR = (
+    "ddp",
+    "ddp_spawn",
+    "ddp2",
+    "dp",
+    "ddp_cpu",
+    "ddp_sharded",
+    "fsdp",
+    "ddp_notebook",
+)
 
 
 def map_legacy_flags(flags: dict[str, Any], legacy: dict[str, Any], known: list[str]) -> str | None:
@@ -58,7 +67,9 @@ def map_legacy_flags(flags: dict[str, Any], legacy: dict[str, Any], known: list[
             )
             flags["enable_model_summary"] = value is not None
         elif name == "terminate_on_nan":
-            rank_zero_deprecation("Trainer(terminate_on_nan=...) is the 1.x spelling; use detect_anomaly=True.")
+            rank_zero_deprecation(
+                "Trainer(terminate_on_nan=...) is the 1.x spelling; use detect_anomaly=True."
+            )
             flags["detect_anomaly"] = bool(value)
         elif name == "progress_bar_refresh_rate":
             rank_zero_deprecation(
@@ -77,7 +88,9 @@ def map_legacy_flags(flags: dict[str, Any], legacy: dict[str, Any], known: list[
             f"Trainer(strategy={accelerator!r}) (and accelerator='cpu' or 'gpu')."
         )
         flags["strategy"] = accelerator.lower()
-        flags["accelerator"] = "gpu" if flags.get("devices") not in (None, "auto") and "gpus" in legacy else "auto"
+        flags["accelerator"] = (
+            "gpu" if flags.get("devices") not in (None, "auto") and "gpus" in legacy else "auto"
+        )
     return resume
 
 
@@ -92,7 +105,9 @@ def parse_max_time(value: Any) -> datetime.timedelta | None:
     if isinstance(value, str):
         parts = value.split(":")
         if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
-            raise MisconfigurationException(f"max_time={value!r} is not valid; use 'DD:HH:MM:SS', e.g. '00:12:00:00'.")
+            raise MisconfigurationException(
+                f"max_time={value!r} is not valid; use 'DD:HH:MM:SS', e.g. '00:12:00:00'."
+            )
         d, h, m, s = (int(p) for p in parts)
         return datetime.timedelta(days=d, hours=h, minutes=m, seconds=s)
     raise MisconfigurationException(
@@ -109,9 +124,13 @@ def check_choice(flag: str, value: Any, choices: tuple[Any, ...]) -> None:
 def check_limit(flag: str, value: Any) -> int | float:
     """A limit flag is an int >= 0 (batches) or a float in [0, 1] (a fraction)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise MisconfigurationException(f"{flag}={value!r} is not valid; use an int >= 0 or a float in [0.0, 1.0].")
+        raise MisconfigurationException(
+            f"{flag}={value!r} is not valid; use an int >= 0 or a float in [0.0, 1.0]."
+        )
     if isinstance(value, int) and value < 0:
-        raise MisconfigurationException(f"{flag}={value} is not valid; use an int >= 0 or a float in [0.0, 1.0].")
+        raise MisconfigurationException(
+            f"{flag}={value} is not valid; use an int >= 0 or a float in [0.0, 1.0]."
+        )
     if isinstance(value, float) and not 0.0 <= value <= 1.0:
         raise MisconfigurationException(f"{flag}={value} is not valid: a float must be in [0.0, 1.0].")
     return value

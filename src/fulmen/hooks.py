@@ -39,7 +39,11 @@ class HookDispatcher:
             n: [getattr(cb, n) for cb in callbacks if is_overridden(n, cb, Callback)] for n in names
         }
         self._cb_regular: dict[str, list[Callable[..., Any]]] = {
-            n: [getattr(cb, n) for cb in callbacks if is_overridden(n, cb, Callback) and not _is_monitoring(cb)]
+            n: [
+                getattr(cb, n)
+                for cb in callbacks
+                if is_overridden(n, cb, Callback) and not _is_monitoring(cb)
+            ]
             for n in names
         }
         self._cb_monitoring: dict[str, list[Callable[..., Any]]] = {
@@ -66,7 +70,7 @@ class HookDispatcher:
                 fn(trainer, module, *args)
         else:
             for fn in fns:
-                with self._profiler.profile(f"[Callback]{type(fn.__self__).__name__}.{name}"):
+                with self._profiler.profile(f"[Callback]{type(getattr(fn, '__self__', fn)).__name__}.{name}"):
                     fn(trainer, module, *args)
         module._current_fx_name = prev
 

@@ -97,8 +97,6 @@ class EvaluationLoop:
     def run(self, sanity: bool = False) -> list[dict[str, Any]]:
         """Evaluate every dataloader and return one dict of epoch metrics per dataloader."""
         t = self.trainer
-        module = t.lightning_module
-        hooks = t._hooks
         stage = self.stage
         step_fn = t.strategy.validation_step if stage == "validate" else t.strategy.test_step
         prefix = "on_validation" if stage == "validate" else "on_test"
@@ -418,7 +416,9 @@ class FitLoop:
         limit = t.overfit_batches if t.overfit_batches > 0 else t.limit_train_batches
         self.num_train_batches = data.limit_batches(self.train_dataloader, limit, "limit_train_batches")
         if self.num_train_batches == 0:
-            rank_zero_warn("limit_train_batches is 0 (or the train dataloader is empty): no training will happen.")
+            rank_zero_warn(
+                "limit_train_batches is 0 (or the train dataloader is empty): no training will happen."
+            )
         self._val_check_batch = self._resolve_val_check_batch()
 
     def _resolve_val_check_batch(self) -> float:
@@ -472,7 +472,10 @@ class FitLoop:
     def _validate(self) -> None:
         t = self.trainer
         progress = t._progress
-        if t.reload_dataloaders_every_n_epochs > 0 and progress.epoch % t.reload_dataloaders_every_n_epochs == 0:
+        if (
+            t.reload_dataloaders_every_n_epochs > 0
+            and progress.epoch % t.reload_dataloaders_every_n_epochs == 0
+        ):
             self.val_loop.setup_data(reload=getattr(self, "_val_reload_epoch", -1) != progress.epoch)
             self._val_reload_epoch = progress.epoch
         progress.stage = "validate"

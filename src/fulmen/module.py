@@ -18,7 +18,6 @@ from torch.optim import Optimizer
 from fulmen.utilities import AttributeDict, MisconfigurationException, move_data_to_device
 
 if TYPE_CHECKING:
-    from fulmen.optim import LightningOptimizer
     from fulmen.trainer import Trainer
 
 
@@ -279,7 +278,7 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         """Step `optimizer`, running `optimizer_closure` (forward and backward) inside it."""
         optimizer.step(closure=optimizer_closure)
 
-    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Optimizer) -> None:
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
         """Reset the gradients before backward."""
         optimizer.zero_grad()
 
@@ -489,7 +488,9 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
     def on_validation_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Called before validation_step."""
 
-    def on_validation_batch_end(self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         """Called after validation_step."""
 
     def on_validation_model_eval(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +13,16 @@ from fulmen.utilities import MisconfigurationException, rank_zero_warn
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
-_SCHED_KEYS = {"scheduler", "interval", "frequency", "monitor", "strict", "name", "reduce_on_plateau", "opt_idx"}
+_SCHED_KEYS = {
+    "scheduler",
+    "interval",
+    "frequency",
+    "monitor",
+    "strict",
+    "name",
+    "reduce_on_plateau",
+    "opt_idx",
+}
 
 
 @dataclass
@@ -85,7 +94,9 @@ def _from_dict(d: Mapping[str, Any]) -> tuple[Optimizer, list[LRSchedulerConfig]
     return d["optimizer"], scheds
 
 
-def parse_optimizers(out: Any, module_name: str = "LightningModule") -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
+def parse_optimizers(
+    out: Any, module_name: str = "LightningModule"
+) -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
     """Normalise every documented `configure_optimizers` return form into (optimizers, scheduler configs)."""
     optimizers: list[Any]
     scheds: list[LRSchedulerConfig] = []
@@ -178,5 +189,3 @@ class LightningOptimizer:
 
     def __repr__(self) -> str:
         return f"LightningOptimizer({self._optimizer!r})"
-
-

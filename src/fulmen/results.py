@@ -128,7 +128,9 @@ class _Slot:
     def _fold(self) -> None:
         if not self.pending:
             return
-        stacked = torch.stack([v.to(torch.float64 if v.dtype == torch.float64 else torch.float32) for v in self.pending])
+        stacked = torch.stack(
+            [v.to(torch.float64 if v.dtype == torch.float64 else torch.float32) for v in self.pending]
+        )
         reduce = self.reduce
         if reduce == "mean":
             w = torch.tensor(self.weights, dtype=stacked.dtype, device=stacked.device)
@@ -296,7 +298,14 @@ class ResultStore:
                 reduce_fx, reduce_fx
             )
         slot = _Slot(
-            key, step, epoch, prog_bar, True if logger is None else logger, reduce, sync_dist, self.dataloader_idx
+            key,
+            step,
+            epoch,
+            prog_bar,
+            True if logger is None else logger,
+            reduce,
+            sync_dist,
+            self.dataloader_idx,
         )
         if _is_metric(value):
             slot.metric = value

@@ -8,14 +8,12 @@ in loops.py.
 from __future__ import annotations
 
 import contextlib
-
 import math
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-
 
 from fulmen.accelerators import parse_devices, select_accelerator
 from fulmen.callbacks.callback import Callback
@@ -98,7 +96,9 @@ class Trainer:
         if self.fast_dev_run is True:
             self.fast_dev_run = 1
         if isinstance(self.fast_dev_run, int) and self.fast_dev_run < 0:
-            raise MisconfigurationException(f"fast_dev_run={self.fast_dev_run} is not valid; use True or an int >= 0.")
+            raise MisconfigurationException(
+                f"fast_dev_run={self.fast_dev_run} is not valid; use True or an int >= 0."
+            )
 
         # --- how long to train
         self.max_epochs: int | None = f["max_epochs"]
@@ -107,7 +107,9 @@ class Trainer:
         self.min_epochs = f["min_epochs"]
         self.max_steps: int = f["max_steps"]
         if self.max_steps < -1:
-            raise MisconfigurationException(f"max_steps={self.max_steps} is not valid; use -1 (no limit) or >= 0.")
+            raise MisconfigurationException(
+                f"max_steps={self.max_steps} is not valid; use -1 (no limit) or >= 0."
+            )
         self.min_steps = f["min_steps"]
         self.max_time = parse_max_time(f["max_time"])
 
@@ -181,7 +183,9 @@ class Trainer:
         self.enable_checkpointing = _flag(f["enable_checkpointing"], not quiet)
         if self.barebones:
             self._check_barebones(f)
-        user_callbacks = [f["callbacks"]] if isinstance(f["callbacks"], Callback) else list(f["callbacks"] or [])
+        user_callbacks = (
+            [f["callbacks"]] if isinstance(f["callbacks"], Callback) else list(f["callbacks"] or [])
+        )
         self.callbacks: list[Callback] = self._default_callbacks(user_callbacks)
         self.loggers: list[Any] = self._make_loggers(f["logger"], quiet)
 
@@ -210,7 +214,9 @@ class Trainer:
     @staticmethod
     def _set_determinism(deterministic: Any, benchmark: bool | None) -> None:
         if deterministic is not None and deterministic not in (True, False, "warn"):
-            raise MisconfigurationException(f"deterministic={deterministic!r} is not valid; use True, False or 'warn'.")
+            raise MisconfigurationException(
+                f"deterministic={deterministic!r} is not valid; use True, False or 'warn'."
+            )
         if deterministic:
             torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -227,9 +233,13 @@ class Trainer:
     def _check_barebones(f: dict[str, Any]) -> None:
         for name in ("enable_progress_bar", "enable_model_summary", "enable_checkpointing"):
             if f[name]:
-                raise MisconfigurationException(f"barebones=True turns {name} off; do not also pass {name}=True.")
+                raise MisconfigurationException(
+                    f"barebones=True turns {name} off; do not also pass {name}=True."
+                )
         if f["logger"] not in (None, False):
-            raise MisconfigurationException("barebones=True runs without loggers; remove logger=... or barebones.")
+            raise MisconfigurationException(
+                "barebones=True runs without loggers; remove logger=... or barebones."
+            )
 
     def _default_callbacks(self, user: list[Callback]) -> list[Callback]:
         from fulmen.callbacks.model_summary import ModelSummary
@@ -392,7 +402,9 @@ class Trainer:
     @property
     def checkpoint_callbacks(self) -> list[Any]:
         """Every ModelCheckpoint callback."""
-        return [c for c in self.callbacks if type(c).__name__ == "ModelCheckpoint" or _is_a(c, "ModelCheckpoint")]
+        return [
+            c for c in self.callbacks if type(c).__name__ == "ModelCheckpoint" or _is_a(c, "ModelCheckpoint")
+        ]
 
     @property
     def checkpoint_callback(self) -> Any:
@@ -687,12 +699,16 @@ class Trainer:
         from fulmen import checkpoint
 
         if self.lightning_module is None:
-            raise MisconfigurationException("trainer.save_checkpoint needs a model: call it during or after fit().")
+            raise MisconfigurationException(
+                "trainer.save_checkpoint needs a model: call it during or after fit()."
+            )
         checkpoint.save(self, filepath, weights_only=weights_only)
 
     # ------------------------------------------------------------------ services used by the loops
     def _results_for(self, stage: str) -> ResultStore:
-        return {"train": self._results_train, "validate": self._results_val, "test": self._results_test}[stage]
+        return {"train": self._results_train, "validate": self._results_val, "test": self._results_test}[
+            stage
+        ]
 
     def _can_skip_transfer(self) -> bool:
         from fulmen.utilities import is_overridden
@@ -709,7 +725,11 @@ class Trainer:
                 self.datamodule is None
                 or not any(
                     is_overridden(n, self.datamodule, LightningDataModule)
-                    for n in ("transfer_batch_to_device", "on_before_batch_transfer", "on_after_batch_transfer")
+                    for n in (
+                        "transfer_batch_to_device",
+                        "on_before_batch_transfer",
+                        "on_after_batch_transfer",
+                    )
                 )
             )
         )
@@ -720,15 +740,24 @@ class Trainer:
             return batch
         hooks_owner: Any = self.lightning_module
         dm = self.datamodule
-        if dm is not None and type(dm).on_before_batch_transfer is not LightningDataModule.on_before_batch_transfer:
+        if (
+            dm is not None
+            and type(dm).on_before_batch_transfer is not LightningDataModule.on_before_batch_transfer
+        ):
             batch = dm.on_before_batch_transfer(batch, dataloader_idx)
         batch = hooks_owner.on_before_batch_transfer(batch, dataloader_idx)
-        if dm is not None and type(dm).transfer_batch_to_device is not LightningDataModule.transfer_batch_to_device:
+        if (
+            dm is not None
+            and type(dm).transfer_batch_to_device is not LightningDataModule.transfer_batch_to_device
+        ):
             batch = dm.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
         else:
             batch = self.strategy.batch_to_device(batch, dataloader_idx)
         batch = self.precision_plugin.convert_input(batch)
-        if dm is not None and type(dm).on_after_batch_transfer is not LightningDataModule.on_after_batch_transfer:
+        if (
+            dm is not None
+            and type(dm).on_after_batch_transfer is not LightningDataModule.on_after_batch_transfer
+        ):
             batch = dm.on_after_batch_transfer(batch, dataloader_idx)
         return hooks_owner.on_after_batch_transfer(batch, dataloader_idx)
 
@@ -743,7 +772,9 @@ class Trainer:
     def _clip_gradients(self, module: LightningModule, optimizer: Any) -> None:
         module._current_fx_name = "configure_gradient_clipping"
         module.configure_gradient_clipping(
-            optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm=self.gradient_clip_algorithm
+            optimizer,
+            gradient_clip_val=self.gradient_clip_val,
+            gradient_clip_algorithm=self.gradient_clip_algorithm,
         )
 
     def _step_schedulers(self, interval: str) -> None:
@@ -760,7 +791,7 @@ class Trainer:
             metric = None
             if cfg.reduce_on_plateau:
                 available = self.callback_metrics
-                metric = available.get(cfg.monitor)
+                metric = available.get(cfg.monitor or "")
                 if metric is None:
                     message = (
                         f"ReduceLROnPlateau watches {cfg.monitor!r}, which was not logged. "
@@ -847,5 +878,3 @@ def _print_results(stage: str, results: list[dict[str, float]]) -> None:
     for k, v in rows:
         print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
     print(line)
-
-

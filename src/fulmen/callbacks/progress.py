@@ -122,7 +122,9 @@ class TQDMProgressBar(ProgressBar):
         self._bar.set_postfix_str(self._postfix(trainer), refresh=True)
 
     def _postfix(self, trainer: Any) -> str:
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in self.get_metrics(trainer, trainer.lightning_module).items())
+        return ", ".join(
+            f"{k}={_fmt(v)}" for k, v in self.get_metrics(trainer, trainer.lightning_module).items()
+        )
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
         if not self._enabled or not trainer.is_global_zero:

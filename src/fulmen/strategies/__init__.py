@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from fulmen.accelerators import Accelerator
@@ -31,7 +29,9 @@ def select_strategy(
         return strategy
     name = str(strategy).lower()
     if name not in _STRATEGY_NAMES:
-        raise MisconfigurationException(f"strategy={strategy!r} is not valid; use one of {list(_STRATEGY_NAMES)}.")
+        raise MisconfigurationException(
+            f"strategy={strategy!r} is not valid; use one of {list(_STRATEGY_NAMES)}."
+        )
     multi = len(devices) > 1 or num_nodes > 1
     if name in ("auto", "single_device") and not multi:
         device = device_objs[0] if accelerator.name != "cpu" else torch.device("cpu")
@@ -40,5 +40,3 @@ def select_strategy(
         f"strategy={name!r} with devices={devices} and num_nodes={num_nodes} needs distributed training, "
         "which this version of fulmen does not have yet; use devices=1."
     )
-
-

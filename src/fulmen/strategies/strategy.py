@@ -99,7 +99,7 @@ class Strategy:
         module.to(self.root_device)
         self.model = self._wrap(module)
 
-    def _wrap(self, module: LightningModule) -> nn.Module:
+    def _wrap(self, module: nn.Module) -> nn.Module:
         return module
 
     def setup_optimizers(self, trainer: Trainer) -> None:
@@ -142,7 +142,7 @@ class Strategy:
         with self.precision_plugin.forward_context():
             return self._module.predict_step(*args, **kwargs)
 
-    def backward(self, loss: torch.Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> None:
+    def backward(self, loss: torch.Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> None:
         """Compute gradients through the precision (which scales the loss if needed)."""
         assert self._module is not None
         self.precision_plugin.backward(loss, self._module, *args, **kwargs)
@@ -159,7 +159,9 @@ class Strategy:
             if module.automatic_optimization:
                 trainer._clip_gradients(module, optimizer)
 
-        return self.precision_plugin.optimizer_step(optimizer, module, closure or _no_op, after_closure, **kwargs)
+        return self.precision_plugin.optimizer_step(
+            optimizer, module, closure or _no_op, after_closure, **kwargs
+        )
 
     def batch_to_device(self, batch: Any, dataloader_idx: int = 0) -> Any:
         """Move a batch to this process's device through the module's transfer hook."""
