@@ -359,11 +359,11 @@ class ResultStore:
             forked = slot.on_step and slot.on_epoch
             if slot.on_epoch and slot.epoch_value is not None:
                 out[slot.name + "_epoch" if forked else slot.name] = slot.epoch_value
-                if forked:
+                if forked and not prog_bar_only:
                     out[slot.name] = slot.epoch_value
             if slot.on_step and slot.last is not None:
                 if forked:
                     out[slot.name + "_step"] = slot.last
-                if not (slot.on_epoch and slot.epoch_value is not None):
+                if not forked or not (prog_bar_only or slot.epoch_value is not None):
                     out[slot.name] = slot.last
         return out
