@@ -55,7 +55,7 @@ class HookDispatcher:
             if n.startswith("on_") or n in ("setup", "teardown", "configure_model", "prepare_data"):
                 self._mod[n] = getattr(module, n) if is_overridden(n, module, LightningModule) else None
 
-    def callbacks(self, name: str, *args: Any, monitoring: bool | None = None) -> None:
+    def callbacks(self, name: str, *args: Any, monitoring: bool | None = None, **kwargs: Any) -> None:
         """Run callback hook `name` (all callbacks, or only the (non-)monitoring ones)."""
         table = self._cb if monitoring is None else (self._cb_monitoring if monitoring else self._cb_regular)
         fns = table[name]
@@ -67,11 +67,11 @@ class HookDispatcher:
         trainer = self._trainer
         if self._profiler is None:
             for fn in fns:
-                fn(trainer, module, *args)
+                fn(trainer, module, *args, **kwargs)
         else:
             for fn in fns:
                 with self._profiler.profile(f"[Callback]{type(getattr(fn, '__self__', fn)).__name__}.{name}"):
-                    fn(trainer, module, *args)
+                    fn(trainer, module, *args, **kwargs)
         module._current_fx_name = prev
 
     def module(self, name: str, *args: Any, **kwargs: Any) -> Any:

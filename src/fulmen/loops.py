@@ -240,7 +240,7 @@ class FitLoop:
         if t.max_time is not None:
             self._deadline = time.monotonic() + t.max_time.total_seconds()
 
-        if self._validation_enabled() and t.num_sanity_val_steps != 0 and progress.global_step == 0:
+        if self._validation_possible() and t.num_sanity_val_steps != 0 and progress.global_step == 0:
             self._sanity_check()
 
         self.setup_train_data()
@@ -437,14 +437,16 @@ class FitLoop:
         return float(max(1, int(n * interval)))
 
     # ------------------------------------------------------------------ validation
-    def _validation_enabled(self) -> bool:
+    def _validation_possible(self) -> bool:
+        """The flags and the module allow validation (the dataloader is not asked for yet)."""
         t = self.trainer
         from fulmen.module import LightningModule
         from fulmen.utilities import is_overridden
 
-        if t.limit_val_batches == 0:
-            return False
-        if not is_overridden("validation_step", t.lightning_module, LightningModule):
+        return t.limit_val_batches != 0 and is_overridden("validation_step", t.lightning_module, LightningModule)
+
+    def _validation_enabled(self) -> bool:
+        if not self._validation_possible():
             return False
         self.val_loop.setup_data()
         return bool(self.val_loop.dataloaders) and sum(self.val_loop.num_batches()) > 0
@@ -489,7 +491,9 @@ class FitLoop:
         progress.stage = "sanity_check"
         t.sanity_checking = True
         t._hooks.callbacks("on_sanity_check_start")
-        self.val_loop.run(sanity=True)
+        self.val_loop.setup_data()
+        if self.val_loop.dataloaders:
+            self.val_loop.run(sanity=True)
         t._hooks.callbacks("on_sanity_check_end")
         t.sanity_checking = False
         t._results_for("validate").clear()

@@ -644,16 +644,16 @@ class Trainer:
     def _call_setup(self, fn: str) -> None:
         for lg in self.loggers:
             _ = getattr(lg, "experiment", None)  # create the logger's folder before user code runs
-        self._hooks.callbacks("setup", fn)
+        self._hooks.callbacks("setup", stage=fn)
         if self.datamodule is not None:
             self.datamodule.setup(stage=fn)
-        self._hooks.module("setup", fn)
+        self._hooks.module("setup", stage=fn)
 
     def _call_teardown(self, fn: str) -> None:
         if self.datamodule is not None:
             self.datamodule.teardown(stage=fn)
-        self._hooks.callbacks("teardown", fn)
-        self._hooks.module("teardown", fn)
+        self._hooks.callbacks("teardown", stage=fn)
+        self._hooks.module("teardown", stage=fn)
 
     def _finalize_loggers(self, status: str) -> None:
         for lg in self.loggers:
@@ -825,7 +825,7 @@ class Trainer:
         for key, value in metrics.items():
             scalars[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
         scalars.setdefault("epoch", self._progress.epoch)
-        self._logged_metrics.update(scalars)
+        self._logged_metrics.update(metrics)  # tensors, as Lightning keeps them
         if self.is_global_zero:
             for lg in self.loggers:
                 lg.log_metrics(scalars, step=step)

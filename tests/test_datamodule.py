@@ -1,0 +1,183 @@
+"""LightningDataModule: fit/validate/test/predict with datamodule=, hooks and setup stages."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import fulmen as L
+from fulmen.demos import BoringModel, RandomDataset
+
+
+class RecordingDataModule(L.LightningDataModule):
+    def __init__(self, calls, batch_size=2):
+        super().__init__()
+        self.calls = calls
+        self.batch_size = batch_size
+
+    def prepare_data(self):
+        self.calls.append("dm.prepare_data")
+
+    def setup(self, stage):
+        self.calls.append(f"dm.setup({getattr(stage, 'value', stage)})")
+        self.data = RandomDataset(32, 8)
+
+    def teardown(self, stage):
+        self.calls.append(f"dm.teardown({getattr(stage, 'value', stage)})")
+
+    def _loader(self, name):
+        self.calls.append(f"dm.{name}")
+        return DataLoader(self.data, batch_size=self.batch_size)
+
+    def train_dataloader(self):
+        return self._loader("train_dataloader")
+
+    def val_dataloader(self):
+        return self._loader("val_dataloader")
+
+    def test_dataloader(self):
+        return self._loader("test_dataloader")
+
+    def predict_dataloader(self):
+        return self._loader("predict_dataloader")
+
+
+class RecordingModel(BoringModel):
+    def __init__(self, calls):
+        super().__init__()
+        self.calls = calls
+        self.batch_sizes = []
+
+    def setup(self, stage):
+        self.calls.append(f"m.setup({getattr(stage, 'value', stage)})")
+
+    def teardown(self, stage):
+        self.calls.append(f"m.teardown({getattr(stage, 'value', stage)})")
+
+    def training_step(self, batch, batch_idx):
+        self.batch_sizes.append(len(batch))
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.batch_sizes.append(len(batch))
+
+    def test_step(self, batch, batch_idx):
+        self.batch_sizes.append(len(batch))
+
+
+class RecordingCallback(L.Callback):
+    def __init__(self, calls):
+        self.calls = calls
+
+    def setup(self, trainer, pl_module, stage):
+        self.calls.append(f"cb.setup({getattr(stage, 'value', stage)})")
+
+    def teardown(self, trainer, pl_module, stage):
+        self.calls.append(f"cb.teardown({getattr(stage, 'value', stage)})")
+
+
+def _run(make_trainer, fn, **kwargs):
+    calls = []
+    model, dm = RecordingModel(calls), RecordingDataModule(calls)
+    trainer = make_trainer(callbacks=[RecordingCallback(calls)], **kwargs)
+    result = getattr(trainer, fn)(model, datamodule=dm)
+    return calls, model, dm, trainer, result
+
+
+def _without_callback(calls):
+    return [c for c in calls if not c.startswith("cb.")]
+
+
+def test_fit_with_datamodule_uses_its_loaders_and_hook_order(make_trainer):
+    calls, model, dm, trainer, _ = _run(make_trainer, "fit", num_sanity_val_steps=0)
+    # the datamodule's place relative to the callbacks is checked in its own test
+    assert _without_callback(calls) in (
+        [
+            "dm.prepare_data",
+            "dm.setup(fit)",
+            "m.setup(fit)",
+            first,
+            second,
+            "dm.teardown(fit)",
+            "m.teardown(fit)",
+        ]
+        for first, second in [
+            ("dm.train_dataloader", "dm.val_dataloader"),
+            ("dm.val_dataloader", "dm.train_dataloader"),
+        ]
+    )
+    assert calls.index("cb.setup(fit)") < calls.index("m.setup(fit)")
+    assert calls.index("cb.teardown(fit)") < calls.index("m.teardown(fit)")
+    # BoringModel's own loaders have batch size 1: the datamodule's (batch size 2) won
+    assert model.batch_sizes == [2] * 8
+    assert trainer.datamodule is dm
+    assert dm.trainer is trainer
+    assert trainer.global_step == 4
+
+
+@pytest.mark.parametrize(
+    ("fn", "stage", "loader"),
+    [("validate", "validate", "val"), ("test", "test", "test"), ("predict", "predict", "predict")],
+)
+def test_evaluation_with_datamodule_uses_stage(make_trainer, fn, stage, loader):
+    calls, model, dm, trainer, result = _run(make_trainer, fn)
+    assert _without_callback(calls) == [
+        "dm.prepare_data",
+        f"dm.setup({stage})",
+        f"m.setup({stage})",
+        f"dm.{loader}_dataloader",
+        f"dm.teardown({stage})",
+        f"m.teardown({stage})",
+    ]
+    assert calls.index(f"cb.setup({stage})") < calls.index(f"m.setup({stage})")
+    assert calls.index(f"cb.teardown({stage})") < calls.index(f"m.teardown({stage})")
+    if fn == "predict":
+        assert len(result) == 4 and result[0].shape == (2, 2)
+    else:
+        assert model.batch_sizes == [2] * 4
+        assert isinstance(result, list) and len(result) == 1
+
+
+def test_datamodule_save_hyperparameters():
+    class DM(L.LightningDataModule):
+        def __init__(self, batch_size=8, data_dir="here"):
+            super().__init__()
+            self.save_hyperparameters()
+
+    dm = DM(batch_size=4)
+    assert dict(dm.hparams) == {"batch_size": 4, "data_dir": "here"}
+    assert dm.hparams.batch_size == 4
+
+
+def test_dataloaders_and_datamodule_together_is_an_error(make_trainer):
+    calls = []
+    trainer = make_trainer()
+    loader = DataLoader(RandomDataset(32, 4))
+    with pytest.raises(Exception, match="datamodule"):
+        trainer.fit(RecordingModel(calls), train_dataloaders=loader, datamodule=RecordingDataModule(calls))
+
+
+def test_fit_with_explicit_dataloaders(make_trainer):
+    calls = []
+    model = RecordingModel(calls)
+    trainer = make_trainer(num_sanity_val_steps=0)
+    train = DataLoader(RandomDataset(32, 6), batch_size=3)
+    val = DataLoader(RandomDataset(32, 4), batch_size=4)
+    trainer.fit(model, train_dataloaders=train, val_dataloaders=val)
+    assert model.batch_sizes == [3, 3, 4]
+    assert trainer.global_step == 2
+
+
+def test_datamodule_with_plain_tensors_dataset(make_trainer):
+    class DM(L.LightningDataModule):
+        def train_dataloader(self):
+            x = torch.randn(6, 32)
+            return DataLoader(torch.utils.data.TensorDataset(x), batch_size=2)
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            (x,) = batch
+            return self.step(x)
+
+    trainer = make_trainer(limit_val_batches=0)
+    trainer.fit(Model(), datamodule=DM())
+    assert trainer.global_step == 3

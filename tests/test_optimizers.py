@@ -1,0 +1,394 @@
+"""configure_optimizers return forms, learning-rate schedulers and automatic optimization."""
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from fulmen.demos import BoringModel, RandomDataset
+
+
+def _lr(optimizer):
+    return optimizer.param_groups[0]["lr"]
+
+
+class LrRecorder(BoringModel):
+    """Records the learning rate seen by every training_step; subclasses pick the return form."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen_lrs = []
+
+    def training_step(self, batch, batch_idx):
+        self.seen_lrs.append(_lr(self.opt))
+        return super().training_step(batch, batch_idx)
+
+
+def _weights(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_single_optimizer_trains(make_trainer):
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    model = Model()
+    before = _weights(model)
+    trainer = make_trainer(limit_train_batches=3, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.global_step == 3
+    assert not torch.equal(before[0], model.layer.weight)
+
+
+def test_list_with_one_optimizer_trains(make_trainer):
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return [torch.optim.SGD(self.parameters(), lr=0.1)]
+
+    model = Model()
+    before = _weights(model)
+    trainer = make_trainer(limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.global_step == 2
+    assert not torch.equal(before[0], model.layer.weight)
+
+
+def test_two_lists_epoch_scheduler_steps_once_per_epoch(make_trainer):
+    class Model(LrRecorder):
+        def configure_optimizers(self):
+            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            return [self.opt], [torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)]
+
+    model = Model()
+    trainer = make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.seen_lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert _lr(model.opt) == pytest.approx(0.0125)
+
+
+def test_dict_with_bare_scheduler_defaults_to_epoch_interval(make_trainer):
+    class Model(LrRecorder):
+        def configure_optimizers(self):
+            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)
+            return {"optimizer": self.opt, "lr_scheduler": sched}
+
+    model = Model()
+    trainer = make_trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.seen_lrs == pytest.approx([0.1] * 3 + [0.05] * 3)
+    assert _lr(model.opt) == pytest.approx(0.025)
+
+
+def test_scheduler_config_with_step_interval_steps_every_batch(make_trainer):
+    class Model(LrRecorder):
+        def configure_optimizers(self):
+            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)
+            return {"optimizer": self.opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    model = Model()
+    trainer = make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.seen_lrs == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    assert _lr(model.opt) == pytest.approx(0.1 * 0.5**4)
+
+
+def test_scheduler_config_with_epoch_interval_and_frequency(make_trainer):
+    class Model(LrRecorder):
+        def configure_optimizers(self):
+            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)
+            config = {"scheduler": sched, "interval": "epoch", "frequency": 2}
+            return {"optimizer": self.opt, "lr_scheduler": config}
+
+    model = Model()
+    trainer = make_trainer(max_epochs=4, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.seen_lrs == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    assert _lr(model.opt) == pytest.approx(0.025)
+
+
+def test_scheduler_config_with_step_interval_and_frequency(make_trainer):
+    class Model(LrRecorder):
+        def configure_optimizers(self):
+            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)
+            config = {"scheduler": sched, "interval": "step", "frequency": 2}
+            return {"optimizer": self.opt, "lr_scheduler": config}
+
+    model = Model()
+    trainer = make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.seen_lrs == pytest.approx([0.1, 0.1, 0.05, 0.05])
+    assert _lr(model.opt) == pytest.approx(0.025)
+
+
+def test_reduce_lr_on_plateau_reads_the_monitored_metric(make_trainer):
+    class Model(LrRecorder):
+        def training_step(self, batch, batch_idx):
+            # a metric that never improves: the plateau scheduler halves the lr after each epoch
+            # after the first
+            self.log("flat", 1.0, on_step=False, on_epoch=True)
+            return super().training_step(batch, batch_idx)
+
+        def configure_optimizers(self):
+            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=0)
+            return {"optimizer": self.opt, "lr_scheduler": {"scheduler": sched, "monitor": "flat"}}
+
+    model = Model()
+    trainer = make_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.seen_lrs == pytest.approx([0.1, 0.1, 0.05])
+    assert _lr(model.opt) == pytest.approx(0.025)
+
+
+def test_reduce_lr_on_plateau_without_monitor_is_an_error(make_trainer):
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+            return {"optimizer": opt, "lr_scheduler": sched}
+
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(Exception, match="monitor"):
+        trainer.fit(Model())
+
+
+def test_reduce_lr_on_plateau_with_missing_metric_is_an_error(make_trainer):
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "nope"}}
+
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(Exception, match="nope"):
+        trainer.fit(Model())
+
+
+def test_bad_scheduler_interval_is_an_error(make_trainer):
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "fortnight"}}
+
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(Exception, match="interval"):
+        trainer.fit(Model())
+
+
+def test_tuple_of_dicts_under_manual_optimization(make_trainer):
+    class Model(BoringModel):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.other = torch.nn.Linear(32, 2)
+
+        def configure_optimizers(self):
+            self.opt_a = torch.optim.SGD(self.layer.parameters(), lr=0.1)
+            self.opt_b = torch.optim.SGD(self.other.parameters(), lr=0.2)
+            sched_a = torch.optim.lr_scheduler.StepLR(self.opt_a, step_size=1, gamma=0.5)
+            sched_b = torch.optim.lr_scheduler.StepLR(self.opt_b, step_size=1, gamma=0.1)
+            return (
+                {"optimizer": self.opt_a, "lr_scheduler": sched_a},
+                {"optimizer": self.opt_b, "lr_scheduler": {"scheduler": sched_b}},
+            )
+
+        def training_step(self, batch, batch_idx):
+            opts = self.optimizers()
+            scheds = self.lr_schedulers()
+            assert len(opts) == 2 and len(scheds) == 2
+            for opt, module in zip(opts, (self.layer, self.other)):
+                opt.zero_grad()
+                self.manual_backward(module(batch).sum())
+                opt.step()
+            if batch_idx == 1:  # the last batch of the epoch
+                for sched in scheds:
+                    sched.step()
+
+    model = Model()
+    trainer = make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.global_step == 8  # 2 optimizers x 2 batches x 2 epochs
+    assert _lr(model.opt_a) == pytest.approx(0.1 * 0.5**2)
+    assert _lr(model.opt_b) == pytest.approx(0.2 * 0.1**2)
+
+
+def test_configure_optimizers_returning_none_trains_without_stepping(make_trainer):
+    steps = []
+
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return None
+
+        def training_step(self, batch, batch_idx):
+            steps.append(batch_idx)
+            return super().training_step(batch, batch_idx)
+
+    model = Model()
+    before = _weights(model)
+    trainer = make_trainer(limit_train_batches=3, limit_val_batches=0)
+    with pytest.warns(UserWarning, match="(?i)optimizer"):
+        trainer.fit(model)
+    assert steps == [0, 1, 2]
+    for old, new in zip(before, model.parameters()):
+        assert torch.equal(old, new)
+
+
+def test_training_step_returning_a_tensor_trains(make_trainer):
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def training_step(self, batch, batch_idx):
+            return self.step(batch)
+
+    model = Model()
+    before = _weights(model)
+    trainer = make_trainer(limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.global_step == 2
+    assert not torch.equal(before[0], model.layer.weight)
+
+
+def test_training_step_returning_none_skips_the_batch(make_trainer):
+    snapshots = []
+
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def training_step(self, batch, batch_idx):
+            snapshots.append(self.layer.weight.detach().clone())
+            if batch_idx == 1:
+                return None
+            return super().training_step(batch, batch_idx)
+
+    model = Model()
+    trainer = make_trainer(limit_train_batches=3, limit_val_batches=0)
+    trainer.fit(model)
+    # batch 0 stepped, batch 1 was skipped: weights seen at batch 1 and batch 2 are equal
+    assert not torch.equal(snapshots[0], snapshots[1])
+    assert torch.equal(snapshots[1], snapshots[2])
+    assert not torch.equal(snapshots[2], model.layer.weight)
+
+
+def _seeded_data(n=8, batch_size=2):
+    torch.manual_seed(0)
+    return DataLoader(RandomDataset(32, n), batch_size=batch_size, shuffle=False)
+
+
+def _sgd_model():
+    torch.manual_seed(1)
+
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+        def training_step(self, batch, batch_idx):
+            return self.step(batch)
+
+    return Model()
+
+
+def test_accumulate_grad_batches_matches_a_hand_written_loop(make_trainer):
+    loader = _seeded_data()
+    model = _sgd_model()
+    reference = _sgd_model()
+
+    trainer = make_trainer(accumulate_grad_batches=2, limit_val_batches=0)
+    trainer.fit(model, train_dataloaders=loader)
+
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    for i, batch in enumerate(loader):
+        loss = reference.step(batch) / 2  # the loss is scaled by 1 / accumulate_grad_batches
+        loss.backward()
+        if (i + 1) % 2 == 0:
+            opt.step()
+            opt.zero_grad()
+
+    assert trainer.global_step == 2
+    torch.testing.assert_close(model.layer.weight, reference.layer.weight)
+    torch.testing.assert_close(model.layer.bias, reference.layer.bias)
+
+
+def test_plain_fit_matches_a_hand_written_loop(make_trainer):
+    loader = _seeded_data()
+    model = _sgd_model()
+    reference = _sgd_model()
+
+    trainer = make_trainer(max_epochs=2, limit_val_batches=0)
+    trainer.fit(model, train_dataloaders=loader)
+
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        for batch in loader:
+            opt.zero_grad()
+            reference.step(batch).backward()
+            opt.step()
+
+    assert trainer.global_step == 8
+    torch.testing.assert_close(model.layer.weight, reference.layer.weight)
+
+
+class _GradRecorder(BoringModel):
+    def __init__(self):
+        super().__init__()
+        self.grads = []
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def training_step(self, batch, batch_idx):
+        return 100.0 * self.step(batch)  # large gradients, so clipping matters
+
+    def on_before_optimizer_step(self, optimizer):
+        self.raw_norm = torch.cat([p.grad.flatten() for p in self.parameters()]).norm()
+
+    def optimizer_step(self, *args, **kwargs):
+        super().optimizer_step(*args, **kwargs)
+        self.grads.append(torch.cat([p.grad.flatten() for p in self.parameters()]).clone())
+
+
+def test_gradient_clip_val_clips_by_norm(make_trainer):
+    model = _GradRecorder()
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0, gradient_clip_val=0.5)
+    trainer.fit(model)
+    assert model.raw_norm > 0.5
+    assert model.grads[0].norm().item() == pytest.approx(0.5, rel=1e-4)
+
+
+def test_gradient_clip_val_clips_by_value(make_trainer):
+    model = _GradRecorder()
+    trainer = make_trainer(
+        limit_train_batches=1,
+        limit_val_batches=0,
+        gradient_clip_val=0.01,
+        gradient_clip_algorithm="value",
+    )
+    trainer.fit(model)
+    grads = model.grads[0]
+    assert grads.abs().max().item() == pytest.approx(0.01)
+    assert (grads.abs() <= 0.01 + 1e-7).all()
+
+
+def test_no_gradient_clipping_by_default(make_trainer):
+    model = _GradRecorder()
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.grads[0].norm().item() == pytest.approx(model.raw_norm.item())
+
+
+def test_global_step_counts_optimizer_steps_not_batches(make_trainer):
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = make_trainer(
+        max_epochs=2, limit_train_batches=6, limit_val_batches=0, accumulate_grad_batches=3
+    )
+    trainer.fit(Model())
+    assert trainer.global_step == 4

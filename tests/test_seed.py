@@ -1,0 +1,59 @@
+"""seed_everything and deterministic training."""
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import fulmen as L
+from fulmen.demos import BoringModel, RandomDataset
+
+
+def test_seed_everything_returns_the_seed_and_seeds_all_generators():
+    assert L.seed_everything(123) == 123
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    L.seed_everything(123)
+    second = (random.random(), np.random.rand(), torch.rand(1).item())
+    assert first == second
+
+
+class Noisy(BoringModel):
+    """Dropout and a shuffled loader: results depend on every random generator."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropout = torch.nn.Dropout(0.5)
+
+    def forward(self, x):
+        return self.layer(self.dropout(x))
+
+    def train_dataloader(self):
+        return DataLoader(RandomDataset(32, 16), batch_size=4, shuffle=True)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+
+
+def _fit(make_trainer, seed):
+    L.seed_everything(seed)
+    model = Noisy()
+    trainer = make_trainer(max_epochs=2, deterministic=True, limit_val_batches=0)
+    try:
+        trainer.fit(model)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_two_seeded_deterministic_fits_give_identical_weights(make_trainer):
+    first = _fit(make_trainer, 7)
+    second = _fit(make_trainer, 7)
+    for a, b in zip(first, second):
+        assert torch.equal(a, b)
+
+
+def test_a_different_seed_gives_different_weights(make_trainer):
+    first = _fit(make_trainer, 7)
+    other = _fit(make_trainer, 8)
+    assert not torch.equal(first[0], other[0])

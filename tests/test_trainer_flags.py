@@ -1,0 +1,398 @@
+"""Trainer flags: loop limits, validation schedule, dataloader limits, modes and flag errors."""
+
+import time
+import warnings
+from datetime import timedelta
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import fulmen as L
+from fulmen.demos import BoringModel, RandomDataset
+
+
+class Counting(BoringModel):
+    """Counts training steps, validation steps (sanity check apart) and epochs."""
+
+    def __init__(self, train_length=64, val_length=64, batch_size=1):
+        super().__init__()
+        self.train_length, self.val_length, self.batch_size = train_length, val_length, batch_size
+        self.train_steps = 0
+        self.val_steps = 0
+        self.sanity_steps = 0
+        self.val_runs = 0
+        self.epochs = 0
+        self.batches_this_epoch = 0
+        self.val_after_batch = []
+        self.train_loader_calls = 0
+        self.val_loader_calls = 0
+
+    def train_dataloader(self):
+        self.train_loader_calls += 1
+        return DataLoader(RandomDataset(32, self.train_length), batch_size=self.batch_size)
+
+    def val_dataloader(self):
+        self.val_loader_calls += 1
+        return DataLoader(RandomDataset(32, self.val_length), batch_size=self.batch_size)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    def on_train_epoch_start(self):
+        self.epochs += 1
+        self.batches_this_epoch = 0
+
+    def training_step(self, batch, batch_idx):
+        self.train_steps += 1
+        self.batches_this_epoch += 1
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        if self.trainer.sanity_checking:
+            self.sanity_steps += 1
+        else:
+            self.val_steps += 1
+
+    def on_validation_epoch_start(self):
+        if not self.trainer.sanity_checking:
+            self.val_runs += 1
+            self.val_after_batch.append((self.current_epoch, self.batches_this_epoch))
+
+
+def test_max_epochs(make_trainer):
+    model = Counting()
+    trainer = make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.epochs == 3
+    assert trainer.current_epoch == 3
+    assert trainer.global_step == 6
+
+
+def test_max_steps_stops_mid_epoch(make_trainer):
+    model = Counting(train_length=3)
+    trainer = make_trainer(max_epochs=None, max_steps=5, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.global_step == 5
+    assert model.train_steps == 5
+    assert model.epochs == 2
+
+
+def test_max_epochs_defaults_to_1000_when_max_steps_is_unset(make_trainer):
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            return None  # nothing to compute: the test only counts epochs
+
+    trainer = make_trainer(max_epochs=None, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(Model())
+    assert trainer.current_epoch == 1000
+    assert trainer.max_epochs == 1000
+
+
+def test_max_epochs_minus_one_with_max_steps_trains_until_max_steps(make_trainer):
+    model = Counting(train_length=2)
+    trainer = make_trainer(max_epochs=-1, max_steps=7, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.global_step == 7
+
+
+class StopsAtOnce(Counting):
+    def training_step(self, batch, batch_idx):
+        self.trainer.should_stop = True
+        return super().training_step(batch, batch_idx)
+
+
+def test_should_stop_stops_training(make_trainer):
+    model = StopsAtOnce(train_length=4)
+    trainer = make_trainer(max_epochs=10, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.global_step == 1
+    assert model.epochs == 1
+
+
+def test_min_steps_overrides_should_stop(make_trainer):
+    model = StopsAtOnce(train_length=2)
+    trainer = make_trainer(min_steps=5, max_epochs=10, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.global_step == 5
+
+
+@pytest.mark.parametrize("max_time", ["00:00:00:01", timedelta(seconds=1), {"seconds": 1}])
+def test_max_time_stops_training(make_trainer, max_time):
+    class Slow(Counting):
+        def training_step(self, batch, batch_idx):
+            time.sleep(0.1)
+            return super().training_step(batch, batch_idx)
+
+    model = Slow()
+    trainer = make_trainer(max_epochs=1000, max_time=max_time, limit_val_batches=0)
+    start = time.monotonic()
+    trainer.fit(model)
+    elapsed = time.monotonic() - start
+    assert 1.0 <= elapsed < 5.0
+    assert 5 <= model.train_steps <= 20
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(5, 5), (0.25, 16), (1.0, 64)])
+def test_limit_train_batches(make_trainer, limit, expected):
+    model = Counting()
+    trainer = make_trainer(limit_train_batches=limit, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.train_steps == expected
+
+
+@pytest.mark.parametrize(("limit", "expected"), [(3, 3), (0.5, 5), (0, 0)])
+def test_limit_val_batches(make_trainer, limit, expected):
+    model = Counting(val_length=10)
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=limit, num_sanity_val_steps=0)
+    trainer.fit(model)
+    assert model.val_steps == expected
+
+
+def test_limit_test_and_predict_batches(make_trainer):
+    steps = {"test": 0}
+
+    class Model(BoringModel):
+        def test_step(self, batch, batch_idx):
+            steps["test"] += 1
+
+    trainer = make_trainer(limit_test_batches=0.25, limit_predict_batches=3)
+    trainer.test(Model())
+    assert steps["test"] == 16
+    assert len(trainer.predict(Model())) == 3
+
+
+def test_fast_dev_run_true_runs_one_batch_of_each(make_trainer):
+    model = Counting()
+    trainer = make_trainer(fast_dev_run=True, max_epochs=5)
+    trainer.fit(model)
+    assert (model.train_steps, model.val_steps, model.sanity_steps, model.epochs) == (1, 1, 0, 1)
+    assert trainer.global_step == 1
+
+
+def test_fast_dev_run_int_runs_n_batches(make_trainer):
+    model = Counting()
+    trainer = make_trainer(fast_dev_run=3, max_epochs=5)
+    trainer.fit(model)
+    assert (model.train_steps, model.val_steps, model.sanity_steps, model.epochs) == (3, 3, 0, 1)
+
+
+def test_overfit_batches_reuses_the_same_batches_without_shuffling(make_trainer):
+    seen = []
+
+    class Model(Counting):
+        def train_dataloader(self):
+            return DataLoader(RandomDataset(32, 20), batch_size=2, shuffle=True)
+
+        def training_step(self, batch, batch_idx):
+            seen.append(batch.clone())
+            return super().training_step(batch, batch_idx)
+
+    model = Model()
+    trainer = make_trainer(overfit_batches=2, max_epochs=3, num_sanity_val_steps=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a warning about turning shuffling off is expected
+        trainer.fit(model)
+    assert len(seen) == 6
+    for epoch in (1, 2):
+        assert torch.equal(seen[2 * epoch], seen[0])
+        assert torch.equal(seen[2 * epoch + 1], seen[1])
+    assert model.val_steps == 6  # validation is limited to 2 batches too
+
+
+def test_val_check_interval_fraction(make_trainer):
+    model = Counting(train_length=4, val_length=1)
+    trainer = make_trainer(max_epochs=2, val_check_interval=0.5, num_sanity_val_steps=0)
+    trainer.fit(model)
+    assert model.val_after_batch == [(0, 2), (0, 4), (1, 2), (1, 4)]
+
+
+def test_val_check_interval_int(make_trainer):
+    model = Counting(train_length=6, val_length=1)
+    trainer = make_trainer(max_epochs=1, val_check_interval=2, num_sanity_val_steps=0)
+    trainer.fit(model)
+    assert model.val_after_batch == [(0, 2), (0, 4), (0, 6)]
+
+
+def test_check_val_every_n_epoch(make_trainer):
+    model = Counting(train_length=2, val_length=1)
+    trainer = make_trainer(max_epochs=4, check_val_every_n_epoch=2, num_sanity_val_steps=0)
+    trainer.fit(model)
+    assert model.val_after_batch == [(1, 2), (3, 2)]
+
+
+@pytest.mark.parametrize(("sanity", "expected"), [(0, 0), (2, 2), (-1, 5)])
+def test_num_sanity_val_steps(make_trainer, sanity, expected):
+    model = Counting(train_length=1, val_length=5)
+    trainer = make_trainer(num_sanity_val_steps=sanity)
+    trainer.fit(model)
+    assert model.sanity_steps == expected
+    assert model.val_steps == 5
+
+
+def test_num_sanity_val_steps_defaults_to_two(make_trainer):
+    model = Counting(train_length=1, val_length=5)
+    trainer = make_trainer()
+    trainer.fit(model)
+    assert model.sanity_steps == 2
+
+
+def test_dataloaders_are_loaded_once_by_default(make_trainer):
+    model = Counting(train_length=1, val_length=1)
+    trainer = make_trainer(max_epochs=3, num_sanity_val_steps=0)
+    trainer.fit(model)
+    assert (model.train_loader_calls, model.val_loader_calls) == (1, 1)
+
+
+def test_reload_dataloaders_every_n_epochs(make_trainer):
+    model = Counting(train_length=1, val_length=1)
+    trainer = make_trainer(max_epochs=4, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0)
+    trainer.fit(model)
+    assert model.train_loader_calls == 4
+
+
+def test_deterministic_enables_torch_deterministic_algorithms(make_trainer):
+    seen = []
+
+    class Model(Counting):
+        def training_step(self, batch, batch_idx):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return super().training_step(batch, batch_idx)
+
+    try:
+        trainer = make_trainer(deterministic=True, limit_train_batches=1, limit_val_batches=0)
+        trainer.fit(Model())
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert seen == [True]
+
+
+@pytest.mark.parametrize("inference_mode", [True, False])
+def test_inference_mode_flag_in_validate(make_trainer, inference_mode):
+    seen = []
+
+    class Model(Counting):
+        def validation_step(self, batch, batch_idx):
+            seen.append((torch.is_grad_enabled(), torch.is_inference_mode_enabled()))
+
+    trainer = make_trainer(inference_mode=inference_mode, limit_val_batches=1)
+    trainer.validate(Model())
+    assert seen == [(False, inference_mode)]
+
+
+def test_validation_inside_fit_runs_without_grad(make_trainer):
+    seen = []
+
+    class Model(Counting):
+        def validation_step(self, batch, batch_idx):
+            seen.append(("val", torch.is_grad_enabled()))
+
+        def training_step(self, batch, batch_idx):
+            seen.append(("train", torch.is_grad_enabled()))
+            return super().training_step(batch, batch_idx)
+
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=1)
+    trainer.fit(Model())
+    assert seen == [("val", False), ("train", True), ("val", False)]
+
+
+def test_barebones_disables_logger_progress_bar_summary_and_checkpointing(tmp_path):
+    from fulmen.callbacks import ModelSummary, ProgressBar
+
+    trainer = L.Trainer(default_root_dir=tmp_path, barebones=True, max_epochs=1, limit_train_batches=2)
+    assert trainer.logger is None
+    assert not [c for c in trainer.callbacks if isinstance(c, (ModelSummary, ProgressBar))]
+    assert not [c for c in trainer.callbacks if "Checkpoint" in type(c).__name__]
+    model = Counting(val_length=3)
+    trainer.fit(model)
+    assert model.train_steps == 2
+    assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_barebones_with_checkpointing_is_an_error(tmp_path):
+    with pytest.raises(Exception, match="enable_checkpointing"):
+        L.Trainer(default_root_dir=tmp_path, barebones=True, enable_checkpointing=True)
+
+
+def test_estimated_stepping_batches(make_trainer):
+    model = Counting(train_length=10)
+    trainer = make_trainer(max_epochs=3, accumulate_grad_batches=2, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.estimated_stepping_batches == 15
+
+
+def test_estimated_stepping_batches_is_capped_by_max_steps(make_trainer):
+    seen = []
+
+    class Model(Counting):
+        def configure_optimizers(self):
+            seen.append(self.trainer.estimated_stepping_batches)
+            return super().configure_optimizers()
+
+    trainer = make_trainer(max_epochs=3, max_steps=7, limit_val_batches=0)
+    trainer.fit(Model(train_length=10))
+    assert seen == [7]
+
+
+def test_unknown_flag_is_a_type_error_naming_it():
+    with pytest.raises(TypeError, match="not_a_flag"):
+        L.Trainer(not_a_flag=3)
+
+
+def test_bad_accelerator_names_the_valid_ones():
+    with pytest.raises(Exception, match="banana") as info:
+        L.Trainer(accelerator="banana")
+    assert "cpu" in str(info.value)
+
+
+def test_bad_gradient_clip_algorithm_names_the_valid_ones():
+    with pytest.raises(Exception, match="bogus") as info:
+        L.Trainer(gradient_clip_algorithm="bogus")
+    assert "norm" in str(info.value) and "value" in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_accelerator_without_a_gpu_is_a_clear_error():
+    with pytest.raises(Exception, match="(?i)gpu|cuda"):
+        L.Trainer(accelerator="gpu", devices=1)
+
+
+# --- 1.x flags: fulmen maps them with a DeprecationWarning that names the 2.x spelling ---
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_legacy_gpus_flag_warns_then_fails_without_a_gpu():
+    with pytest.warns(DeprecationWarning, match="accelerator") as record:
+        with pytest.raises(Exception, match="(?i)gpu|cuda"):
+            L.Trainer(gpus=1)
+    message = " ".join(str(w.message) for w in record if w.category is DeprecationWarning)
+    assert "devices" in message
+
+
+def _construct_ignoring_errors(**kwargs):
+    try:
+        return L.Trainer(**kwargs)
+    except Exception:  # e.g. no TPU here: only the warning matters to these tests
+        return None
+
+
+def test_legacy_tpu_cores_flag_warns():
+    with pytest.warns(DeprecationWarning, match="tpu") as record:
+        _construct_ignoring_errors(tpu_cores=8)
+    message = " ".join(str(w.message) for w in record if w.category is DeprecationWarning)
+    assert "accelerator" in message and "devices" in message
+
+
+def test_legacy_ddp_accelerator_warns_naming_strategy():
+    with pytest.warns(DeprecationWarning, match="strategy"):
+        _construct_ignoring_errors(accelerator="ddp")
+
+
+def test_legacy_resume_from_checkpoint_warns_naming_ckpt_path(tmp_path):
+    with pytest.warns(DeprecationWarning, match="ckpt_path"):
+        _construct_ignoring_errors(resume_from_checkpoint=str(tmp_path / "x.ckpt"))
+
+
+def test_legacy_checkpoint_callback_warns_naming_enable_checkpointing(tmp_path):
+    with pytest.warns(DeprecationWarning, match="enable_checkpointing"):
+        _construct_ignoring_errors(default_root_dir=tmp_path, checkpoint_callback=False)
