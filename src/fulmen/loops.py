@@ -136,6 +136,8 @@ class EvaluationLoop:
                 if limit <= 0:
                     continue
                 extra = (dl_idx,) if multiple else ()
+                if t.profiler.enabled:  # once per dataloader: time each `next()` only when profiling
+                    loader = t.profiler.profile_iterable(loader, f"{stage}_dataloader_next")
                 for batch_idx, batch in enumerate(loader):
                     if batch_idx >= limit:
                         break
@@ -201,6 +203,8 @@ class PredictionLoop:
                 limit = data.limit_batches(loader, t.limit_predict_batches, "limit_predict_batches")
                 extra = (dl_idx,) if multiple else ()
                 outputs: list[Any] = []
+                if t.profiler.enabled:
+                    loader = t.profiler.profile_iterable(loader, "predict_dataloader_next")
                 for batch_idx, batch in enumerate(loader):
                     if batch_idx >= limit:
                         break
@@ -443,7 +447,9 @@ class FitLoop:
         from fulmen.module import LightningModule
         from fulmen.utilities import is_overridden
 
-        return t.limit_val_batches != 0 and is_overridden("validation_step", t.lightning_module, LightningModule)
+        return t.limit_val_batches != 0 and is_overridden(
+            "validation_step", t.lightning_module, LightningModule
+        )
 
     def _validation_enabled(self) -> bool:
         if not self._validation_possible():
