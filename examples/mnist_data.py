@@ -121,13 +121,18 @@ def load_mnist_5k(val_per_class: int = 50, split_seed: int = 0) -> MNISTSplits:
     return MNISTSplits(train=_to_dataset(pixels[train_idx], labels[train_idx]), val=val, test=val)
 
 
-def load_mnist_idx(data_dir: str | os.PathLike, val_size: int = 5000) -> MNISTSplits:
-    """Loads full MNIST from IDX files: 55,000 train / 5,000 val (last of train) / 10,000 test."""
+def load_mnist_idx(data_dir: str | os.PathLike, val_size: int | None = None) -> MNISTSplits:
+    """Loads MNIST from IDX files: 55,000 train / 5,000 val (the last of train) / 10,000 test.
+
+    ``val_size`` defaults to 5,000, or a tenth of the training file when it holds fewer than 50,000.
+    """
     data_dir = Path(data_dir)
     train_x = read_idx(_find_idx(data_dir, "train-images-idx3-ubyte"))
     train_y = read_idx(_find_idx(data_dir, "train-labels-idx1-ubyte"))
     test_x = read_idx(_find_idx(data_dir, "t10k-images-idx3-ubyte"))
     test_y = read_idx(_find_idx(data_dir, "t10k-labels-idx1-ubyte"))
+    if val_size is None:
+        val_size = 5000 if len(train_x) >= 50_000 else len(train_x) // 10
     n_train = len(train_x) - val_size
     return MNISTSplits(
         train=_to_dataset(train_x[:n_train], train_y[:n_train]),
