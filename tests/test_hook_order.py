@@ -163,7 +163,6 @@ def _run(make_trainer, fn, **trainer_kwargs):
 
 
 def test_fit_hook_order(make_trainer):
-    # where val_dataloader is requested is checked on its own below; here it is left out
     calls = _run(
         make_trainer,
         "fit",
@@ -181,6 +180,7 @@ def test_fit_hook_order(make_trainer):
         "m.configure_optimizers",
         *_pair("on_fit_start"),
         "cb.on_sanity_check_start",
+        "m.val_dataloader",
         *_eval_epoch("validation", 1),
         "cb.on_sanity_check_end",
         "m.train_dataloader",
@@ -195,8 +195,7 @@ def test_fit_hook_order(make_trainer):
         "cb.teardown(fit)",
         "m.teardown(fit)",
     ]
-    assert [c for c in calls if c != "m.val_dataloader"] == expected
-    assert calls.count("m.val_dataloader") == 1
+    assert calls == expected
 
 
 def test_fit_without_sanity_check_skips_sanity_hooks(make_trainer):

@@ -188,7 +188,7 @@ def test_prog_bar_and_logger_flags(make_trainer):
     trainer = make_trainer(limit_train_batches=2, limit_val_batches=0, logger=logger, log_every_n_steps=1)
     trainer.fit(Model())
     assert _floats(trainer.progress_bar_metrics) == {"shown": 1.0}
-    assert set(trainer.logged_metrics) - {"epoch"} == {"shown", "hidden"}
+    assert set(trainer.logged_metrics) == {"shown", "hidden"}
     assert {"shown", "hidden", "not_logged"} <= set(trainer.callback_metrics)
     assert not any("not_logged" in m for m, _ in logger.calls)
 
