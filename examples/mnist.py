@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import fulmen as L
+from fulmen.loggers import CSVLogger
 
 try:
     from examples.mnist_data import load_mnist
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         devices=_parse_devices(args.devices),
         enable_progress_bar=not args.no_progress_bar,
         default_root_dir=args.default_root_dir,
+        # metrics.csv, which `fulmen plot` turns into curves (the default logger is TensorBoard when installed)
+        logger=CSVLogger(save_dir=args.default_root_dir or ".", name="lightning_logs"),
     )
     start = time.perf_counter()
     trainer.fit(model, datamodule=datamodule)

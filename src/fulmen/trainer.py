@@ -671,6 +671,8 @@ class Trainer:
             params.update(self.datamodule.hparams_initial)
         for lg in self.loggers:
             lg.log_hyperparams(params)
+            if hasattr(lg, "log_graph"):
+                lg.log_graph(module)
             lg.save()
 
     # ------------------------------------------------------------------ checkpoints (see checkpoint.py)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from fulmen.loggers.csv_logs import CSVLogger
 from fulmen.loggers.logger import Logger, rank_zero_experiment
+from fulmen.loggers.tensorboard import TensorBoardLogger
 
-__all__ = ["CSVLogger", "Logger", "default_logger", "rank_zero_experiment"]
+__all__ = ["CSVLogger", "Logger", "TensorBoardLogger", "default_logger", "rank_zero_experiment"]
 
 
 def default_logger(root_dir: str) -> Any:
-    """The logger used when `logger=True`: CSV under `<root>/lightning_logs/`."""
+    """The logger used when `logger=True`: TensorBoard if installed, else CSV, under `<root>/lightning_logs/`."""
+    if importlib.util.find_spec("tensorboard") is not None:
+        return TensorBoardLogger(save_dir=root_dir, name="lightning_logs")
     return CSVLogger(save_dir=root_dir, name="lightning_logs")
