@@ -2,6 +2,15 @@
 
 A precision decides how the module and inputs are cast, the autocast context around the steps,
 how the loss is scaled for backward, and how the optimizer steps (e.g. through a GradScaler).
+
+| `precision=`   | class              | what it does                                                   |
+|----------------|--------------------|----------------------------------------------------------------|
+| "32-true"      | `Precision`        | nothing: fp32 weights and math                                 |
+| "16-mixed"     | `MixedPrecision`   | fp16 autocast on the accelerator + a GradScaler (CUDA only)    |
+| "bf16-mixed"   | `MixedPrecision`   | bf16 autocast (CPU or CUDA), no scaler                         |
+| "16-true"      | `HalfPrecision`    | fp16 weights; float inputs cast to fp16                        |
+| "bf16-true"    | `HalfPrecision`    | bf16 weights; float inputs cast to bf16                        |
+| "64-true"      | `DoublePrecision`  | fp64 weights; float inputs cast to fp64                        |
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from fulmen.utilities import MisconfigurationException
+from fulmen.utilities import MisconfigurationException, apply_to_collection, rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
@@ -69,19 +78,191 @@ class Precision:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class MixedPrecision(Precision):
+    """ "16-mixed" and "bf16-mixed": fp32 weights, the steps run under `torch.autocast`.
+
+    fp16 has a narrow range, so "16-mixed" multiplies the loss by a large factor before backward
+    (a `torch.amp.GradScaler`), divides the gradients back before the hooks and clipping see them, and
+    skips the optimizer step when they contain inf/nan (the scale is then lowered). bf16 has fp32's
+    range and needs no scaler.
+    """
+
+    def __init__(self, precision: str, device_type: str, scaler: torch.amp.GradScaler | None = None) -> None:
+        if precision not in ("16-mixed", "bf16-mixed"):
+            raise MisconfigurationException(
+                f"MixedPrecision takes '16-mixed' or 'bf16-mixed', got {precision!r}."
+            )
+        self.name = precision
+        self.device_type = device_type
+        self.dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
+        if precision == "16-mixed" and scaler is None:
+            scaler = torch.amp.GradScaler(device_type)
+        if precision == "bf16-mixed" and scaler is not None:
+            raise MisconfigurationException(
+                "precision='bf16-mixed' does not scale the loss; remove the `scaler` argument."
+            )
+        self.scaler = scaler
+        self._unscaled: set[int] = set()  # optimizers already unscaled in this step
+
+    @contextlib.contextmanager
+    def forward_context(self) -> Generator[None, None, None]:
+        """Run the step under autocast to this mode's dtype."""
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            yield
+
+    def backward(self, loss: torch.Tensor, module: LightningModule, *args: Any, **kwargs: Any) -> None:
+        """Backward on the scaled loss (fp16) or the loss itself (bf16)."""
+        if self.scaler is not None:
+            loss = self.scaler.scale(loss)
+        module.backward(loss, *args, **kwargs)
+
+    def optimizer_step(
+        self,
+        optimizer: Optimizer,
+        module: LightningModule,
+        closure: Callable[[], Any],
+        after_closure: Callable[[], None],
+        **kwargs: Any,
+    ) -> Any:
+        """With a scaler: closure, unscale, hooks and clipping, then `scaler.step` (skips inf/nan) and update."""
+        scaler = self.scaler
+        if scaler is None:
+            return super().optimizer_step(optimizer, module, closure, after_closure, **kwargs)
+        if isinstance(optimizer, torch.optim.LBFGS):
+            raise MisconfigurationException(
+                "precision='16-mixed' cannot step LBFGS: it re-evaluates the closure, which the grad scaler "
+                "does not support. Use precision='bf16-mixed' or '32-true' with LBFGS."
+            )
+        # The closure runs outside `optimizer.step` so that the gradients can be unscaled before the
+        # hooks and clipping look at them, and so that the scaler can decide to skip the step.
+        result = closure()
+        if result is None and module.automatic_optimization:
+            # training_step returned None: no backward ran, so there is nothing to unscale or step.
+            after_closure()
+            return None
+        self.unscale_gradients(optimizer)
+        after_closure()
+        out = scaler.step(optimizer, **kwargs)
+        scaler.update()
+        self._unscaled.clear()
+        return out
+
+    def unscale_gradients(self, optimizer: Optimizer) -> None:
+        """Divide the gradients by the loss scale (once per step; later calls do nothing)."""
+        if self.scaler is None or id(optimizer) in self._unscaled:
+            return
+        inner = getattr(optimizer, "optimizer", optimizer)  # a LightningOptimizer wraps the real one
+        self.scaler.unscale_(inner)
+        self._unscaled.add(id(optimizer))
+        self._unscaled.add(id(inner))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The grad scaler's state (empty for bf16)."""
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the grad scaler's state."""
+        if self.scaler is not None and state_dict:
+            self.scaler.load_state_dict(state_dict)
+
+
+class _DtypeMixin(Precision):
+    """Shared by the "-true" modes: weights and float inputs in one dtype, new tensors default to it."""
+
+    dtype: torch.dtype
+
+    def convert_module(self, module: nn.Module) -> nn.Module:
+        """Cast every floating-point parameter and buffer to this mode's dtype."""
+        return module.to(dtype=self.dtype)
+
+    def convert_input(self, data: Any) -> Any:
+        """Cast floating-point tensors in the batch to this mode's dtype; ints and bools stay."""
+        dtype = self.dtype
+
+        def cast(t: Any) -> Any:
+            if isinstance(t, torch.Tensor) and torch.is_floating_point(t) and t.dtype != dtype:
+                return t.to(dtype)
+            return t
+
+        return apply_to_collection(data, cast)
+
+    @contextlib.contextmanager
+    def forward_context(self) -> Generator[None, None, None]:
+        """Tensors created inside the step (e.g. `torch.zeros(...)`) default to this mode's dtype."""
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(self.dtype)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(previous)
+
+
+class HalfPrecision(_DtypeMixin):
+    """ "16-true" or "bf16-true": the whole module in fp16/bf16 (no fp32 master weights, no scaler)."""
+
+    def __init__(self, precision: str = "bf16-true") -> None:
+        if precision not in ("16-true", "bf16-true"):
+            raise MisconfigurationException(
+                f"HalfPrecision takes '16-true' or 'bf16-true', got {precision!r}."
+            )
+        self.name = precision
+        self.dtype = torch.float16 if precision == "16-true" else torch.bfloat16
+
+
+class DoublePrecision(_DtypeMixin):
+    """ "64-true": the module and float inputs in fp64 (for numerics that need it, e.g. gradient checks)."""
+
+    name = "64-true"
+    dtype = torch.float64
+
 
 _VALID = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+_LEGACY = {16: "16-mixed", "16": "16-mixed", "bf16": "bf16-mixed", 32: "32-true", "32": "32-true"}
+_LEGACY.update({64: "64-true", "64": "64-true"})
 
 
 def resolve_precision(value: Any, device_type: str) -> Precision:
-    """Build the Precision for the Trainer's `precision=` flag (legacy spellings are mapped)."""
+    """Build the Precision for the Trainer's `precision=` flag on `device_type` (legacy spellings mapped)."""
     if isinstance(value, Precision):
         return value
-    mapped = {32: "32-true", "32": "32-true", 64: "64-true", "64": "64-true"}.get(value, value)
-    if mapped == "32-true":
+    if value is None:
         return Precision()
-    if mapped not in _VALID and mapped not in (16, "16", "bf16"):
+    key = value
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        key = None
+    if key in _LEGACY:
+        mapped = _LEGACY[key]
+        rank_zero_warn(
+            f"precision={value!r} is the legacy spelling (kept for Lightning 1.x code); use "
+            f"precision={mapped!r} instead.",
+            stacklevel=5,  # the user's Trainer(...) line
+        )
+        key = mapped
+    if key not in _VALID:
         raise MisconfigurationException(f"precision={value!r} is not valid; use one of {list(_VALID)}.")
-    raise NotImplementedError(
-        f"precision={value!r} is not built yet in this version of fulmen; use precision='32-true'."
-    )
+    if key == "32-true":
+        return Precision()
+    if key == "64-true":
+        return DoublePrecision()
+    if key in ("16-true", "bf16-true"):
+        return HalfPrecision(key)
+    device_type = "cuda" if device_type == "gpu" else device_type
+    if key == "16-mixed" and device_type not in ("cuda",):
+        raise MisconfigurationException(
+            f"precision='16-mixed' needs a CUDA GPU (fp16 autocast with a grad scaler), but this run is on "
+            f"{device_type!r}. Use precision='bf16-mixed' (mixed precision that works on CPU), '16-true' or "
+            "'bf16-true', or run on accelerator='gpu'."
+        )
+    if key == "bf16-mixed" and device_type not in ("cpu", "cuda", "mps", "xla"):
+        raise MisconfigurationException(
+            f"precision='bf16-mixed' is not available on {device_type!r}; use accelerator='cpu' or 'gpu'."
+        )
+    if key == "bf16-mixed" and device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise MisconfigurationException(
+            "precision='bf16-mixed' needs a GPU with bf16 support (Ampere or newer); use '16-mixed' instead."
+        )
+    return MixedPrecision(key, device_type)

@@ -23,17 +23,11 @@ from fulmen.hooks import HookDispatcher
 from fulmen.loops import EvaluationLoop, FitLoop, PredictionLoop
 from fulmen.module import LightningModule
 from fulmen.precision import Precision, resolve_precision
+from fulmen.profilers import Profiler, _profiled_run, resolve_profiler
 from fulmen.progress import Progress
 from fulmen.results import ResultStore
 from fulmen.strategies import Strategy, select_strategy
 from fulmen.utilities import MisconfigurationException, rank_zero_only, rank_zero_warn
-
-
-class _DisabledProfiler:
-    enabled = False
-
-    def profile(self, name: str) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
 
 
 class Trainer:
@@ -172,9 +166,7 @@ class Trainer:
         rank_zero_only.rank = self.strategy.global_rank  # type: ignore[attr-defined]
 
         # --- profiler
-        if f["profiler"] is not None:
-            raise NotImplementedError("Trainer(profiler=...) is not built yet in this version of fulmen.")
-        self.profiler: Any = _DisabledProfiler()
+        self.profiler: Profiler = resolve_profiler(f["profiler"])
 
         # --- what to switch on
         quiet = self.barebones or bool(self.fast_dev_run)
@@ -573,8 +565,10 @@ class Trainer:
             store.clear()
         self._logged_metrics = {}
         anomaly = torch.autograd.set_detect_anomaly(True) if self.detect_anomaly else contextlib.nullcontext()
+        # With a profiler on, the step methods are wrapped with timing for this run only (profilers.py).
+        profiling = _profiled_run(self, fn) if self.profiler.enabled else contextlib.nullcontext()
         try:
-            with anomaly:
+            with anomaly, profiling:
                 self.strategy.setup_environment()
                 self._attach_module_callbacks()
                 self._hooks = HookDispatcher(self, module, self.callbacks)

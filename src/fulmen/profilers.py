@@ -1,0 +1,490 @@
+"""Profilers: where the time of a run goes, per action (each hook, the step, backward, the dataloader).
+
+`Trainer(profiler="simple" | "advanced" | "pytorch" | a Profiler)` picks one. The trainer reports
+actions to it through `profile(name)` (a context manager around `start(name)` / `stop(name)`); at
+the end of each stage `describe()` prints `summary()` and writes it to `<log_dir>/<stage>-profile.txt`.
+
+A disabled profiler (`PassThroughProfiler`, the default) costs nothing: the trainer checks
+`profiler.enabled` once per run and only then wraps the step methods with timing code
+(`_profiled_run`); otherwise the loops run exactly as they do without a profiler.
+
+User code can time its own sections: `with self.trainer.profiler.profile("my_action"): ...`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import time
+from collections.abc import Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from fulmen.utilities import MisconfigurationException
+
+if TYPE_CHECKING:
+    from fulmen.trainer import Trainer
+
+
+class Profiler:
+    """Base class: subclasses implement `start`, `stop` and `summary`; the rest is shared."""
+
+    enabled = True
+
+    def __init__(self, dirpath: str | os.PathLike[str] | None = None, filename: str | None = None) -> None:
+        self.dirpath = os.fspath(dirpath) if dirpath is not None else None
+        self.filename = filename
+        self._stage: str | None = None
+        self._local_rank = 0
+        self._log_dir: str | None = None
+        self.output_path: str | None = None  # the last report written by `describe`
+
+    # ------------------------------------------------------------------ what subclasses implement
+    def start(self, action_name: str) -> None:
+        """Begin timing `action_name`."""
+        raise NotImplementedError
+
+    def stop(self, action_name: str) -> None:
+        """End timing `action_name`."""
+        raise NotImplementedError
+
+    def summary(self) -> str:
+        """A human-readable report of what was recorded."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    @contextlib.contextmanager
+    def profile(self, action_name: str) -> Generator[str, None, None]:
+        """Time the body of a `with` block as `action_name`."""
+        self.start(action_name)
+        try:
+            yield action_name
+        finally:
+            self.stop(action_name)
+
+    def profile_iterable(self, iterable: Iterable[Any], action_name: str) -> Generator[Any, None, None]:
+        """Yield from `iterable`, timing each `next()` as `action_name` (e.g. the dataloader)."""
+        iterator: Iterator[Any] = iter(iterable)
+        while True:
+            self.start(action_name)
+            try:
+                value = next(iterator)
+            except StopIteration:
+                self.stop(action_name)
+                return
+            except BaseException:
+                self.stop(action_name)
+                raise
+            self.stop(action_name)
+            yield value
+
+    def setup(self, stage: str, local_rank: int = 0, log_dir: str | None = None) -> None:
+        """Called by the trainer when a stage ("fit", "validate", ...) starts."""
+        self._stage = stage
+        self._local_rank = local_rank
+        self._log_dir = log_dir
+
+    def teardown(self, stage: str | None) -> None:
+        """Called by the trainer when the stage ends (after `describe`)."""
+        self._stage = None
+
+    def report_path(self) -> str | None:
+        """Where `describe` writes: `<dirpath or log_dir>/<stage>-<filename or 'profile'>.txt`."""
+        folder = self.dirpath or self._log_dir
+        if folder is None:
+            return None
+        name = f"{self._stage or 'run'}-{self.filename or 'profile'}"
+        if self._local_rank:
+            name += f"-rank{self._local_rank}"
+        return os.path.join(folder, name + ".txt")
+
+    def describe(self) -> None:
+        """Print the summary (rank 0) and write it to `report_path()`."""
+        text = self.summary()
+        if not text:
+            return
+        path = self.report_path()
+        if path is not None:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            self.output_path = path
+        if self._local_rank == 0:
+            where = f" (written to {path})" if path else ""
+            print(f"{(self._stage or 'run').upper()} profile{where}\n{text}", flush=True)
+
+
+class PassThroughProfiler(Profiler):
+    """The default: records nothing, and the trainer does not even call it in the loops."""
+
+    enabled = False
+
+    def start(self, action_name: str) -> None:
+        """Do nothing."""
+
+    def stop(self, action_name: str) -> None:
+        """Do nothing."""
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager[Any]:  # type: ignore[override]
+        """A context that does nothing."""
+        return contextlib.nullcontext(action_name)
+
+    def summary(self) -> str:
+        """Nothing was recorded."""
+        return ""
+
+
+class SimpleProfiler(Profiler):
+    """Wall time per action: a table of mean, count, total and share of the run, largest total first."""
+
+    def __init__(self, dirpath: str | os.PathLike[str] | None = None, filename: str | None = None) -> None:
+        super().__init__(dirpath, filename)
+        self._started: dict[str, float] = {}
+        self._stats: dict[str, list[float]] = {}  # action -> [count, total seconds, max seconds]
+        self._run_start = time.perf_counter()
+
+    def setup(self, stage: str, local_rank: int = 0, log_dir: str | None = None) -> None:
+        """Start a fresh record for `stage`."""
+        super().setup(stage, local_rank, log_dir)
+        self._started.clear()
+        self._stats.clear()
+        self._run_start = time.perf_counter()
+
+    def start(self, action_name: str) -> None:
+        """Note the start time of `action_name`."""
+        if action_name in self._started:
+            raise ValueError(
+                f"SimpleProfiler: {action_name!r} was started again before it stopped; give nested "
+                "sections different names."
+            )
+        self._started[action_name] = time.perf_counter()
+
+    def stop(self, action_name: str) -> None:
+        """Add the time since `start(action_name)` to its statistics."""
+        end = time.perf_counter()
+        begin = self._started.pop(action_name, None)
+        if begin is None:
+            raise ValueError(f"SimpleProfiler: stop({action_name!r}) was called without start().")
+        elapsed = end - begin
+        stats = self._stats.get(action_name)
+        if stats is None:
+            self._stats[action_name] = [1.0, elapsed, elapsed]
+        else:
+            stats[0] += 1.0
+            stats[1] += elapsed
+            if elapsed > stats[2]:
+                stats[2] = elapsed
+
+    def recorded(self) -> dict[str, dict[str, float]]:
+        """The statistics as numbers: {action: {"count", "total", "mean", "max"}}."""
+        return {
+            name: {"count": c, "total": t, "mean": t / c, "max": m} for name, (c, t, m) in self._stats.items()
+        }
+
+    def summary(self) -> str:
+        """The table, sorted by total time; the share is of the wall time since the stage began."""
+        run_total = time.perf_counter() - self._run_start
+        rows = sorted(self._stats.items(), key=lambda item: item[1][1], reverse=True)
+        header = ("Action", "Mean (s)", "Count", "Total (s)", "Share of run")
+        lines = [("Total run", "-", "-", f"{run_total:.5f}", "100.0 %")]
+        for name, (count, total, _) in rows:
+            share = 100.0 * total / run_total if run_total > 0 else 0.0
+            lines.append((name, f"{total / count:.6f}", f"{int(count)}", f"{total:.5f}", f"{share:.1f} %"))
+        widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(5)]
+
+        def fmt(cells: tuple[str, ...]) -> str:
+            first = cells[0].ljust(widths[0])
+            rest = "  ".join(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))
+            return f"| {first}  {rest} |"
+
+        rule = "-" * len(fmt(header))
+        return "\n".join([rule, fmt(header), rule, *(fmt(line) for line in lines), rule])
+
+
+class AdvancedProfiler(Profiler):
+    """cProfile per action: the functions that took the time inside each action.
+
+    Nested actions are profiled separately: while an inner action runs, the outer action's profiler
+    is paused, so each action's report shows the calls made directly under it.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | os.PathLike[str] | None = None,
+        filename: str | None = None,
+        line_count_restriction: int | float = 20,
+        sort_by: str = "cumulative",
+    ) -> None:
+        super().__init__(dirpath, filename)
+        self.line_count_restriction = line_count_restriction
+        self.sort_by = sort_by
+        self._profilers: dict[str, Any] = {}
+        self._stack: list[str] = []
+
+    def setup(self, stage: str, local_rank: int = 0, log_dir: str | None = None) -> None:
+        """Start a fresh record for `stage`."""
+        super().setup(stage, local_rank, log_dir)
+        self._profilers.clear()
+        self._stack.clear()
+
+    def start(self, action_name: str) -> None:
+        """Pause the enclosing action's cProfile (if any) and run this action's."""
+        import cProfile
+
+        if action_name in self._stack:
+            raise ValueError(
+                f"AdvancedProfiler: {action_name!r} was started again before it stopped; give nested "
+                "sections different names."
+            )
+        if self._stack:
+            self._profilers[self._stack[-1]].disable()
+        prof = self._profilers.get(action_name)
+        if prof is None:
+            prof = self._profilers[action_name] = cProfile.Profile()
+        self._stack.append(action_name)
+        prof.enable()
+
+    def stop(self, action_name: str) -> None:
+        """Stop this action's cProfile and resume the enclosing one."""
+        if not self._stack or self._stack[-1] != action_name:
+            raise ValueError(
+                f"AdvancedProfiler: stop({action_name!r}) does not match the innermost running action "
+                f"({self._stack[-1] if self._stack else None!r})."
+            )
+        self._profilers[action_name].disable()
+        self._stack.pop()
+        if self._stack:
+            self._profilers[self._stack[-1]].enable()
+
+    def summary(self) -> str:
+        """For each action, the top functions by `sort_by` (pstats' report)."""
+        import pstats
+
+        parts = []
+        for name, prof in self._profilers.items():
+            stream = io.StringIO()
+            stats = pstats.Stats(prof, stream=stream).strip_dirs()
+            stats.sort_stats(self.sort_by).print_stats(self.line_count_restriction)
+            parts.append(f"Profile of action: {name}\n{stream.getvalue().strip()}\n")
+        return "\n".join(parts)
+
+
+class PyTorchProfiler(Profiler):
+    """`torch.profiler` over the run: operator-level times, a Chrome trace, optionally TensorBoard traces.
+
+    Each action is also a `record_function` range named after it, so the trace shows the hooks, the
+    step, backward and the optimizer step as labelled spans. The profiler's schedule advances once per
+    training/validation/test/predict step.
+    """
+
+    _STEP_ACTIONS = frozenset({"training_step", "validation_step", "test_step", "predict_step"})
+
+    def __init__(
+        self,
+        dirpath: str | os.PathLike[str] | None = None,
+        filename: str | None = None,
+        schedule: Any = None,
+        export_to_chrome: bool = True,
+        export_to_tensorboard: bool = False,
+        record_functions: bool = True,
+        sort_by_key: str | None = None,
+        row_limit: int = 20,
+        **profiler_kwargs: Any,
+    ) -> None:
+        super().__init__(dirpath, filename)
+        self.schedule = schedule
+        self.export_to_chrome = export_to_chrome
+        self.export_to_tensorboard = export_to_tensorboard
+        self.record_functions = record_functions
+        self.sort_by_key = sort_by_key
+        self.row_limit = row_limit
+        self.profiler_kwargs = profiler_kwargs
+        self.trace_paths: list[str] = []
+        self._profiler: Any = None
+        self._ranges: dict[str, Any] = {}
+        self._summary = ""
+
+    def _folder(self) -> str:
+        return self.dirpath or self._log_dir or os.getcwd()
+
+    def _on_trace_ready(self, prof: Any) -> None:
+        folder = self._folder()
+        os.makedirs(folder, exist_ok=True)
+        if self.export_to_chrome:
+            index = len(self.trace_paths)
+            name = f"{self._stage or 'run'}-{self.filename or 'trace'}-{index}"
+            if self._local_rank:
+                name += f"-rank{self._local_rank}"
+            path = os.path.join(folder, name + ".pt.trace.json")
+            prof.export_chrome_trace(path)
+            self.trace_paths.append(path)
+        if self.export_to_tensorboard:
+            import torch.profiler
+
+            torch.profiler.tensorboard_trace_handler(os.path.join(folder, "tensorboard"))(prof)
+
+    def setup(self, stage: str, local_rank: int = 0, log_dir: str | None = None) -> None:
+        """Start `torch.profiler` for `stage`."""
+        import inspect
+
+        import torch
+        import torch.profiler
+
+        super().setup(stage, local_rank, log_dir)
+        kwargs = dict(self.profiler_kwargs)
+        if "activities" not in kwargs:
+            activities = [torch.profiler.ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(torch.profiler.ProfilerActivity.CUDA)
+            kwargs["activities"] = activities
+        if "acc_events" in inspect.signature(torch.profiler.profile).parameters:
+            kwargs.setdefault("acc_events", True)  # keep every cycle's events for the summary
+        schedule = self.schedule or torch.profiler.schedule(wait=1, warmup=1, active=3, repeat=1)
+        self._summary = ""
+        self._ranges.clear()
+        self._profiler = torch.profiler.profile(
+            schedule=schedule, on_trace_ready=self._on_trace_ready, **kwargs
+        )
+        self._profiler.start()
+
+    def start(self, action_name: str) -> None:
+        """Open a `record_function` range named `action_name`."""
+        if not self.record_functions or self._profiler is None:
+            return
+        import torch
+
+        rf = torch.autograd.profiler.record_function(action_name)
+        rf.__enter__()
+        self._ranges.setdefault(action_name, []).append(rf)
+
+    def stop(self, action_name: str) -> None:
+        """Close the range; after a step action, advance the profiler's schedule."""
+        if self._profiler is None:
+            return
+        stack = self._ranges.get(action_name)
+        if stack:
+            stack.pop().__exit__(None, None, None)
+        if action_name in self._STEP_ACTIONS:
+            self._profiler.step()
+
+    def _finish(self) -> None:
+        prof = self._profiler
+        if prof is None:
+            return
+        self._profiler = None
+        for stack in self._ranges.values():
+            while stack:
+                stack.pop().__exit__(None, None, None)
+        prof.stop()
+        try:
+            averages = prof.key_averages()
+        except Exception:  # no step reached the schedule's active phase
+            self._summary = (
+                "torch.profiler recorded no steps (the run was shorter than the schedule's wait+warmup)."
+            )
+            return
+        sort_by = self.sort_by_key or (
+            "cuda_time_total"
+            if any(getattr(e, "device_time_total", 0) for e in averages)
+            else "cpu_time_total"
+        )
+        self._summary = averages.table(sort_by=sort_by, row_limit=self.row_limit)
+
+    def summary(self) -> str:
+        """torch.profiler's operator table (stops the profiler if it still runs)."""
+        self._finish()
+        return self._summary
+
+    def teardown(self, stage: str | None) -> None:
+        """Stop the profiler if `describe` did not."""
+        self._finish()
+        super().teardown(stage)
+
+
+_PROFILERS: dict[str, type[Profiler]] = {
+    "simple": SimpleProfiler,
+    "advanced": AdvancedProfiler,
+    "pytorch": PyTorchProfiler,
+    "passthrough": PassThroughProfiler,
+}
+
+
+def resolve_profiler(value: Any) -> Profiler:
+    """Turn the Trainer's `profiler=` flag (None, a name or a Profiler) into a Profiler."""
+    if value is None:
+        return PassThroughProfiler()
+    if isinstance(value, Profiler):
+        return value
+    if isinstance(value, str) and value.lower() in _PROFILERS:
+        return _PROFILERS[value.lower()]()
+    raise MisconfigurationException(
+        f"profiler={value!r} is not valid; use one of {list(_PROFILERS)[:3]}, a fulmen.profilers.Profiler "
+        "instance, or None."
+    )
+
+
+# The trainer methods timed while a profiler is enabled: (owner attribute, method, action name).
+_TIMED: tuple[tuple[str, str, str], ...] = (
+    ("strategy", "training_step", "training_step"),
+    ("strategy", "validation_step", "validation_step"),
+    ("strategy", "test_step", "test_step"),
+    ("strategy", "predict_step", "predict_step"),
+    ("strategy", "backward", "backward"),
+    ("strategy", "optimizer_step", "optimizer_step"),
+    ("trainer", "_transfer", "transfer_batch_to_device"),
+    ("fit_loop", "_run_epoch", "run_training_epoch"),
+    ("fit_loop", "_train_batch", "run_training_batch"),
+)
+
+
+def _timed(profiler: Profiler, fn: Any, action: str) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        with profiler.profile(action):
+            return fn(*args, **kwargs)
+
+    return timed
+
+
+def _timed_batches(profiler: Profiler, fn: Any) -> Any:
+    def batches(loader: Any, start: int) -> Any:
+        return profiler.profile_iterable(fn(loader, start), "train_dataloader_next")
+
+    return batches
+
+
+@contextlib.contextmanager
+def _profiled_run(trainer: Trainer, stage: str) -> Generator[None, None, None]:
+    """While a stage runs with an enabled profiler, time the step methods; then report.
+
+    The timing wrappers are instance attributes that shadow the methods for this run only, so a run
+    without a profiler executes the plain methods with no check at all.
+    """
+    profiler = trainer.profiler
+    owners = {"strategy": trainer.strategy, "trainer": trainer, "fit_loop": trainer.fit_loop}
+    saved: list[tuple[Any, str, Any]] = []
+
+    def shadow(owner: Any, attr: str, wrapper: Any) -> None:
+        saved.append((owner, attr, owner.__dict__.get(attr, _MISSING)))
+        setattr(owner, attr, wrapper)
+
+    profiler.setup(stage, local_rank=trainer.global_rank, log_dir=trainer.log_dir)
+    for owner_name, attr, action in _TIMED:
+        owner = owners[owner_name]
+        shadow(owner, attr, _timed(profiler, getattr(owner, attr), action))
+    shadow(trainer, "_train_batches", _timed_batches(profiler, trainer._train_batches))
+    try:
+        yield
+    finally:
+        for owner, attr, previous in reversed(saved):
+            if previous is _MISSING:
+                owner.__dict__.pop(attr, None)
+            else:
+                setattr(owner, attr, previous)
+        profiler._log_dir = trainer.log_dir
+        try:
+            profiler.describe()
+        finally:
+            profiler.teardown(stage)
+
+
+_MISSING = object()
