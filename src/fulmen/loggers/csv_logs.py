@@ -32,13 +32,21 @@ class _CSVWriter:
         self.metrics: list[dict[str, Any]] = []
         self.keys: list[str] = []
         os.makedirs(log_dir, exist_ok=True)
+        if os.path.isfile(self.metrics_file_path):  # resuming into this version: append, keep old rows
+            with open(self.metrics_file_path, newline="") as f:
+                self.keys = next(csv.reader(f), [])
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None) -> None:
-        row = {k: v for k, v in metrics.items()}
+        """Buffer one row; tensors become plain numbers."""
+        row = {
+            k: v.item() if hasattr(v, "item") and getattr(v, "ndim", 1) == 0 else v
+            for k, v in metrics.items()
+        }
         row["step"] = step
         self.metrics.append(row)
 
     def save(self) -> None:
+        """Append the buffered rows to metrics.csv (rewriting the header when new columns appeared)."""
         if not self.metrics:
             return
         new_keys = [k for row in self.metrics for k in row if k not in self.keys]
@@ -60,6 +68,7 @@ class _CSVWriter:
         self.metrics = []
 
     def save_hparams(self) -> None:
+        """Write hparams.yaml."""
         import yaml
 
         with open(os.path.join(self.log_dir, "hparams.yaml"), "w") as f:

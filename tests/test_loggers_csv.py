@@ -1,0 +1,115 @@
+"""CSVLogger: metrics.csv rows, flush interval, hparams.yaml, versions, rank zero."""
+
+import csv
+import os
+
+import torch
+import yaml
+
+import fulmen as L
+from fulmen.demos import BoringModel
+from fulmen.loggers import CSVLogger
+from fulmen.utilities import rank_zero_only
+
+
+def _rows(logger):
+    with open(os.path.join(logger.log_dir, "metrics.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+class LoggingModel(BoringModel):
+    def __init__(self, lr: float = 0.1, hidden: int = 8) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def training_step(self, batch, batch_idx):
+        self.log("train_value", float(batch_idx))
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_value", 10.0 + self.current_epoch)
+
+
+def _fit(tmp_path, logger, epochs=2):
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=epochs,
+        limit_train_batches=3,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        logger=logger,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(LoggingModel(lr=0.05, hidden=16))
+    return trainer
+
+
+def test_step_and_epoch_rows_with_step_and_epoch_columns(tmp_path):
+    logger = CSVLogger(tmp_path)
+    _fit(tmp_path, logger)
+    rows = _rows(logger)
+    steps = [(r["step"], r["train_value"]) for r in rows if r["train_value"]]
+    assert steps == [("0", "0.0"), ("1", "1.0"), ("2", "2.0"), ("3", "0.0"), ("4", "1.0"), ("5", "2.0")]
+    val = [(r["step"], r["epoch"], r["val_value"]) for r in rows if r["val_value"]]
+    assert val == [("2", "0", "10.0"), ("5", "1", "11.0")]
+
+
+def test_hparams_yaml_holds_saved_hyperparameters(tmp_path):
+    logger = CSVLogger(tmp_path)
+    _fit(tmp_path, logger, epochs=1)
+    with open(os.path.join(logger.log_dir, "hparams.yaml")) as f:
+        assert yaml.safe_load(f) == {"lr": 0.05, "hidden": 16}
+
+
+def test_rows_are_buffered_until_the_flush_interval(tmp_path):
+    logger = CSVLogger(tmp_path, flush_logs_every_n_steps=3)
+    path = os.path.join(logger.log_dir, "metrics.csv")
+    logger.log_metrics({"a": 1.0}, step=0)
+    logger.log_metrics({"a": 2.0}, step=1)
+    assert not os.path.exists(path)
+    logger.log_metrics({"a": 3.0}, step=2)
+    assert [r["a"] for r in _rows(logger)] == ["1.0", "2.0", "3.0"]
+    logger.log_metrics({"a": 4.0}, step=3)
+    assert len(_rows(logger)) == 3
+    logger.finalize("success")
+    assert [r["a"] for r in _rows(logger)] == ["1.0", "2.0", "3.0", "4.0"]
+
+
+def test_new_column_rewrites_header_and_keeps_old_rows(tmp_path):
+    logger = CSVLogger(tmp_path, flush_logs_every_n_steps=1)
+    logger.log_metrics({"a": 1.0}, step=0)
+    logger.log_metrics({"b": torch.tensor(2.5)}, step=1)
+    rows = _rows(logger)
+    assert [(r["step"], r["a"], r["b"]) for r in rows] == [("0", "1.0", ""), ("1", "", "2.5")]
+
+
+def test_same_version_appends_instead_of_overwriting(tmp_path):
+    first = CSVLogger(tmp_path, version=0)
+    first.log_metrics({"a": 1.0}, step=0)
+    first.finalize("success")
+    again = CSVLogger(tmp_path, version=0)
+    again.log_metrics({"a": 2.0}, step=1)
+    again.finalize("success")
+    assert [r["a"] for r in _rows(again)] == ["1.0", "2.0"]
+
+
+def test_versions_and_prefix(tmp_path):
+    CSVLogger(tmp_path, name="exp").log_metrics({"a": 1.0}, step=0)
+    logger = CSVLogger(tmp_path, name="exp", prefix="fold1")
+    assert logger.version == 1
+    logger.log_metrics({"a": 1.0}, step=0)
+    logger.save()
+    assert logger.log_dir == os.path.join(tmp_path, "exp", "version_1")
+    assert "fold1-a" in _rows(logger)[0]
+
+
+def test_only_rank_zero_writes(tmp_path, monkeypatch):
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    logger = CSVLogger(tmp_path)
+    logger.log_hyperparams({"lr": 1.0})
+    logger.log_metrics({"a": 1.0}, step=0)
+    logger.finalize("success")
+    assert not os.path.exists(os.path.join(tmp_path, "lightning_logs"))
