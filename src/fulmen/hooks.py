@@ -52,6 +52,8 @@ class HookDispatcher:
         }
         self._mod: dict[str, Callable[..., Any] | None] = {}
         for n in dir(LightningModule):
+            if n.endswith(("_model_eval", "_model_train")):
+                continue  # these default to model.eval()/train(): always called, never skipped
             if n.startswith("on_") or n in ("setup", "teardown", "configure_model", "prepare_data"):
                 self._mod[n] = getattr(module, n) if is_overridden(n, module, LightningModule) else None
 

@@ -63,6 +63,11 @@ def _loss_from(output: Any, automatic: bool) -> torch.Tensor | None:
     return loss
 
 
+def _due(every_n: int, last: int | None, epoch: int) -> bool:
+    """Whether dataloaders loaded at epoch `last` must be asked for again at `epoch`."""
+    return every_n > 0 and last is not None and epoch - last >= every_n
+
+
 class EvaluationLoop:
     """validate / test (and the sanity check): one pass over each dataloader with the step and hooks."""
 
@@ -155,6 +160,7 @@ class EvaluationLoop:
             results.compute_epoch(reduce)
             hooks.both(f"{prefix}_epoch_end")
             results.compute_epoch(reduce)
+            results.finish_epoch()
             if not sanity:
                 t._log_epoch_metrics(results)
             hooks.both(f"{prefix}_end")
@@ -166,15 +172,10 @@ class EvaluationLoop:
 
     @staticmethod
     def _metrics_per_dataloader(results: Any, n: int) -> list[dict[str, Any]]:
-        epoch = results.epoch_metrics_for()
-        out: list[dict[str, Any]] = []
-        for i in range(max(n, 1)):
-            suffix = f"/dataloader_idx_{i}"
-            d = {}
-            for key, value in epoch.items():
-                if "/dataloader_idx_" not in key or key.endswith(suffix):
-                    d[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-            out.append(d)
+        out: list[dict[str, Any]] = [{} for _ in range(max(n, 1))]
+        for i, d in enumerate(out):
+            for key, value in results.epoch_metrics_for(dataloader_idx=i).items():
+                d[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
         return out
 
 
@@ -184,6 +185,8 @@ class PredictionLoop:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.explicit: Any = None
+        self.dataloaders: list[Any] = []  # of the current run, for callbacks (e.g. prediction writers)
+        self.predictions: list[list[Any]] = []  # per dataloader, filled as the run goes
 
     def run(self, return_predictions: bool) -> Any:
         """Run prediction; a list of outputs (a list of lists for several dataloaders)."""
@@ -194,6 +197,7 @@ class PredictionLoop:
         loaders = [t.strategy.process_dataloader(dl, shuffle=False) for dl in data.as_list(raw)]
         multiple = len(loaders) > 1
         all_outputs: list[list[Any]] = []
+        self.dataloaders, self.predictions = loaders, all_outputs
         grad_ctx = torch.inference_mode if t.inference_mode else torch.no_grad
         with grad_ctx():
             hooks.module("on_predict_model_eval")
@@ -233,7 +237,10 @@ class FitLoop:
         self.train_dataloader: Any = None
         self.explicit_train: Any = None
         self.num_train_batches: float = math.inf
+        self.batch_idx = -1
         self._deadline: float | None = None
+        self._train_loaded_epoch: int | None = None
+        self._val_loaded_epoch: int | None = None
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -258,9 +265,9 @@ class FitLoop:
         t = self.trainer
         hooks = t._hooks
         progress = t._progress
-        if progress.epoch > 0 and t.reload_dataloaders_every_n_epochs > 0:
-            if progress.epoch % t.reload_dataloaders_every_n_epochs == 0 and progress.epoch_batches == 0:
-                self.setup_train_data(reload=True)
+        if _due(t.reload_dataloaders_every_n_epochs, self._train_loaded_epoch, progress.epoch):
+            self.setup_train_data(reload=True)
+        data.set_sampler_epoch(self.train_dataloader, progress.epoch)
         progress.stage = "train"
         t.lightning_module.train()
         results = t._results_for("train")
@@ -285,6 +292,7 @@ class FitLoop:
 
     def _train_batch(self, batch: Any, batch_idx: int) -> Any:
         t = self.trainer
+        self.batch_idx = batch_idx
         hooks = t._hooks
         progress = t._progress
         batch = t._transfer(batch, 0)
@@ -394,6 +402,7 @@ class FitLoop:
         hooks.module("on_train_epoch_end")
         results.compute_epoch(t._reduce_for_logging)
         hooks.callbacks("on_train_epoch_end", monitoring=True)
+        results.finish_epoch()
         t._log_epoch_metrics(results)
         if t.lightning_module.automatic_optimization:
             t._step_schedulers("epoch")
@@ -416,9 +425,10 @@ class FitLoop:
             raise MisconfigurationException("train_dataloader() returned None; return a DataLoader.")
         if t.overfit_batches > 0:
             raw = data.without_shuffle(raw)
-        self.train_dataloader = t.strategy.process_dataloader(raw, shuffle=data.sampler_shuffles(raw))
+        self.train_dataloader = t.strategy.process_dataloader(raw, shuffle=data.sampler_shuffles(raw), training=True)
         limit = t.overfit_batches if t.overfit_batches > 0 else t.limit_train_batches
         self.num_train_batches = data.limit_batches(self.train_dataloader, limit, "limit_train_batches")
+        self._train_loaded_epoch = t._progress.epoch
         if self.num_train_batches == 0:
             rank_zero_warn(
                 "limit_train_batches is 0 (or the train dataloader is empty): no training will happen."
@@ -451,10 +461,19 @@ class FitLoop:
             "validation_step", t.lightning_module, LightningModule
         )
 
+    def _load_val_data(self) -> None:
+        """Ask for the val dataloaders the first time, then every reload_dataloaders_every_n_epochs."""
+        epoch = self.trainer._progress.epoch
+        if not self.val_loop._loaded or _due(
+            self.trainer.reload_dataloaders_every_n_epochs, self._val_loaded_epoch, epoch
+        ):
+            self.val_loop.setup_data(reload=True)
+            self._val_loaded_epoch = epoch
+
     def _validation_enabled(self) -> bool:
         if not self._validation_possible():
             return False
-        self.val_loop.setup_data()
+        self._load_val_data()
         return bool(self.val_loop.dataloaders) and sum(self.val_loop.num_batches()) > 0
 
     def _should_validate(self, batch_idx: int) -> bool:
@@ -480,12 +499,7 @@ class FitLoop:
     def _validate(self) -> None:
         t = self.trainer
         progress = t._progress
-        if (
-            t.reload_dataloaders_every_n_epochs > 0
-            and progress.epoch % t.reload_dataloaders_every_n_epochs == 0
-        ):
-            self.val_loop.setup_data(reload=getattr(self, "_val_reload_epoch", -1) != progress.epoch)
-            self._val_reload_epoch = progress.epoch
+        self._load_val_data()
         progress.stage = "validate"
         self.val_loop.run()
         progress.val_checks += 1
@@ -497,7 +511,7 @@ class FitLoop:
         progress.stage = "sanity_check"
         t.sanity_checking = True
         t._hooks.callbacks("on_sanity_check_start")
-        self.val_loop.setup_data()
+        self._load_val_data()
         if self.val_loop.dataloaders:
             self.val_loop.run(sanity=True)
         t._hooks.callbacks("on_sanity_check_end")
@@ -521,7 +535,7 @@ class FitLoop:
             return True
         if self._time_up():
             return True
-        return t.should_stop and self._min_reached(t._progress.epoch + 1)
+        return t.should_stop and self._min_reached(t._progress.epoch)
 
     def _done(self) -> bool:
         t = self.trainer

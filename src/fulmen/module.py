@@ -389,8 +389,13 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
     ) -> None:
         """Record a metric for the progress bar, the loggers and callbacks (see docs/logging.md)."""
         trainer = self._trainer
-        if trainer is None or trainer._results is None:
-            return  # not inside a Trainer run: Lightning ignores the call too
+        if trainer is None:
+            return  # not attached to a Trainer: nothing to log to
+        if trainer._results is None:
+            from fulmen.results import check_hook_may_log
+
+            check_hook_may_log(self._current_fx_name)
+            return
         trainer._results.log(
             self._current_fx_name,
             name,

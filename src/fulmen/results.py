@@ -58,6 +58,16 @@ _HOOK_DEFAULTS: dict[str, tuple[bool, bool]] = {
     ),
 }
 
+
+def check_hook_may_log(hook: str | None) -> None:
+    """Raise the clear error for `self.log` called from a hook where logging is not allowed."""
+    if hook is not None and hook not in _HOOK_DEFAULTS:
+        raise MisconfigurationException(
+            f"You can't `self.log()` in `{hook}`: logging is allowed in the step methods, the batch and "
+            "epoch hooks, on_train_start and the backward/optimizer hooks. Move the call to one of those."
+        )
+
+
 _REDUCE_NAMES = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
 _FOLD_EVERY = 256  # step values kept before folding them into the running sum
 
@@ -206,10 +216,14 @@ class ResultStore:
     def reset_epoch(self) -> None:
         """Forget the epoch accumulators (keeps the last epoch's computed values for callbacks)."""
         for slot in self.slots.values():
-            if slot.metric is not None and slot.epoch_value is not None:
-                slot.metric.reset()
             slot.reset_epoch()
             slot.stepped = False
+
+    def finish_epoch(self) -> None:
+        """Reset logged torchmetrics objects once their epoch value is final (as Lightning does)."""
+        for slot in self.slots.values():
+            if slot.metric is not None and slot.epoch_value is not None:
+                slot.metric.reset()
 
     def clear(self) -> None:
         """Forget everything (a new run, or the end of the sanity check)."""
@@ -279,11 +293,8 @@ class ResultStore:
     ) -> _Slot:
         defaults = _HOOK_DEFAULTS.get(hook or "")
         if defaults is None:
-            where = f"`{hook}`" if hook else "this place"
-            raise MisconfigurationException(
-                f"You can't `self.log()` in {where}: logging is allowed in the step methods, the batch and "
-                "epoch hooks, on_train_start and the backward/optimizer hooks. Move the call to one of those."
-            )
+            check_hook_may_log(hook or "this place")
+            raise AssertionError("unreachable")
         step = defaults[0] if on_step is None else on_step
         epoch = defaults[1] if on_epoch is None else on_epoch
         if isinstance(reduce_fx, str):
@@ -337,11 +348,15 @@ class ResultStore:
                 continue
             self.epoch_metrics[slot.name + "_epoch" if slot.on_step else slot.name] = value
 
-    def epoch_metrics_for(self, for_logger: bool = False, prog_bar: bool = False) -> dict[str, Any]:
-        """Computed epoch values filtered for the logger or the progress bar."""
+    def epoch_metrics_for(
+        self, for_logger: bool = False, prog_bar: bool = False, dataloader_idx: int | None = None
+    ) -> dict[str, Any]:
+        """Computed epoch values filtered for the logger, the progress bar or one dataloader."""
         out: dict[str, Any] = {}
         for slot in self.slots.values():
             if not slot.on_epoch or slot.epoch_value is None:
+                continue
+            if dataloader_idx is not None and slot.dataloader_idx not in (None, dataloader_idx):
                 continue
             if (for_logger and not slot.logger) or (prog_bar and not slot.prog_bar):
                 continue

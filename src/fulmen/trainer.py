@@ -125,7 +125,10 @@ class Trainer:
                 f"val_check_interval={self.val_check_interval} is not valid: a float must be in (0.0, 1.0]."
             )
         self.check_val_every_n_epoch = f["check_val_every_n_epoch"]
-        self.num_sanity_val_steps = 2 if f["num_sanity_val_steps"] is None else int(f["num_sanity_val_steps"])
+        default_sanity = 0 if self.barebones else 2
+        self.num_sanity_val_steps = (
+            default_sanity if f["num_sanity_val_steps"] is None else int(f["num_sanity_val_steps"])
+        )
         self.log_every_n_steps = 50 if f["log_every_n_steps"] is None else int(f["log_every_n_steps"])
         self.reload_dataloaders_every_n_epochs = int(f["reload_dataloaders_every_n_epochs"])
         if self.fast_dev_run:
@@ -355,6 +358,11 @@ class Trainer:
         return dls[0] if len(dls) == 1 else dls
 
     @property
+    def is_last_batch(self) -> bool:
+        """True while the last training batch of the epoch is being processed."""
+        return self.fit_loop.batch_idx + 1 == self.fit_loop.num_train_batches
+
+    @property
     def num_training_batches(self) -> float:
         """Training batches per epoch after the limit flags."""
         return self.fit_loop.num_train_batches
@@ -456,12 +464,16 @@ class Trainer:
             )
         if ckpt_path is None and self._resume_from_checkpoint is not None:
             ckpt_path = self._resume_from_checkpoint
+        from fulmen.checkpoint import check_ckpt_path
+
+        check_ckpt_path(ckpt_path)  # a wrong path fails here, before prepare_data/setup run
         self._attach(model, datamodule, "fit")
         self.fit_loop.explicit_train = train_dataloaders
         self.fit_loop.val_loop.explicit = val_dataloaders
         self.fit_loop.train_dataloader = None
         self.fit_loop.val_loop._loaded = False
         self.fit_loop.__dict__.pop("_val_enabled", None)
+        self.fit_loop._train_loaded_epoch = self.fit_loop._val_loaded_epoch = None
         self._launch(self._run, "fit", ckpt_path)
 
     def validate(
@@ -581,6 +593,7 @@ class Trainer:
                 checkpoint = self._load_checkpoint(ckpt_path, fn)
                 if fn == "fit":
                     self.strategy.setup_optimizers(self)
+                    self._check_optimization_flags(module)
                     if checkpoint is not None:
                         self._restore_training_state(checkpoint)
                     self._log_hyperparams()
@@ -590,6 +603,7 @@ class Trainer:
                     self._hooks.both("on_fit_end")
                     result = None
                 elif fn in ("validate", "test"):
+                    _require_step(module, "validation_step" if fn == "validate" else "test_step", fn)
                     loop = self.validate_loop if fn == "validate" else self.test_loop
                     self._progress.stage = fn
                     self._results = self._results_for(fn)
@@ -609,6 +623,26 @@ class Trainer:
         finally:
             self._results = None
             self.strategy.teardown()
+
+    def _check_optimization_flags(self, module: LightningModule) -> None:
+        name = type(module).__name__
+        if module.automatic_optimization and len(self.optimizers) > 1:
+            raise MisconfigurationException(
+                f"`{name}.configure_optimizers` returned {len(self.optimizers)} optimizers, which needs manual "
+                "optimization: set `self.automatic_optimization = False` in `__init__` and step them in "
+                "`training_step` (see docs/optimization.md)."
+            )
+        if not module.automatic_optimization:
+            if self.gradient_clip_val:
+                raise MisconfigurationException(
+                    f"Trainer(gradient_clip_val=...) does not apply to manual optimization in `{name}`: call "
+                    "`self.clip_gradients(opt, gradient_clip_val=...)` in training_step instead."
+                )
+            if self.accumulate_grad_batches != 1:
+                raise MisconfigurationException(
+                    f"Trainer(accumulate_grad_batches=...) does not apply to manual optimization in `{name}`: "
+                    "step the optimizer every N batches yourself in training_step."
+                )
 
     def _on_exception(self, exc: BaseException, fn: str) -> None:
         hooks = self._hooks
@@ -638,9 +672,9 @@ class Trainer:
     def _call_setup(self, fn: str) -> None:
         for lg in self.loggers:
             _ = getattr(lg, "experiment", None)  # create the logger's folder before user code runs
-        self._hooks.callbacks("setup", stage=fn)
         if self.datamodule is not None:
             self.datamodule.setup(stage=fn)
+        self._hooks.callbacks("setup", stage=fn)
         self._hooks.module("setup", stage=fn)
 
     def _call_teardown(self, fn: str) -> None:
@@ -671,17 +705,9 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints (see checkpoint.py)
     def _load_checkpoint(self, ckpt_path: Any, fn: str) -> dict[str, Any] | None:
-        if ckpt_path is None:
-            return None
         from fulmen import checkpoint
 
-        path = checkpoint.resolve_ckpt_path(self, ckpt_path, fn)
-        if path is None:
-            return None
-        self.ckpt_path = path
-        ckpt = checkpoint.load(path)
-        checkpoint.restore_module(self, ckpt)
-        return ckpt
+        return checkpoint.load_for_run(self, ckpt_path, fn)
 
     def _restore_training_state(self, ckpt: dict[str, Any]) -> None:
         from fulmen import checkpoint
@@ -758,12 +784,10 @@ class Trainer:
         return hooks_owner.on_after_batch_transfer(batch, dataloader_idx)
 
     def _train_batches(self, loader: Any, start: int) -> Iterable[tuple[int, Any]]:
-        """Enumerate the train loader from batch `start` of the epoch."""
-        if start == 0:
-            return enumerate(loader)
+        """Enumerate the train loader from batch `start` of the epoch (recording the epoch's start for resume)."""
         from fulmen import checkpoint
 
-        return checkpoint.resume_batches(self, loader, start)
+        return checkpoint.train_batches(self, loader, start)
 
     def _clip_gradients(self, module: LightningModule, optimizer: Any) -> None:
         module._current_fx_name = "configure_gradient_clipping"
@@ -835,6 +859,15 @@ class _State:
 
     def __repr__(self) -> str:
         return f"TrainerState(fn={self.fn!r}, stage={self.stage!r})"
+
+
+def _require_step(module: LightningModule, step: str, fn: str) -> None:
+    from fulmen.utilities import is_overridden
+
+    if not is_overridden(step, module, LightningModule):
+        raise MisconfigurationException(
+            f"trainer.{fn}() needs `{type(module).__name__}.{step}(self, batch, batch_idx)`; it is not defined."
+        )
 
 
 def _flag(value: bool | None, default: bool) -> bool:

@@ -1,0 +1,59 @@
+"""Behaviours checked against Lightning 2.6: errors at the boundary (missing steps, bad flag combos)."""
+
+import pytest
+import torch
+
+import fulmen as L
+from fulmen.demos import BoringModel
+
+
+def test_validate_without_validation_step_names_it(make_trainer):
+    class Model(BoringModel):
+        pass
+
+    Model.validation_step = L.LightningModule.validation_step
+    with pytest.raises(Exception, match="validation_step"):
+        make_trainer().validate(Model())
+
+
+def test_test_without_test_step_names_it(make_trainer):
+    class Model(BoringModel):
+        pass
+
+    Model.test_step = L.LightningModule.test_step
+    with pytest.raises(Exception, match="test_step"):
+        make_trainer().test(Model())
+
+
+def test_several_optimizers_with_automatic_optimization_is_an_error(make_trainer):
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return [
+                torch.optim.SGD(self.parameters(), lr=0.1),
+                torch.optim.Adam(self.parameters(), lr=0.1),
+            ]
+
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(Exception, match="(?i)manual optimization|automatic_optimization"):
+        trainer.fit(Model())
+
+
+class _Manual(BoringModel):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        pass
+
+
+def test_gradient_clip_val_with_manual_optimization_is_an_error(make_trainer):
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0, gradient_clip_val=1.0)
+    with pytest.raises(Exception, match="gradient_clip_val|clip_gradients"):
+        trainer.fit(_Manual())
+
+
+def test_accumulate_grad_batches_with_manual_optimization_is_an_error(make_trainer):
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0, accumulate_grad_batches=2)
+    with pytest.raises(Exception, match="accumulate_grad_batches"):
+        trainer.fit(_Manual())

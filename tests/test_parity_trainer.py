@@ -1,0 +1,77 @@
+"""Behaviours checked against Lightning 2.6: min_epochs, dataloader reloads, barebones, is_last_batch."""
+
+from torch.utils.data import DataLoader
+
+import fulmen as L
+from fulmen.demos import BoringModel, RandomDataset
+
+
+class _Counting(BoringModel):
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+        self.sanity_steps = 0
+        self.train_loader_calls = 0
+        self.val_loader_calls = 0
+
+    def train_dataloader(self):
+        self.train_loader_calls += 1
+        return DataLoader(RandomDataset(32, 2))
+
+    def val_dataloader(self):
+        self.val_loader_calls += 1
+        return DataLoader(RandomDataset(32, 2))
+
+    def training_step(self, batch, batch_idx):
+        self.steps += 1
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        if self.trainer.sanity_checking:
+            self.sanity_steps += 1
+
+
+def test_min_epochs_runs_every_required_epoch_to_the_end(make_trainer):
+    class Model(_Counting):
+        def training_step(self, batch, batch_idx):
+            self.trainer.should_stop = True
+            return super().training_step(batch, batch_idx)
+
+    model = Model()
+    trainer = make_trainer(min_epochs=3, max_epochs=10, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.current_epoch == 3
+    assert trainer.global_step == 6  # 3 whole epochs of 2 batches (fulmen: 5)
+
+
+def test_reload_dataloaders_every_n_epochs_reloads_val_once_per_epoch(make_trainer):
+    model = _Counting()
+    trainer = make_trainer(max_epochs=4, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0)
+    trainer.fit(model)
+    assert (model.train_loader_calls, model.val_loader_calls) == (4, 4)  # fulmen: (4, 5)
+
+
+def test_reload_dataloaders_every_2_epochs(make_trainer):
+    model = _Counting()
+    trainer = make_trainer(max_epochs=4, reload_dataloaders_every_n_epochs=2, num_sanity_val_steps=0)
+    trainer.fit(model)
+    assert (model.train_loader_calls, model.val_loader_calls) == (2, 2)  # fulmen: (2, 3)
+
+
+def test_barebones_skips_the_sanity_check(tmp_path):
+    model = _Counting()
+    trainer = L.Trainer(default_root_dir=tmp_path, barebones=True, max_epochs=1)
+    trainer.fit(model)
+    assert model.sanity_steps == 0
+
+
+def test_trainer_is_last_batch(make_trainer):
+    seen = []
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            seen.append(self.trainer.is_last_batch)
+            return super().training_step(batch, batch_idx)
+
+    make_trainer(limit_train_batches=3, limit_val_batches=0).fit(Model())
+    assert seen == [False, False, True]
