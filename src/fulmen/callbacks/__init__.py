@@ -1,7 +1,38 @@
 """Callbacks: code that runs at the Trainer's hooks (import path mirrors lightning.pytorch.callbacks)."""
 
+from fulmen.callbacks.backup_and_restore import BackupAndRestore
+from fulmen.callbacks.batch_size_finder import BatchSizeFinder
 from fulmen.callbacks.callback import Callback
+from fulmen.callbacks.early_stopping import EarlyStopping
+from fulmen.callbacks.gradient_accumulation import GradientAccumulationScheduler
+from fulmen.callbacks.lambda_function import LambdaCallback
+from fulmen.callbacks.lr_finder import LearningRateFinder
+from fulmen.callbacks.lr_monitor import LearningRateMonitor
+from fulmen.callbacks.model_checkpoint import ModelCheckpoint
 from fulmen.callbacks.model_summary import ModelSummary
+from fulmen.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
+from fulmen.callbacks.prediction_writer import BasePredictionWriter
 from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
+from fulmen.callbacks.swa import StochasticWeightAveraging
+from fulmen.callbacks.throughput import ThroughputMonitor
+from fulmen.callbacks.timer import Timer
 
-__all__ = ["Callback", "ModelSummary", "ProgressBar", "TQDMProgressBar"]
+__all__ = [
+    "BackupAndRestore",
+    "BasePredictionWriter",
+    "BatchSizeFinder",
+    "Callback",
+    "EarlyStopping",
+    "GradientAccumulationScheduler",
+    "LambdaCallback",
+    "LearningRateFinder",
+    "LearningRateMonitor",
+    "ModelCheckpoint",
+    "ModelSummary",
+    "OnExceptionCheckpoint",
+    "ProgressBar",
+    "StochasticWeightAveraging",
+    "TQDMProgressBar",
+    "ThroughputMonitor",
+    "Timer",
+]

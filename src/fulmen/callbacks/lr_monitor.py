@@ -1,0 +1,122 @@
+"""LearningRateMonitor: send each optimizer's learning rate (and optionally momentum) to the loggers."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+from fulmen.callbacks.callback import Callback
+from fulmen.utilities import MisconfigurationException, rank_zero_warn
+
+if TYPE_CHECKING:
+    from fulmen.module import LightningModule
+    from fulmen.trainer import Trainer
+
+_INTERVALS = (None, "step", "epoch")
+
+
+class LearningRateMonitor(Callback):
+    """Log the learning rate of every param group of every optimizer while training.
+
+    Keys are ``lr-{OptimizerClass}`` (or the scheduler config's ``name``), with ``/pg1``, ``/pg2`` ...
+    appended when an optimizer has several param groups (the group's ``"name"`` is used if it has one),
+    and ``-1``, ``-2`` ... when two optimizers would share a key.
+
+    Args:
+        logging_interval: "step" or "epoch" to log every optimizer at that interval; None (default) logs
+            each scheduler at its own interval and optimizers without a scheduler every step.
+        log_momentum: also log ``{key}-momentum`` (``momentum``, or ``betas[0]`` for Adam-like optimizers).
+        log_weight_decay: also log ``{key}-weight_decay``.
+
+    Every value logged is also kept in ``self.lrs[key]`` (a list per key).
+    """
+
+    def __init__(
+        self, logging_interval: str | None = None, log_momentum: bool = False, log_weight_decay: bool = False
+    ) -> None:
+        if logging_interval not in _INTERVALS:
+            raise MisconfigurationException(
+                f"LearningRateMonitor(logging_interval={logging_interval!r}) is not valid; use 'step', "
+                "'epoch' or None."
+            )
+        self.logging_interval = logging_interval
+        self.log_momentum = log_momentum
+        self.log_weight_decay = log_weight_decay
+        self.lrs: dict[str, list[float]] = defaultdict(list)
+        # (optimizer, interval, key per param group), resolved once in on_train_start
+        self._plan: list[tuple[Any, str, list[str]]] = []
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check that there is a logger and work out every key once."""
+        if not trainer.loggers:
+            raise MisconfigurationException(
+                "LearningRateMonitor needs a logger, but the Trainer has logger=False; pass a logger "
+                "(e.g. Trainer(logger=True)) or remove the callback."
+            )
+        configs = list(trainer.lr_scheduler_configs)
+        seen: dict[str, int] = {}
+        self._plan = []
+        for optimizer in trainer.optimizers:
+            config = next((c for c in configs if getattr(c.scheduler, "optimizer", None) is optimizer), None)
+            interval = config.interval if config is not None else "step"
+            base = (config.name if config is not None else None) or f"lr-{type(optimizer).__name__}"
+            count = seen.get(base, 0)
+            seen[base] = count + 1
+            name = base if count == 0 else f"{base}-{count}"
+            groups = optimizer.param_groups
+            if len(groups) == 1:
+                keys = [name]
+            else:
+                keys = [f"{name}/{g.get('name', f'pg{i + 1}')}" for i, g in enumerate(groups)]
+            self._plan.append((optimizer, interval, keys))
+            if self.log_momentum and not any("momentum" in g or "betas" in g for g in groups):
+                rank_zero_warn(
+                    f"LearningRateMonitor(log_momentum=True): {type(optimizer).__name__} has no momentum; "
+                    "0 is logged for it."
+                )
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Log the step-interval rates at the steps where the trainer logs its own metrics."""
+        if self.logging_interval == "epoch":
+            return
+        step = trainer._progress.batches_that_stepped  # the step the trainer logs this batch's metrics at
+        if (step + 1) % trainer.log_every_n_steps != 0 and not trainer.should_stop:
+            return
+        self._log(trainer, "any" if self.logging_interval == "step" else "step", step)
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Log the epoch-interval rates as each epoch begins."""
+        if self.logging_interval == "step":
+            return
+        self._log(
+            trainer,
+            "any" if self.logging_interval == "epoch" else "epoch",
+            trainer._progress.batches_that_stepped,
+        )
+
+    def _log(self, trainer: Trainer, interval: str, step: int) -> None:
+        stats: dict[str, float] = {}
+        for optimizer, opt_interval, keys in self._plan:
+            if interval != "any" and opt_interval != interval:
+                continue
+            for key, group in zip(keys, optimizer.param_groups):
+                stats[key] = float(group["lr"])
+                if self.log_momentum:
+                    stats[f"{key}-momentum"] = _momentum(group)
+                if self.log_weight_decay:
+                    stats[f"{key}-weight_decay"] = float(group.get("weight_decay", 0.0))
+        if not stats:
+            return
+        for key, value in stats.items():
+            self.lrs[key].append(value)
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(stats, step=step)
+
+
+def _momentum(group: dict[str, Any]) -> float:
+    if "betas" in group:
+        return float(group["betas"][0])
+    return float(group.get("momentum", 0.0))
