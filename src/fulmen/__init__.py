@@ -1,5 +1,6 @@
 """fulmen: PyTorch training without the boilerplate, drop-in for Lightning 2.x code."""
 
+from fulmen import plot  # a callable module: fulmen.plot(log_dir, out=...) draws the curves
 from fulmen.callbacks.callback import Callback
 from fulmen.datamodule import LightningDataModule
 from fulmen.module import LightningModule
@@ -8,4 +9,4 @@ from fulmen.trainer import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "seed_everything", "__version__"]
+__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "plot", "seed_everything", "__version__"]

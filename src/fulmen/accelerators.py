@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 import torch
@@ -78,13 +79,51 @@ class MPSAccelerator(Accelerator):
         return [torch.device("mps", i) for i in devices]
 
 
+class XLAAccelerator(Accelerator):
+    """TPUs (and other XLA devices) through the optional `torch_xla` package, imported only when used."""
+
+    name = "tpu"
+
+    @staticmethod
+    def is_installed() -> bool:
+        """True when `torch_xla` can be imported (checked without importing it)."""
+        return importlib.util.find_spec("torch_xla") is not None
+
+    @staticmethod
+    def is_available() -> bool:  # noqa: D102
+        if not XLAAccelerator.is_installed():
+            return False
+        try:
+            return XLAAccelerator.auto_device_count() > 0
+        except Exception:  # torch_xla installed but no TPU runtime on this machine
+            return False
+
+    @staticmethod
+    def auto_device_count() -> int:  # noqa: D102
+        import torch_xla.runtime as xr
+
+        if hasattr(xr, "addressable_device_count"):
+            return int(xr.addressable_device_count())
+        import torch_xla.core.xla_model as xm
+
+        return len(xm.get_xla_supported_devices() or [])
+
+    def setup_device(self, device: torch.device) -> None:  # noqa: D102
+        import torch_xla  # noqa: F401  (registers the "xla" device type with torch)
+
+    def parallel_devices(self, devices: list[int]) -> list[torch.device]:  # noqa: D102
+        return [torch.device("xla", i) for i in devices]
+
+
 ACCELERATORS: dict[str, type[Accelerator]] = {
     "cpu": CPUAccelerator,
     "cuda": CUDAAccelerator,
     "gpu": CUDAAccelerator,
     "mps": MPSAccelerator,
+    "tpu": XLAAccelerator,
+    "xla": XLAAccelerator,
 }
-_VALID_NAMES = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+_VALID_NAMES = ("auto", "cpu", "gpu", "cuda", "mps", "tpu", "xla")
 
 
 def select_accelerator(accelerator: str | Accelerator) -> Accelerator:
@@ -93,14 +132,15 @@ def select_accelerator(accelerator: str | Accelerator) -> Accelerator:
         return accelerator
     name = str(accelerator).lower()
     if name == "auto":
-        for candidate in ("cuda", "mps"):
+        for candidate in ("tpu", "cuda", "mps"):
             if ACCELERATORS[candidate].is_available():
                 return ACCELERATORS[candidate]()
         return CPUAccelerator()
-    if name in ("tpu", "xla"):
+    if name in ("tpu", "xla") and not XLAAccelerator.is_installed():
         raise MisconfigurationException(
-            "accelerator='tpu' needs the `torch_xla` package, which fulmen does not support yet; "
-            "use accelerator='cpu' or 'gpu'."
+            f"accelerator={accelerator!r} needs the `torch_xla` package, which is not installed. Install it "
+            "on the TPU machine (`pip install torch_xla`, matching your torch version), or use "
+            "accelerator='cpu' or 'gpu'."
         )
     if name not in ACCELERATORS:
         raise MisconfigurationException(

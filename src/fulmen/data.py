@@ -130,3 +130,11 @@ def without_shuffle(loader: Any) -> Any:
     if isinstance(loader, DataLoader) and sampler_shuffles(loader):
         return rebuild_dataloader(loader, SequentialSampler(loader.dataset))  # type: ignore[arg-type]
     return loader
+
+
+def set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Tell the loader's sampler (and batch sampler) which epoch starts, so shuffling differs per epoch."""
+    for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+        set_epoch = getattr(obj, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)

@@ -28,6 +28,16 @@ def map_legacy_flags(flags: dict[str, Any], legacy: dict[str, Any], known: list[
         The checkpoint path given as `resume_from_checkpoint`, if any.
     """
     resume: str | None = None
+    accelerator = flags.get("accelerator")
+    if isinstance(accelerator, str) and accelerator.lower() in _STRATEGY_AS_ACCELERATOR:
+        # read before `gpus`/`num_processes` below set `accelerator` to the device kind
+        rank_zero_deprecation(
+            f"Trainer(accelerator={accelerator!r}) names a strategy, the 1.x way; use "
+            f"Trainer(strategy={accelerator!r}) (and accelerator='cpu' or 'gpu')."
+        )
+        strategy = accelerator.lower()
+        flags["strategy"] = "ddp" if strategy == "ddp_cpu" else strategy
+        flags["accelerator"] = "cpu" if strategy == "ddp_cpu" else "auto"
     for name, value in legacy.items():
         if name == "gpus":
             rank_zero_deprecation(
@@ -81,16 +91,6 @@ def map_legacy_flags(flags: dict[str, Any], legacy: dict[str, Any], known: list[
             close = difflib.get_close_matches(name, known, n=1)
             hint = f" Did you mean `{close[0]}`?" if close else ""
             raise TypeError(f"Trainer got an unknown flag `{name}`.{hint}")
-    accelerator = flags.get("accelerator")
-    if isinstance(accelerator, str) and accelerator.lower() in _STRATEGY_AS_ACCELERATOR:
-        rank_zero_deprecation(
-            f"Trainer(accelerator={accelerator!r}) names a strategy, the 1.x way; use "
-            f"Trainer(strategy={accelerator!r}) (and accelerator='cpu' or 'gpu')."
-        )
-        flags["strategy"] = accelerator.lower()
-        flags["accelerator"] = (
-            "gpu" if flags.get("devices") not in (None, "auto") and "gpus" in legacy else "auto"
-        )
     return resume
 
 

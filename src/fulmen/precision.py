@@ -250,7 +250,7 @@ def resolve_precision(value: Any, device_type: str) -> Precision:
         return DoublePrecision()
     if key in ("16-true", "bf16-true"):
         return HalfPrecision(key)
-    device_type = "cuda" if device_type == "gpu" else device_type
+    device_type = {"gpu": "cuda", "tpu": "xla"}.get(device_type, device_type)
     if key == "16-mixed" and device_type not in ("cuda",):
         raise MisconfigurationException(
             f"precision='16-mixed' needs a CUDA GPU (fp16 autocast with a grad scaler), but this run is on "

@@ -17,6 +17,7 @@ import torch
 
 from fulmen.accelerators import parse_devices, select_accelerator
 from fulmen.callbacks.callback import Callback
+from fulmen.compiled import from_compiled
 from fulmen.datamodule import LightningDataModule
 from fulmen.flags import check_choice, check_limit, map_legacy_flags, parse_max_time
 from fulmen.hooks import HookDispatcher
@@ -544,6 +545,7 @@ class Trainer:
         return model
 
     def _attach(self, model: Any, datamodule: LightningDataModule | None, fn: str) -> None:
+        model = from_compiled(model)  # torch.compile(module): train the module, with forward compiled
         if not isinstance(model, LightningModule):
             raise MisconfigurationException(
                 f"trainer.{fn}() expects a fulmen.LightningModule, got {type(model).__name__}. Subclass "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import torch
 
 from fulmen.accelerators import Accelerator
@@ -9,9 +12,38 @@ from fulmen.precision import Precision
 from fulmen.strategies.strategy import SingleDeviceStrategy, Strategy
 from fulmen.utilities import MisconfigurationException
 
-__all__ = ["SingleDeviceStrategy", "Strategy", "select_strategy"]
+__all__ = ["DDPSpawnStrategy", "DDPStrategy", "FSDPStrategy", "SingleDeviceStrategy", "Strategy", "select_strategy"]
 
-_STRATEGY_NAMES = ("auto", "single_device", "ddp", "ddp_spawn", "ddp_notebook", "ddp_fork", "fsdp", "dp")
+# name -> (start method, extra DistributedDataParallel arguments)
+_DDP_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ddp": ("popen", {}),
+    "ddp_find_unused_parameters_true": ("popen", {"find_unused_parameters": True}),
+    "ddp_find_unused_parameters_false": ("popen", {"find_unused_parameters": False}),
+    "ddp_spawn": ("spawn", {}),
+    "ddp_spawn_find_unused_parameters_true": ("spawn", {"find_unused_parameters": True}),
+    "ddp_fork": ("fork", {}),
+    "ddp_fork_find_unused_parameters_true": ("fork", {"find_unused_parameters": True}),
+    "ddp_notebook": ("fork", {}),
+}
+_REMOVED = {
+    "dp": "DataParallel (strategy='dp') was removed in Lightning 2.0; use strategy='ddp'.",
+    "ddp2": "strategy='ddp2' was removed in Lightning 2.0; use strategy='ddp'.",
+    "ddp_sharded": "strategy='ddp_sharded' (fairscale) was removed in Lightning 2.0; use strategy='fsdp'.",
+}
+_STRATEGY_NAMES = ("auto", "single_device", *_DDP_NAMES, "fsdp")
+
+
+def __getattr__(name: str) -> Any:
+    # the distributed strategies import torch.distributed: load them on first use only
+    if name in ("DDPStrategy", "DDPSpawnStrategy"):
+        from fulmen.strategies import ddp
+
+        return getattr(ddp, name)
+    if name == "FSDPStrategy":
+        from fulmen.strategies.fsdp import FSDPStrategy
+
+        return FSDPStrategy
+    raise AttributeError(f"module 'fulmen.strategies' has no attribute {name!r}")
 
 
 def select_strategy(
@@ -26,17 +58,47 @@ def select_strategy(
     if isinstance(strategy, Strategy):
         strategy.accelerator = strategy.accelerator or accelerator
         strategy.precision_plugin = precision
+        connect = getattr(strategy, "connect_flags", None)
+        if connect is not None:  # a distributed strategy built by the user: give it devices and nodes
+            connect(accelerator, device_objs, num_nodes)
         return strategy
     name = str(strategy).lower()
+    if name in _REMOVED:
+        raise MisconfigurationException(_REMOVED[name])
     if name not in _STRATEGY_NAMES:
-        raise MisconfigurationException(
-            f"strategy={strategy!r} is not valid; use one of {list(_STRATEGY_NAMES)}."
-        )
+        raise MisconfigurationException(f"strategy={strategy!r} is not valid; use one of {list(_STRATEGY_NAMES)}.")
     multi = len(devices) > 1 or num_nodes > 1
     if name in ("auto", "single_device") and not multi:
         device = device_objs[0] if accelerator.name != "cpu" else torch.device("cpu")
         return SingleDeviceStrategy(accelerator, device, precision)
-    raise NotImplementedError(
-        f"strategy={name!r} with devices={devices} and num_nodes={num_nodes} needs distributed training, "
-        "which this version of fulmen does not have yet; use devices=1."
+    if name == "single_device":
+        raise MisconfigurationException(
+            f"strategy='single_device' runs one process, but devices={devices} and num_nodes={num_nodes} ask for "
+            "more; use strategy='ddp' (or 'auto'), or devices=1."
+        )
+    if name == "auto":
+        name = "ddp_fork" if _interactive() else "ddp"
+    if name == "fsdp":
+        from fulmen.strategies.fsdp import FSDPStrategy
+
+        return FSDPStrategy(
+            accelerator=accelerator, parallel_devices=device_objs, num_nodes=num_nodes, precision=precision
+        )
+    from fulmen.strategies.ddp import DDPStrategy
+
+    start_method, ddp_kwargs = _DDP_NAMES[name]
+    return DDPStrategy(
+        accelerator=accelerator,
+        parallel_devices=device_objs,
+        num_nodes=num_nodes,
+        precision=precision,
+        start_method=start_method,
+        **ddp_kwargs,
     )
+
+
+def _interactive() -> bool:
+    """True in a notebook or a REPL, where there is no script to re-run."""
+    import __main__
+
+    return hasattr(sys, "ps1") or not hasattr(__main__, "__file__")

@@ -168,8 +168,8 @@ class Strategy:
         assert self._module is not None
         return self._module.transfer_batch_to_device(batch, self.root_device, dataloader_idx)
 
-    def process_dataloader(self, dataloader: Any, shuffle: bool) -> Any:
-        """Adapt a user dataloader (distributed strategies add a DistributedSampler)."""
+    def process_dataloader(self, dataloader: Any, shuffle: bool, training: bool = False) -> Any:
+        """Adapt a user dataloader (distributed strategies give each process its share; `training`: the train loader)."""
         return dataloader
 
     # ------------------------------------------------------------------ collectives (identity here)

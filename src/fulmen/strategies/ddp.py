@@ -1,0 +1,418 @@
+"""DDP: one process per device, each with a full copy of the model, gradients averaged by PyTorch's DDP.
+
+What this strategy adds to the single-device one:
+
+- `setup_environment` joins the process group (gloo on CPU, NCCL on CUDA) through `env://`, with the
+  ranks of the cluster environment (environments.py) and a collective timeout;
+- `_wrap` puts the module in `torch.nn.parallel.DistributedDataParallel`; `training_step` goes through
+  the wrapper (its forward is pointed at `training_step` for that one call) so DDP's reducer sees the
+  forward and averages the gradients during backward;
+- `process_dataloader` gives each rank its own part of the data (a DistributedSampler for training;
+  an unpadded shard for evaluation so no sample is counted twice);
+- the collectives (`reduce`, `all_gather`, `barrier`, `broadcast`, `reduce_boolean_decision`).
+
+How the processes come to exist is the launcher's business (launchers.py).
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime
+import math
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
+
+from fulmen import data
+from fulmen.environments import ClusterEnvironment, detect_environment
+from fulmen.precision import Precision
+from fulmen.strategies.strategy import Strategy
+from fulmen.utilities import MisconfigurationException, apply_to_collection, rank_zero_warn
+
+if TYPE_CHECKING:
+    from fulmen.accelerators import Accelerator
+    from fulmen.module import LightningModule
+    from fulmen.trainer import Trainer
+
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
+_START_METHODS = ("popen", "spawn", "fork", "forkserver")
+_REDUCE_OPS = {
+    "sum": dist.ReduceOp.SUM,
+    "mean": dist.ReduceOp.SUM,  # summed, then divided by the world size
+    "avg": dist.ReduceOp.SUM,
+    "max": dist.ReduceOp.MAX,
+    "min": dist.ReduceOp.MIN,
+}
+
+
+class DDPStrategy(Strategy):
+    """DistributedDataParallel over `devices` x `num_nodes` processes.
+
+    Args:
+        accelerator: the device kind (filled in by the Trainer when omitted).
+        parallel_devices: one torch device per local process (filled in by the Trainer).
+        cluster_environment: where ranks come from; detected (torchrun, SLURM, plain) when omitted.
+        precision: the precision plugin (filled in by the Trainer).
+        process_group_backend: "gloo", "nccl", ...; gloo on CPU and NCCL on CUDA when omitted.
+        timeout: how long a collective waits for the other processes before failing.
+        start_method: "popen" re-runs the script once per extra local process; "spawn", "fork" and
+            "forkserver" start them with torch.multiprocessing from inside `fit`.
+        num_nodes: number of machines (filled in by the Trainer).
+        **kwargs: passed to `DistributedDataParallel` (e.g. `find_unused_parameters=True`, `static_graph`).
+    """
+
+    strategy_name = "ddp"
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: ClusterEnvironment | None = None,
+        precision: Precision | None = None,
+        process_group_backend: str | None = None,
+        timeout: datetime.timedelta | None = DEFAULT_TIMEOUT,
+        start_method: str = "popen",
+        num_nodes: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(accelerator, None, precision)
+        if start_method not in _START_METHODS:
+            raise MisconfigurationException(
+                f"DDPStrategy(start_method={start_method!r}) is not valid; use one of {list(_START_METHODS)}."
+            )
+        self.parallel_devices = parallel_devices
+        self.cluster_environment = cluster_environment
+        self.num_nodes = num_nodes
+        self.process_group_backend = process_group_backend
+        self.timeout = timeout or DEFAULT_TIMEOUT
+        self.start_method = start_method
+        self._ddp_kwargs = kwargs
+        self._global_rank = 0
+        self._local_rank = 0
+        self._node_rank = 0
+        self._world_size = 1
+        self._store: Any = None  # the rendezvous store, kept to report failures across processes
+        if parallel_devices is not None:
+            self._configure()
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def world_size(self) -> int:  # noqa: D102
+        return self._world_size
+
+    @property
+    def global_rank(self) -> int:  # noqa: D102
+        return self._global_rank
+
+    @property
+    def local_rank(self) -> int:  # noqa: D102
+        return self._local_rank
+
+    @property
+    def node_rank(self) -> int:  # noqa: D102
+        return self._node_rank
+
+    @property
+    def num_processes(self) -> int:
+        """Processes on each machine (one per device)."""
+        return len(self.parallel_devices or [None])
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int]:
+        """How this process's DistributedSampler is built."""
+        return {"num_replicas": self.world_size, "rank": self.global_rank}
+
+    def connect_flags(self, accelerator: Accelerator, devices: list[torch.device], num_nodes: int) -> None:
+        """Fill in what the Trainer's flags decide (called by `select_strategy`)."""
+        self.accelerator = self.accelerator or accelerator
+        if self.parallel_devices is None:
+            self.parallel_devices = devices
+        self.num_nodes = num_nodes
+        self._configure()
+
+    def _configure(self) -> None:
+        n = self.num_processes
+        env = self.cluster_environment
+        if env is None:
+            env = detect_environment(n, self.num_nodes)
+        else:
+            env.num_devices, env.num_nodes = n, self.num_nodes
+        env.validate()
+        self.cluster_environment = env
+        self._resolve_ranks()
+        from fulmen.strategies.launchers import make_launcher
+
+        self.launcher = make_launcher(self)
+
+    def _resolve_ranks(self) -> None:
+        """Read this process's ranks from the environment (again in processes started by a launcher)."""
+        env = self.cluster_environment
+        assert env is not None and self.parallel_devices is not None
+        self._world_size = env.world_size()
+        self._global_rank = env.global_rank()
+        self._local_rank = env.local_rank()
+        self._node_rank = env.node_rank()
+        if self._local_rank >= len(self.parallel_devices):
+            raise MisconfigurationException(
+                f"This process has LOCAL_RANK={self._local_rank} but the Trainer uses {len(self.parallel_devices)} "
+                "device(s) per machine; make `devices` match the processes started per machine."
+            )
+        self._root_device = self.parallel_devices[self._local_rank]
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup_environment(self) -> None:
+        """Select this process's device and join the process group (once per process)."""
+        self._resolve_ranks()
+        super().setup_environment()
+        self._init_process_group()
+
+    def _init_process_group(self) -> None:
+        if dist.is_initialized():
+            if dist.get_world_size() != self.world_size:
+                raise MisconfigurationException(
+                    f"A process group of {dist.get_world_size()} processes already exists, but this Trainer needs "
+                    f"{self.world_size}; use the same devices x num_nodes in every Trainer of the script."
+                )
+        else:
+            env = self.cluster_environment
+            assert env is not None
+            env.export()
+            backend = self.process_group_backend or ("nccl" if self.root_device.type == "cuda" else "gloo")
+            dist.init_process_group(
+                backend, init_method="env://", rank=self.global_rank, world_size=self.world_size, timeout=self.timeout
+            )
+            atexit.register(_destroy_process_group)
+        self._store = _default_store()
+
+    def _wrap(self, module: LightningModule) -> nn.Module:
+        trainer = self._trainer
+        if trainer is not None and trainer.sync_batchnorm:
+            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+        device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **self._ddp_kwargs)
+
+    def teardown(self) -> None:
+        """Unwrap the module; the process group stays up for the next `fit`/`test` of the script."""
+        self.model = self._module
+
+    # ------------------------------------------------------------------ the step
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Run training_step through the DDP wrapper so its reducer prepares the gradient all-reduce."""
+        module = self._module
+        wrapper = self.model
+        assert module is not None and wrapper is not None
+        with self.precision_plugin.forward_context():
+            if wrapper is module:
+                return module.training_step(*args, **kwargs)
+            return _call_through_wrapper(wrapper, module, module.training_step, args, kwargs)
+
+    # ------------------------------------------------------------------ data
+    def process_dataloader(self, dataloader: Any, shuffle: bool, training: bool = False) -> Any:
+        """Give this rank its part of the data (unless `use_distributed_sampler=False`)."""
+        trainer = self._trainer
+        if trainer is not None and not trainer.use_distributed_sampler:
+            return dataloader
+        if not isinstance(dataloader, DataLoader) or isinstance(dataloader.dataset, IterableDataset):
+            return dataloader
+        if self.world_size == 1:
+            return dataloader
+        sampler = dataloader.sampler
+        if isinstance(sampler, (DistributedSampler, _EvenShard, _UnevenShard)):
+            return dataloader
+        if dataloader.batch_sampler is not None and type(dataloader.batch_sampler) is not torch.utils.data.BatchSampler:
+            rank_zero_warn(
+                f"The dataloader uses a custom batch sampler ({type(dataloader.batch_sampler).__name__}), which "
+                "fulmen cannot split across processes: every process will read all of it. Shard it yourself "
+                "(by `trainer.global_rank`) and pass use_distributed_sampler=False."
+            )
+            return dataloader
+        rank, replicas = self.global_rank, self.world_size
+        new_sampler: Sampler[Any]
+        if training:
+            if isinstance(sampler, (RandomSampler, SequentialSampler)):
+                new_sampler = DistributedSampler(
+                    dataloader.dataset,  # type: ignore[arg-type]
+                    num_replicas=replicas,
+                    rank=rank,
+                    shuffle=shuffle,
+                    seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+                    drop_last=dataloader.drop_last,
+                )
+            else:
+                new_sampler = _EvenShard(sampler, replicas, rank)
+        else:
+            new_sampler = _UnevenShard(sampler, replicas, rank)
+        return data.rebuild_dataloader(dataloader, new_sampler)
+
+    # ------------------------------------------------------------------ collectives
+    def reduce(self, tensor: Any, reduce_op: str | None = "mean", group: Any = None) -> Any:
+        """Reduce `tensor` across processes: "mean" (default), "sum", "max", "min" or a `dist.ReduceOp`."""
+        if not isinstance(tensor, torch.Tensor) or not dist.is_initialized():
+            return tensor
+        op_name = (reduce_op or "mean").lower() if isinstance(reduce_op, str) else reduce_op
+        if isinstance(op_name, str):
+            if op_name not in _REDUCE_OPS:
+                raise ValueError(f"reduce_op={reduce_op!r} is not supported; use 'mean', 'sum', 'max' or 'min'.")
+            op = _REDUCE_OPS[op_name]
+        else:
+            op = op_name
+        mean = op_name in ("mean", "avg")
+        out = tensor.detach().clone()
+        if mean and not out.is_floating_point():
+            out = out.float()
+        dist.all_reduce(out, op=op, group=group)
+        if mean:
+            out = out / dist.get_world_size(group)
+        return out
+
+    def all_gather(self, data: Any, group: Any = None, sync_grads: bool = False) -> Any:
+        """Gather tensors from every process, stacked on a new first dimension (any nesting of tensors)."""
+        if not dist.is_initialized():
+            return data
+
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            return _all_gather_tensor(t, group, sync_grads)
+
+        return apply_to_collection(data, gather)
+
+    def barrier(self, name: str | None = None) -> None:
+        """Wait until every process reaches this point."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return
+        if dist.get_backend() == "nccl":
+            dist.barrier(device_ids=[self.root_device.index])
+        else:
+            dist.barrier()
+
+    def broadcast(self, obj: Any, src: int = 0) -> Any:
+        """Send any picklable `obj` from rank `src` to every process."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=src, device=self.root_device if self.root_device.type == "cuda" else None)
+        return box[0]
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        """True when every process (all=True) or at least one process (all=False) decided True."""
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return decision
+        votes = torch.tensor(int(bool(decision)), device=self.root_device)
+        dist.all_reduce(votes, op=dist.ReduceOp.SUM)
+        count = int(votes.item())
+        return count == dist.get_world_size() if all else count > 0
+
+
+def _call_through_wrapper(
+    wrapper: nn.Module, module: nn.Module, method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call `wrapper(*args)` with `module.forward` pointing at `method` for this one call.
+
+    The redirect undoes itself as soon as it is entered, so `self(x)` inside the step reaches the real forward.
+    """
+    had_own = "forward" in module.__dict__
+    own = module.__dict__.get("forward")
+
+    def restore() -> None:
+        if had_own:
+            module.__dict__["forward"] = own
+        else:
+            module.__dict__.pop("forward", None)
+
+    def redirected(*a: Any, **kw: Any) -> Any:
+        restore()
+        return method(*a, **kw)
+
+    module.__dict__["forward"] = redirected
+    try:
+        return wrapper(*args, **kwargs)
+    finally:
+        restore()
+
+
+def _all_gather_tensor(tensor: torch.Tensor, group: Any, sync_grads: bool) -> torch.Tensor:
+    world = dist.get_world_size(group)
+    tensor = tensor.contiguous()
+    if sync_grads:
+        from torch.distributed.nn.functional import all_gather as differentiable_all_gather
+
+        return torch.stack(differentiable_all_gather(tensor, group=group))
+    # shapes may differ between processes (e.g. a last, smaller batch): pad to the largest, then trim
+    shape = torch.tensor(tensor.shape, dtype=torch.long, device=tensor.device)
+    shapes = [torch.zeros_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape, group=group)
+    if all(bool((s == shape).all()) for s in shapes):
+        out = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather(out, tensor, group=group)
+        return torch.stack(out)
+    largest = torch.stack(shapes).max(dim=0).values.tolist()
+    padded = tensor.new_zeros(largest)
+    padded[tuple(slice(0, d) for d in tensor.shape)] = tensor
+    out = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(out, padded, group=group)
+    return [o[tuple(slice(0, int(d)) for d in s.tolist())] for o, s in zip(out, shapes)]  # type: ignore[return-value]
+
+
+class _EvenShard(Sampler[Any]):
+    """Rank `rank`'s share of a user sampler's indices, padded so every rank gets as many (for training)."""
+
+    def __init__(self, sampler: Any, num_replicas: int, rank: int) -> None:
+        self.sampler = sampler
+        self.num_replicas = num_replicas
+        self.rank = rank
+
+    def set_epoch(self, epoch: int) -> None:
+        """Forward the epoch to the wrapped sampler, if it shuffles by epoch."""
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[Any]:
+        indices = list(self.sampler)
+        total = len(self) * self.num_replicas
+        if indices and len(indices) < total:
+            indices += (indices * math.ceil(total / len(indices)))[: total - len(indices)]
+        return iter(indices[self.rank : total : self.num_replicas])
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.num_replicas)
+
+
+class _UnevenShard(_EvenShard):
+    """Every `num_replicas`-th index starting at `rank`, without padding (for evaluation: no sample twice)."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self.sampler)[self.rank :: self.num_replicas])
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.num_replicas + (1 if self.rank < n % self.num_replicas else 0)
+
+
+def _default_store() -> Any:
+    """The store the process group rendezvoused through (a private torch API: None when it moves)."""
+    try:
+        return dist.distributed_c10d._get_default_store()
+    except Exception:
+        return None
+
+
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:
+            pass
+
+
+class DDPSpawnStrategy(DDPStrategy):
+    """DDP whose processes are started from inside `fit` by torch.multiprocessing (spawn, or fork)."""
+
+    strategy_name = "ddp_spawn"
+
+    def __init__(self, *args: Any, start_method: str = "spawn", **kwargs: Any) -> None:
+        super().__init__(*args, start_method=start_method, **kwargs)

@@ -1,0 +1,107 @@
+"""A DDP run started as a script: `python ddp_fit.py OUT_DIR [trainer options as key=value ...]`.
+
+Each process writes `OUT_DIR/rank<R>.pt` with what the tests check: its final weights, the indices of
+the samples it trained on, global_step, world size and the metrics it saw.
+"""
+
+import os
+import sys
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+import fulmen as L
+
+
+class IndexedData(Dataset):
+    """Sample i is (x_i, y_i, i): the index lets the test see which process read which sample."""
+
+    def __init__(self, n=64):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 8, generator=g)
+        self.y = torch.randn(n, 1, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i], i
+
+
+class Model(L.LightningModule):
+    def __init__(self, fail_rank=-1):
+        super().__init__()
+        torch.manual_seed(0)
+        self.layer = nn.Linear(8, 1)
+        self.fail_rank = fail_rank
+        self.seen = []
+
+    def forward(self, x):
+        return self.layer(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y, idx = batch
+        if self.global_rank == self.fail_rank and batch_idx == 1:
+            raise ZeroDivisionError(f"boom on rank {self.global_rank}")
+        self.seen.extend(idx.tolist())
+        loss = nn.functional.mse_loss(self(x), y)
+        self.log("train_loss", loss, on_epoch=True, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y, idx = batch
+        self.log("val_count", float(len(idx)), reduce_fx="sum", sync_dist=True)
+        self.log("val_rank", float(self.global_rank), sync_dist=True)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return DataLoader(IndexedData(), batch_size=8, shuffle=False)
+
+    def val_dataloader(self):
+        return DataLoader(IndexedData(10), batch_size=4)
+
+
+def parse(argv):
+    out = {}
+    for item in argv:
+        key, value = item.split("=", 1)
+        try:
+            out[key] = int(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+if __name__ == "__main__":
+    out_dir = sys.argv[1]
+    options = parse(sys.argv[2:])
+    fail_rank = options.pop("fail_rank", -1)
+    trainer = L.Trainer(
+        max_epochs=options.pop("max_epochs", 1),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **options,
+    )
+    model = Model(fail_rank)
+    trainer.fit(model)
+    gathered = trainer.strategy.all_gather(torch.tensor([trainer.global_rank]))
+    torch.save(
+        {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "global_step": trainer.global_step,
+            "weights": {k: v.clone() for k, v in model.state_dict().items()},
+            "seen": model.seen,
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+            "gathered": gathered.tolist(),
+            "broadcast": trainer.strategy.broadcast(f"from rank {trainer.global_rank}"),
+            "env_rank": os.environ.get("RANK"),
+        },
+        os.path.join(out_dir, f"rank{trainer.global_rank}.pt"),
+    )
