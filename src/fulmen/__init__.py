@@ -9,4 +9,12 @@ from fulmen.trainer import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "plot", "seed_everything", "__version__"]
+__all__ = [
+    "Callback",
+    "LightningDataModule",
+    "LightningModule",
+    "Trainer",
+    "plot",
+    "seed_everything",
+    "__version__",
+]

@@ -9,7 +9,6 @@ no change to the user's pyplot state or backend.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import os
@@ -158,29 +157,14 @@ def _by_epoch(points: list[Point]) -> list[tuple[float, float]]:
     return [(epoch, sum(v) / len(v)) for epoch, v in sorted(sums.items())]
 
 
-def plot(
+def figure(
     log_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = None,
     x: str = "step",
     metrics: Sequence[str] | None = None,
     title: str | None = None,
     dpi: int = 100,
-) -> str:
-    """Draw every logged metric of a run against `x` ("step" or "epoch") and save the figure.
-
-    Args:
-        log_dir: a run's folder (`lightning_logs/version_0`), the folder above its versions (the latest
-            is used) or a metrics.csv file.
-        out: the image to write; the format follows its suffix (.png, .svg, .pdf). Default:
-            `metrics.png` beside the logs.
-        x: "step" (the global step each value was logged at) or "epoch" (values averaged per epoch).
-        metrics: only these panels (base names such as "loss", or full names such as "val_acc").
-        title: a title above the panels (default: the run's folder).
-        dpi: resolution of raster formats.
-
-    Returns:
-        The path of the written image.
-    """
+) -> Any:
+    """The matplotlib `Figure` of a run's curves (see `plot` for the arguments), e.g. to show in a notebook."""
     if x not in ("step", "epoch"):
         raise ValueError(f"fulmen.plot(x={x!r}): choose 'step' or 'epoch'.")
     try:
@@ -217,34 +201,74 @@ def plot(
             if not xy:
                 continue
             xs, ys = zip(*xy)
-            per_epoch = len(points) <= len({p[1] for p in points}) or x == "epoch"
-            style = {"marker": "o", "markersize": 3.5, "linewidth": 1.6} if per_epoch else {"linewidth": 0.9, "alpha": 0.85}
-            ax.plot(xs, ys, label=label, **style)
+            # one value per epoch (validation, *_epoch): dots joined by a line; per-step values: a thin line
+            once_per_epoch = x == "epoch" or len(points) <= len({p[1] for p in points})
+            if once_per_epoch:
+                ax.plot(xs, ys, label=label, marker="o", markersize=3.5, linewidth=1.6)
+            else:
+                ax.plot(xs, ys, label=label, linewidth=0.9, alpha=0.85)
         ax.set_title(base)
         ax.set_xlabel(x)
         ax.grid(True, alpha=0.3)
         if len(lines) > 1 or lines[0][0] != base:
             ax.legend(fontsize="small")
     fig.suptitle(title if title is not None else os.path.relpath(run))
-    target = os.fspath(out) if out is not None else os.path.join(run if os.path.isdir(run) else os.path.dirname(run), "metrics.png")
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
+    fig.fulmen_run = run  # type: ignore[attr-defined]
+    return fig
+
+
+def plot(
+    log_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    x: str = "step",
+    metrics: Sequence[str] | None = None,
+    title: str | None = None,
+    dpi: int = 100,
+) -> str:
+    """Draw every logged metric of a run against `x` ("step" or "epoch") and save the image.
+
+    Args:
+        log_dir: a run's folder (`lightning_logs/version_0`), the folder above its versions (the latest
+            is used) or a metrics.csv file.
+        out: the image to write; the format follows its suffix (.png, .svg, .pdf). Default:
+            `metrics.png` in the run's folder.
+        x: "step" (the global step each value was logged at) or "epoch" (values averaged per epoch).
+        metrics: only these panels (base names such as "loss", or full names such as "val_acc").
+        title: a title above the panels (default: the run's folder).
+        dpi: resolution of raster formats.
+
+    Returns:
+        The path of the written image.
+    """
+    fig = figure(log_dir, x=x, metrics=metrics, title=title, dpi=dpi)
+    run = fig.fulmen_run
+    if out is None:
+        out = os.path.join(run if os.path.isdir(run) else os.path.dirname(run), "metrics.png")
+    target = os.fspath(out)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
     fig.savefig(target)
     return target
 
 
-def _order(label: str) -> tuple[int, str]:
-    for i, stage in enumerate(("train", "val", "test")):
-        if label.startswith(stage):
-            return i, label
-    return 3, label
+def _order(label: str) -> tuple[int, bool, str]:
+    """Legend order: train, val, test; per-step values before their epoch means."""
+    stage = next((i for i, name in enumerate(("train", "val", "test")) if label.startswith(name)), 3)
+    return stage, not label.endswith("step"), label
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`fulmen plot <log_dir> [-o out.png] [--x step|epoch] [--metrics loss,acc]`."""
-    parser = argparse.ArgumentParser(prog="fulmen plot", description="Draw a run's training curves to an image.")
-    parser.add_argument("log_dir", help="a run folder (lightning_logs/version_0), its parent, or a metrics.csv")
-    parser.add_argument("-o", "--out", help="image to write (.png, .svg, .pdf); default metrics.png in the run")
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="fulmen plot", description="Draw a run's training curves to an image."
+    )
+    parser.add_argument(
+        "log_dir", help="a run folder (lightning_logs/version_0), its parent, or a metrics.csv"
+    )
+    parser.add_argument(
+        "-o", "--out", help="image to write (.png, .svg, .pdf); default metrics.png in the run"
+    )
     parser.add_argument("--x", choices=("step", "epoch"), default="step", help="the horizontal axis")
     parser.add_argument("--metrics", help="comma-separated panels to draw (e.g. loss,acc)")
     parser.add_argument("--title", help="figure title")
