@@ -353,6 +353,9 @@ class ModelCheckpoint(Callback):
         trainer.save_checkpoint(filepath, self.save_weights_only)
         self._last_global_step_saved = trainer.global_step
         self._last_saved_this_step = filepath
+        for logger in trainer.loggers:  # e.g. MLFlowLogger(log_model=...) uploads the file
+            if hasattr(logger, "after_save_checkpoint"):
+                logger.after_save_checkpoint(self)
 
     def _remove(self, trainer: Trainer, filepath: str) -> None:
         if trainer.is_global_zero and filepath not in (self.best_model_path, self.last_model_path):

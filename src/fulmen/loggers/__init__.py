@@ -7,9 +7,17 @@ from typing import Any
 
 from fulmen.loggers.csv_logs import CSVLogger
 from fulmen.loggers.logger import Logger, rank_zero_experiment
+from fulmen.loggers.mlflow import MLFlowLogger
 from fulmen.loggers.tensorboard import TensorBoardLogger
 
-__all__ = ["CSVLogger", "Logger", "TensorBoardLogger", "default_logger", "rank_zero_experiment"]
+__all__ = [
+    "CSVLogger",
+    "Logger",
+    "MLFlowLogger",
+    "TensorBoardLogger",
+    "default_logger",
+    "rank_zero_experiment",
+]
 
 
 def default_logger(root_dir: str) -> Any:
