@@ -17,7 +17,6 @@ batch (epoch) is complete; the hook name the dispatcher records says which case 
 
 from __future__ import annotations
 
-import math
 import os
 import pickle
 import random
@@ -25,7 +24,6 @@ import signal
 import sys
 import tempfile
 import threading
-import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -125,7 +123,10 @@ def _generators(loader: Any) -> list[torch.Generator | None]:
 def _stateful(loader: Any) -> list[Any]:
     """The sampler and batch sampler of `loader`, where they have `state_dict`/`load_state_dict`."""
     objs = [getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)]
-    return [o if o is not None and hasattr(o, "state_dict") and hasattr(o, "load_state_dict") else None for o in objs]
+    return [
+        o if o is not None and hasattr(o, "state_dict") and hasattr(o, "load_state_dict") else None
+        for o in objs
+    ]
 
 
 def _capture_epoch_start(loader: Any) -> dict[str, Any]:
@@ -253,8 +254,7 @@ def _read_through(loader: Any, start: int, after_skip: Any) -> Iterator[tuple[in
             return
     if after_skip is not None:
         after_skip()
-    for i, batch in enumerate(iterator, start):
-        yield i, batch
+    yield from enumerate(iterator, start)
 
 
 class _SkipOnce:
@@ -402,7 +402,9 @@ def _plateau_metrics(trainer: Trainer) -> dict[str, float]:
 
 def _per_rank(trainer: Trainer, obj: Any) -> list[Any]:
     """`obj` from every rank, indexed by global rank (a one-item list in a single process)."""
-    if trainer.world_size == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if trainer.world_size == 1 or not (
+        torch.distributed.is_available() and torch.distributed.is_initialized()
+    ):
         return [obj]
     gathered: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, obj)
@@ -587,7 +589,9 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu", trusted: bool 
             with fs.open(inner, "rb") as f:
                 ckpt = torch.load(f, map_location=map_location, weights_only=not trusted)
         else:
-            ckpt = torch.load(path.removeprefix("file://"), map_location=map_location, weights_only=not trusted)
+            ckpt = torch.load(
+                path.removeprefix("file://"), map_location=map_location, weights_only=not trusted
+            )
     except pickle.UnpicklingError as err:
         if "weights_only" in str(err) or "Weights only" in str(err):
             raise UnsafeCheckpointError(
@@ -878,7 +882,11 @@ def handle_sigterm(trainer: Trainer) -> None:
             after = getattr(cb, "_after_interrupt_save", None)
             if after is not None:
                 after(trainer)
-    message = f"SIGTERM received: checkpoint written to {paths}; exiting." if paths else "SIGTERM received; exiting."
+    message = (
+        f"SIGTERM received: checkpoint written to {paths}; exiting."
+        if paths
+        else "SIGTERM received; exiting."
+    )
     if trainer.is_global_zero:
         print(message, file=sys.stderr, flush=True)
     raise SIGTERMException(0)

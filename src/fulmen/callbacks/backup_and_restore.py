@@ -53,7 +53,9 @@ class BackupAndRestore(Callback):
     def backup_path(self) -> str:
         """The backup file (known once fit has set the callback up)."""
         if self.backup_dir is None:
-            raise MisconfigurationException("BackupAndRestore.backup_path is known only once trainer.fit started.")
+            raise MisconfigurationException(
+                "BackupAndRestore.backup_path is known only once trainer.fit started."
+            )
         return os.path.join(self.backup_dir, self.FILE_NAME)
 
     def setup(self, trainer: Trainer, pl_module: Module, stage: str) -> None:

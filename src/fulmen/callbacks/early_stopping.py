@@ -50,7 +50,9 @@ class EarlyStopping(Callback):
         if mode not in ("min", "max"):
             raise MisconfigurationException(f"EarlyStopping(mode={mode!r}) is not valid; use 'min' or 'max'.")
         if patience < 0:
-            raise MisconfigurationException(f"EarlyStopping(patience={patience}) is not valid; use an int >= 0.")
+            raise MisconfigurationException(
+                f"EarlyStopping(patience={patience}) is not valid; use an int >= 0."
+            )
         self.monitor = monitor
         self.min_delta = float(min_delta) * (1 if mode == "max" else -1)
         self.patience = patience
@@ -96,7 +98,9 @@ class EarlyStopping(Callback):
     def setup(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
         """Decide once whether to check at the training epoch end or after validation."""
         if self._check_on_train_epoch_end is None:
-            self._check_on_train_epoch_end = trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
+            self._check_on_train_epoch_end = (
+                trainer.val_check_interval == 1.0 and trainer.check_val_every_n_epoch == 1
+            )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: Module) -> None:
         """Check here when validation runs once per epoch (or not at all)."""

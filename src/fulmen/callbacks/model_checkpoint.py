@@ -93,7 +93,9 @@ class ModelCheckpoint(Callback):
         self.kth_value: torch.Tensor | None = None
 
         if mode not in ("min", "max"):
-            raise MisconfigurationException(f"ModelCheckpoint(mode={mode!r}) is not valid; use 'min' or 'max'.")
+            raise MisconfigurationException(
+                f"ModelCheckpoint(mode={mode!r}) is not valid; use 'min' or 'max'."
+            )
         self.mode = mode
         if save_last not in (None, True, False, "link"):
             raise MisconfigurationException(
@@ -110,8 +112,14 @@ class ModelCheckpoint(Callback):
             )
         for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and value < 0:
-                raise MisconfigurationException(f"ModelCheckpoint({name}={value}) is not valid; use an int >= 0.")
-        chosen = [every_n_train_steps is not None, every_n_epochs is not None, train_time_interval is not None]
+                raise MisconfigurationException(
+                    f"ModelCheckpoint({name}={value}) is not valid; use an int >= 0."
+                )
+        chosen = [
+            every_n_train_steps is not None,
+            every_n_epochs is not None,
+            train_time_interval is not None,
+        ]
         if sum(chosen) > 1:
             raise MisconfigurationException(
                 f"ModelCheckpoint: every_n_train_steps={every_n_train_steps}, every_n_epochs={every_n_epochs} and "
