@@ -13,6 +13,7 @@ from fulmen.callbacks.model_summary import ModelSummary
 from fulmen.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
 from fulmen.callbacks.prediction_writer import BasePredictionWriter
 from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
+from fulmen.callbacks.rich_progress import RichModelSummary, RichProgressBar, RichProgressBarTheme
 from fulmen.callbacks.swa import StochasticWeightAveraging
 from fulmen.callbacks.throughput import ThroughputMonitor
 from fulmen.callbacks.timer import Timer
@@ -31,6 +32,9 @@ __all__ = [
     "ModelSummary",
     "OnExceptionCheckpoint",
     "ProgressBar",
+    "RichModelSummary",
+    "RichProgressBar",
+    "RichProgressBarTheme",
     "StochasticWeightAveraging",
     "TQDMProgressBar",
     "ThroughputMonitor",

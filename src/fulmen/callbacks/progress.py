@@ -50,6 +50,15 @@ class ProgressBar(Callback):
         pass
 
 
+def _in_notebook() -> bool:
+    """True inside a Jupyter/Colab kernel, where tqdm.auto draws a widget that updates in place."""
+    if "google.colab" in sys.modules:
+        return True
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -70,7 +79,7 @@ class TQDMProgressBar(ProgressBar):
         self._shown = 0
         self._last = 0.0
         self._total: float = math.inf
-        self._interactive = sys.stdout.isatty()
+        self._interactive = sys.stdout.isatty() or _in_notebook()
         self._epoch_start = 0.0
 
     @property
