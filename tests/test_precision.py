@@ -311,3 +311,17 @@ def test_manual_optimization_runs_under_every_mode(make_trainer, precision):
         # the gradients that reach on_before_optimizer_step are unscaled: nowhere near 256x a normal one
         assert all(g.abs().max() < 10 for g in model.grads_before_step)
         assert flag.scaler.get_scale() == 256.0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message printed without CUDA")
+def test_gpu_check_script_exits_cleanly_without_cuda(monkeypatch, capsys):
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr("sys.argv", ["gpu_check.py"])
+    assert script.main() == 0
+    assert "no CUDA device" in capsys.readouterr().out
