@@ -325,3 +325,14 @@ def test_gpu_check_script_exits_cleanly_without_cuda(monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["gpu_check.py"])
     assert script.main() == 0
     assert "no CUDA device" in capsys.readouterr().out
+
+
+def test_a_precision_object_can_come_through_plugins(make_trainer):
+    precision = _cpu_fp16_mixed()
+    trainer = make_trainer(plugins=[precision])
+    assert trainer.precision_plugin is precision and trainer.precision == "16-mixed"
+
+
+def test_precision_in_plugins_and_flag_is_refused():
+    with pytest.raises(MisconfigurationException, match="precision was given twice"):
+        L.Trainer(plugins=[_cpu_fp16_mixed()], precision="bf16-mixed", logger=False)

@@ -155,13 +155,12 @@ class Trainer:
         self._set_determinism(f["deterministic"], f["benchmark"])
 
         # --- hardware
-        if f["plugins"]:
-            raise NotImplementedError("Trainer(plugins=...) is not supported yet; remove it.")
+        precision_flag = _precision_from_plugins(f["plugins"], f["precision"])
         self.accelerator = select_accelerator(f["accelerator"])
         self._parsed_devices = parse_devices(f["devices"], self.accelerator)
         self.num_nodes = int(f["num_nodes"])
         self.precision_plugin: Precision = resolve_precision(
-            "32-true" if f["precision"] is None else f["precision"], self.accelerator.name
+            "32-true" if precision_flag is None else precision_flag, self.accelerator.name
         )
         self.strategy: Strategy = select_strategy(
             f["strategy"], self.accelerator, self._parsed_devices, self.num_nodes, self.precision_plugin
@@ -870,6 +869,22 @@ def _require_step(module: LightningModule, step: str, fn: str) -> None:
         raise MisconfigurationException(
             f"trainer.{fn}() needs `{type(module).__name__}.{step}(self, batch, batch_idx)`; it is not defined."
         )
+
+
+def _precision_from_plugins(plugins: Any, precision: Any) -> Any:
+    """The `precision=` value, or a Precision object passed in `plugins=` (other plugins are refused)."""
+    if not plugins:
+        return precision
+    items = plugins if isinstance(plugins, (list, tuple)) else [plugins]
+    chosen = [p for p in items if isinstance(p, Precision)]
+    others = [type(p).__name__ for p in items if not isinstance(p, Precision)]
+    if others:
+        raise NotImplementedError(f"Trainer(plugins=...) does not support {others} yet; remove them.")
+    if len(chosen) > 1 or (chosen and precision is not None):
+        raise MisconfigurationException(
+            "The precision was given twice (in `plugins=` and/or `precision=`); pass exactly one."
+        )
+    return chosen[0] if chosen else precision
 
 
 def _flag(value: bool | None, default: bool) -> bool:
