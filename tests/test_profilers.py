@@ -205,3 +205,11 @@ def test_custom_profiler_subclass_receives_the_actions(make_trainer):
     first = recorder.events.index(("start", "optimizer_step"))
     assert recorder.events.index(("start", "backward")) > first
     assert recorder.events.index(("stop", "backward")) < recorder.events.index(("stop", "optimizer_step"))
+
+
+def test_pytorch_profiler_can_also_write_tensorboard_traces(make_trainer, tmp_path):
+    schedule = torch.profiler.schedule(wait=0, warmup=1, active=1, repeat=1)
+    profiler = PyTorchProfiler(dirpath=tmp_path, schedule=schedule, export_to_tensorboard=True)
+    _fit(make_trainer, profiler, limit_val_batches=0)
+    written = os.listdir(tmp_path / "tensorboard")
+    assert written and all(name.endswith(".pt.trace.json") for name in written)

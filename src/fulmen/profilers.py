@@ -310,18 +310,26 @@ class PyTorchProfiler(Profiler):
     def _on_trace_ready(self, prof: Any) -> None:
         folder = self._folder()
         os.makedirs(folder, exist_ok=True)
-        if self.export_to_chrome:
-            index = len(self.trace_paths)
-            name = f"{self._stage or 'run'}-{self.filename or 'trace'}-{index}"
-            if self._local_rank:
-                name += f"-rank{self._local_rank}"
-            path = os.path.join(folder, name + ".pt.trace.json")
-            prof.export_chrome_trace(path)
-            self.trace_paths.append(path)
+        # torch saves a trace once, so the TensorBoard copy is made from the Chrome trace file.
+        index = len(self.trace_paths)
+        name = f"{self._stage or 'run'}-{self.filename or 'trace'}-{index}"
+        if self._local_rank:
+            name += f"-rank{self._local_rank}"
+        path = os.path.join(folder, name + ".pt.trace.json")
+        prof.export_chrome_trace(path)
         if self.export_to_tensorboard:
-            import torch.profiler
+            import shutil
+            import socket
 
-            torch.profiler.tensorboard_trace_handler(os.path.join(folder, "tensorboard"))(prof)
+            tb_folder = os.path.join(folder, "tensorboard")
+            os.makedirs(tb_folder, exist_ok=True)
+            # the TensorBoard profiler plugin reads "<worker>.<timestamp>.pt.trace.json"
+            worker = f"{socket.gethostname()}_{os.getpid()}"
+            shutil.copyfile(path, os.path.join(tb_folder, f"{worker}.{time.time_ns()}.pt.trace.json"))
+        if self.export_to_chrome:
+            self.trace_paths.append(path)
+        else:
+            os.remove(path)
 
     def setup(self, stage: str, local_rank: int = 0, log_dir: str | None = None) -> None:
         """Start `torch.profiler` for `stage`."""
