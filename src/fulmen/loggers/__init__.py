@@ -9,12 +9,14 @@ from fulmen.loggers.csv_logs import CSVLogger
 from fulmen.loggers.logger import Logger, rank_zero_experiment
 from fulmen.loggers.mlflow import MLFlowLogger
 from fulmen.loggers.tensorboard import TensorBoardLogger
+from fulmen.loggers.wandb import WandbLogger
 
 __all__ = [
     "CSVLogger",
     "Logger",
     "MLFlowLogger",
     "TensorBoardLogger",
+    "WandbLogger",
     "default_logger",
     "rank_zero_experiment",
 ]
