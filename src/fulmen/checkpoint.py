@@ -24,7 +24,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -425,35 +425,34 @@ def _for_rank(trainer: Trainer, per_rank: list[Any] | None) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- plain values
-_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, torch.Tensor, torch.dtype, torch.device)
+_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.dtype, torch.device)
+_PLAIN_MAPPINGS = (dict, OrderedDict, Counter)
+_PLAIN_SEQUENCES = (list, tuple, torch.Size, set)
 
 
 def check_plain(obj: Any, where: str = "checkpoint") -> None:
     """Raise when `obj` holds anything `torch.load(weights_only=True)` would refuse (naming the key)."""
-    if isinstance(obj, _PLAIN_LEAVES):
+    kind = type(obj)
+    if kind in _PLAIN_LEAVES or isinstance(obj, torch.Tensor):
         return
-    if isinstance(obj, dict):
+    if kind in _PLAIN_MAPPINGS:
         for key, value in obj.items():
-            if not isinstance(key, (str, int, float, bool, type(None))):
+            if type(key) not in _PLAIN_LEAVES:
                 raise MisconfigurationException(
                     f"{where} has a key of type {type(key).__name__} ({key!r}); checkpoints only hold plain "
                     "keys (str, int, float, bool) so that they load safely. Convert the key, e.g. to str."
                 )
             check_plain(value, f"{where}[{key!r}]")
         return
-    if isinstance(obj, (list, tuple)):
+    if kind in _PLAIN_SEQUENCES:
         for i, value in enumerate(obj):
             check_plain(value, f"{where}[{i}]")
         return
-    if type(obj) is set or type(obj) is frozenset:
-        for value in obj:
-            check_plain(value, f"{where}{{...}}")
-        return
     raise MisconfigurationException(
-        f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}, which a checkpoint cannot hold: files "
-        "are loaded with torch.load(weights_only=True), which refuses arbitrary objects because unpickling them "
-        "can run code. Store plain values instead (numbers, strings, tensors, lists, dicts) and rebuild the "
-        "object from them when loading."
+        f"{where} is a {kind.__module__}.{kind.__qualname__}, which a checkpoint cannot hold: files are loaded "
+        "with torch.load(weights_only=True), which refuses arbitrary objects because unpickling them can run "
+        "code. Store plain values instead (numbers, strings, tensors, lists, dicts) and rebuild the object from "
+        "them when loading."
     )
 
 

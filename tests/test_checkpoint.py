@@ -1,0 +1,336 @@
+"""checkpoint.py: the checkpoint dict, safe loading, atomic and durable files, restoring every counter."""
+
+import fractions
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import fulmen as L
+from fulmen import checkpoint
+from fulmen.callbacks import EarlyStopping, ModelCheckpoint
+from fulmen.demos import BoringModel, RandomDataset, RandomIterableDataset
+from fulmen.utilities import MisconfigurationException
+
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+class LoggingModel(BoringModel):
+    def __init__(self, lr: float = 0.1, sizes: tuple = (32, 2)) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+
+    def training_step(self, batch, batch_idx):
+        loss = self.step(batch)
+        self.log("train_loss", loss)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.step(batch))
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+        return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
+
+
+def _trainer(tmp_path, **kwargs):
+    options = dict(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=2,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    options.update(kwargs)
+    return L.Trainer(**options)
+
+
+def _fitted(tmp_path, **kwargs):
+    model = LoggingModel()
+    trainer = _trainer(tmp_path, **kwargs)
+    trainer.fit(model)
+    return model, trainer
+
+
+# ------------------------------------------------------------------------------------------ contents
+def test_checkpoint_has_lightning_top_level_keys(tmp_path):
+    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    ckpt = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    expected = {
+        "epoch",
+        "global_step",
+        "pytorch-lightning_version",
+        "fulmen_version",
+        "state_dict",
+        "loops",
+        "callbacks",
+        "optimizer_states",
+        "lr_schedulers",
+        "hparams_name",
+        "hyper_parameters",
+        "rng_states",
+    }
+    assert expected <= set(ckpt)
+    assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1  # saved after fit: the epoch is complete
+    assert ckpt["hyper_parameters"] == {"lr": 0.1, "sizes": (32, 2)}
+    assert ckpt["loops"]["fit_loop"]["epoch"] == 1
+
+
+def test_weights_only_checkpoint_has_no_training_state(tmp_path):
+    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+    trainer.save_checkpoint(tmp_path / "w.ckpt", weights_only=True)
+    ckpt = torch.load(tmp_path / "w.ckpt", weights_only=True)
+    assert "optimizer_states" not in ckpt and "rng_states" not in ckpt
+    assert set(ckpt["state_dict"]) == {"layer.weight", "layer.bias"}
+
+
+def test_load_from_checkpoint_rebuilds_module_with_saved_and_overridden_hparams(tmp_path):
+    model, trainer = _fitted(tmp_path, enable_checkpointing=False)
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    loaded = LoggingModel.load_from_checkpoint(tmp_path / "a.ckpt", lr=0.5)
+    assert loaded.hparams.lr == 0.5 and loaded.hparams.sizes == (32, 2)
+    assert torch.equal(loaded.layer.weight, model.layer.weight)
+
+
+def test_hparams_that_are_objects_raise_at_save_time_naming_the_parameter(tmp_path):
+    class WithObject(BoringModel):
+        def __init__(self, backbone: torch.nn.Module) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=1)
+    trainer.fit(WithObject(torch.nn.Linear(2, 2)))
+    with pytest.raises(MisconfigurationException, match=r"'backbone'.*ignore=\['backbone'\]"):
+        trainer.save_checkpoint(tmp_path / "bad.ckpt")
+    assert not (tmp_path / "bad.ckpt").exists()
+
+
+def test_object_added_in_on_save_checkpoint_raises_naming_the_key(tmp_path):
+    class AddsObject(BoringModel):
+        def on_save_checkpoint(self, ckpt):
+            ckpt["extra"] = {"when": fractions.Fraction(1, 3)}
+
+    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=1)
+    trainer.fit(AddsObject())
+    with pytest.raises(
+        MisconfigurationException, match=r"checkpoint\['extra'\]\['when'\] is a fractions.Fraction"
+    ):
+        trainer.save_checkpoint(tmp_path / "bad.ckpt")
+
+
+# ------------------------------------------------------------------------------------------ safe loading
+class _Payload:
+    """Unpickling this creates a file: proof that loading ran code."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_malicious_pickle_is_refused_and_runs_no_code(tmp_path):
+    marker = str(tmp_path / "code_ran")
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": _Payload(marker)}, path)
+    with pytest.raises(checkpoint.UnsafeCheckpointError, match=r"evil\.ckpt.*add_safe_globals.*trusted=True"):
+        checkpoint.load(path)
+    with pytest.raises(checkpoint.UnsafeCheckpointError):
+        _trainer(tmp_path, enable_checkpointing=False).fit(BoringModel(), ckpt_path=path)
+    assert not os.path.exists(marker)
+
+
+def test_trusted_file_with_plain_python_objects_loads_with_explicit_opt_in(tmp_path):
+    path = tmp_path / "trusted.ckpt"
+    torch.save({"state_dict": {}, "ratio": fractions.Fraction(1, 3)}, path)
+    with pytest.raises(checkpoint.UnsafeCheckpointError, match="Fraction"):
+        checkpoint.load(path)
+    assert checkpoint.load(path, trusted=True)["ratio"] == fractions.Fraction(1, 3)
+
+
+def test_truncated_checkpoint_is_reported_as_damaged_naming_the_file(tmp_path):
+    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+    path = tmp_path / "cut.ckpt"
+    trainer.save_checkpoint(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(checkpoint.CheckpointError, match=r"cut\.ckpt.*damaged or truncated"):
+        checkpoint.load(path)
+
+
+def test_missing_ckpt_path_fails_before_any_hook_runs(tmp_path):
+    calls = []
+
+    class Recorder(BoringModel):
+        def prepare_data(self):
+            calls.append("prepare_data")
+
+        def setup(self, stage):
+            calls.append("setup")
+
+    with pytest.raises(checkpoint.CheckpointError, match=r"nope\.ckpt.*does not exist"):
+        _trainer(tmp_path).fit(Recorder(), ckpt_path=tmp_path / "nope.ckpt")
+    assert calls == []
+
+
+def test_ckpt_path_last_without_any_checkpoint_warns_and_trains_from_scratch(tmp_path):
+    trainer = _trainer(tmp_path, limit_val_batches=0)
+    with pytest.warns(UserWarning, match="found no last checkpoint"):
+        trainer.fit(BoringModel(), ckpt_path="last")
+    assert trainer.global_step == 4
+
+
+# ------------------------------------------------------------------------------------------ durable files
+KILL_DURING_SAVE = textwrap.dedent(
+    """
+    import os, signal, sys
+    import torch
+    from fulmen import checkpoint
+
+    path = sys.argv[1]
+    checkpoint.atomic_save({"state_dict": {"w": torch.zeros(3)}, "version": 1}, path)
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"PK\\x03\\x04 half a checkpoint")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    torch.save = dying_save
+    checkpoint.atomic_save({"state_dict": {"w": torch.ones(3)}, "version": 2}, path)
+    """
+)
+
+
+def test_process_killed_while_saving_leaves_previous_checkpoint_intact(tmp_path):
+    script = tmp_path / "save.py"
+    script.write_text(KILL_DURING_SAVE)
+    path = tmp_path / "model.ckpt"
+    env = dict(os.environ, PYTHONPATH=SRC)
+    proc = subprocess.run([sys.executable, str(script), str(path)], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    ckpt = checkpoint.load(path)
+    assert ckpt["version"] == 1 and torch.equal(ckpt["state_dict"]["w"], torch.zeros(3))
+
+
+def test_fsspec_memory_url_save_load_and_resume(tmp_path):
+    pytest.importorskip("fsspec")
+    model, trainer = _fitted(tmp_path, enable_checkpointing=False)
+    url = "memory://fulmen-test/run/a.ckpt"
+    trainer.save_checkpoint(url)
+    loaded = LoggingModel.load_from_checkpoint(url)
+    assert torch.equal(loaded.layer.weight, model.layer.weight)
+    resumed = _trainer(tmp_path, enable_checkpointing=False, max_epochs=2)
+    resumed.fit(LoggingModel(), ckpt_path=url)
+    assert resumed.global_step == 8
+    checkpoint.remove(url)
+    assert not checkpoint.exists(url)
+
+
+# ------------------------------------------------------------------------------------------ resume state
+def test_resume_restores_epoch_step_scheduler_and_callback_state(tmp_path):
+    mc = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_top_k=2, save_last=True)
+    es = EarlyStopping(monitor="val_loss", patience=10, mode="max")
+    model, trainer = _fitted(tmp_path, max_epochs=2, callbacks=[mc, es])
+    saved_best_k = {k: float(v) for k, v in mc.best_k_models.items()}
+
+    mc2 = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_top_k=2, save_last=True)
+    es2 = EarlyStopping(monitor="val_loss", patience=10, mode="max")
+    seen = {}
+
+    class Peek(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["epoch"], seen["step"] = trainer.current_epoch, trainer.global_step
+            seen["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+            seen["sched"] = trainer.lr_scheduler_configs[0].scheduler.last_epoch
+            seen["best_k"] = {k: float(v) for k, v in mc2.best_k_models.items()}
+            seen["es"] = (es2.wait_count, float(es2.best_score))
+
+    trainer2 = _trainer(tmp_path, max_epochs=3, callbacks=[mc2, es2, Peek()])
+    trainer2.fit(LoggingModel(), ckpt_path=mc.last_model_path)
+    assert seen["epoch"] == 2 and seen["step"] == 8
+    assert seen["sched"] == 2 and seen["lr"] == pytest.approx(0.1 * 0.5**2)
+    assert seen["best_k"] == saved_best_k
+    assert seen["es"] == (es.wait_count, float(es.best_score))
+    assert trainer2.global_step == 12 and trainer2.current_epoch == 3
+
+
+def test_legacy_resume_from_checkpoint_flag_resumes(tmp_path):
+    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    with pytest.warns(DeprecationWarning):
+        legacy = _trainer(tmp_path, max_epochs=2, resume_from_checkpoint=str(tmp_path / "a.ckpt"))
+    legacy.fit(LoggingModel())
+    assert legacy.global_step == 8
+
+
+def test_mid_epoch_resume_skips_trained_batches_without_reading_them(tmp_path):
+    reads = []
+
+    class Counting(RandomDataset):
+        def __getitem__(self, index):
+            reads.append(index)
+            return super().__getitem__(index)
+
+    class Stop(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 2:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                raise KeyboardInterrupt
+
+    data = Counting(32, 8)
+    loader = DataLoader(data, batch_size=2, shuffle=True)
+    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=None, callbacks=[Stop()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(BoringModel(), train_dataloaders=loader)
+    first_epoch_order = list(reads)
+    reads.clear()
+    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=None)
+    trainer.fit(BoringModel(), train_dataloaders=loader, ckpt_path=tmp_path / "mid.ckpt")
+    assert len(reads) == 2  # only the one batch left was read
+    assert sorted(first_epoch_order + reads) == list(range(8))  # the same permutation, continued
+
+
+def _interrupt_mid_epoch(tmp_path, loader):
+    class Stop(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if batch_idx == 1:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                raise KeyboardInterrupt
+
+    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=4, callbacks=[Stop()])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(BoringModel(), train_dataloaders=loader)
+    return _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=4)
+
+
+def test_mid_epoch_resume_of_an_iterable_dataset_warns_that_batches_are_replayed(tmp_path):
+    loader = DataLoader(RandomIterableDataset(32, 16), batch_size=2)
+    trainer = _interrupt_mid_epoch(tmp_path, loader)
+    with pytest.warns(UserWarning, match=r"IterableDataset.*reads and discards the 2 batches"):
+        trainer.fit(BoringModel(), train_dataloaders=loader, ckpt_path=tmp_path / "mid.ckpt")
+    assert trainer.global_step == 4
+
+
+def test_mid_epoch_resume_with_custom_sampler_without_state_dict_warns(tmp_path):
+    class MySampler(torch.utils.data.Sampler):
+        def __init__(self, n):
+            self.n = n
+
+        def __iter__(self):
+            return iter(torch.randperm(self.n).tolist())
+
+        def __len__(self):
+            return self.n
+
+    loader = DataLoader(RandomDataset(32, 16), batch_size=2, sampler=MySampler(16))
+    trainer = _interrupt_mid_epoch(tmp_path, loader)
+    with pytest.warns(UserWarning, match=r"MySampler has no `state_dict`/`load_state_dict`"):
+        trainer.fit(BoringModel(), train_dataloaders=loader, ckpt_path=tmp_path / "mid.ckpt")
