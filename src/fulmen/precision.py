@@ -30,6 +30,18 @@ if TYPE_CHECKING:
 
 
 _NO_CONTEXT = contextlib.nullcontext()
+_CLOSURE_OPTIONAL: dict[type, bool] = {}
+
+
+def _closure_optional(optimizer: Optimizer) -> bool:
+    """True for torch's own optimizers that call a closure once at most (all but LBFGS); cached per class."""
+    cls = type(optimizer)
+    known = _CLOSURE_OPTIONAL.get(cls)
+    if known is None:
+        step_owner = next((c for c in cls.__mro__ if "step" in c.__dict__), cls)
+        known = step_owner.__module__.startswith("torch.optim.") and not issubclass(cls, torch.optim.LBFGS)
+        _CLOSURE_OPTIONAL[cls] = known
+    return known
 
 
 class Precision:
@@ -62,13 +74,20 @@ class Precision:
         **kwargs: Any,
     ) -> Any:
         """Step `optimizer`; `closure` computes forward/backward, `after_closure` runs the pre-step hooks."""
+        if not _closure_optional(optimizer):  # e.g. LBFGS, SAM: the optimizer calls the closure itself
 
-        def wrapped() -> Any:
-            result = closure()
-            after_closure()
-            return result
+            def wrapped() -> Any:
+                result = closure()
+                after_closure()
+                return result
 
-        return optimizer.step(closure=wrapped, **kwargs)
+            return optimizer.step(closure=wrapped, **kwargs)
+        # Run the closure here rather than inside optimizer.step: the same result, without the
+        # enable_grad context and closure plumbing a plain loop does not pay for.
+        result = closure()
+        after_closure()
+        out = optimizer.step(**kwargs)
+        return result if out is None else out  # what step(closure) returns: the closure's loss
 
     def unscale_gradients(self, optimizer: Optimizer) -> None:
         """Bring gradients back to their true scale before clipping (only fp16 scales them)."""
