@@ -336,3 +336,43 @@ def test_a_precision_object_can_come_through_plugins(make_trainer):
 def test_precision_in_plugins_and_flag_is_refused():
     with pytest.raises(MisconfigurationException, match="precision was given twice"):
         L.Trainer(plugins=[_cpu_fp16_mixed()], precision="bf16-mixed", logger=False)
+
+
+def test_optimizer_that_requires_its_closure_still_gets_it(make_trainer):
+    calls = []
+
+    class NeedsClosure(torch.optim.SGD):
+        def step(self, closure):  # like SAM: the optimizer decides when to evaluate
+            calls.append("step")
+            loss = closure()
+            super().step()
+            return loss
+
+    class Model(Classifier):
+        def configure_optimizers(self):
+            return NeedsClosure(self.parameters(), lr=0.1)
+
+    model = Model()
+    before = model.layer.weight.detach().clone()
+    make_trainer(max_steps=2).fit(model, _loader())
+    assert calls == ["step", "step"] and not torch.equal(model.layer.weight, before)
+
+
+def test_manual_step_with_a_closure_returns_its_loss(make_trainer):
+    returned = []
+
+    class Model(Manual):
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            x, y = batch
+
+            def closure():
+                loss = nn.functional.cross_entropy(self.layer(x), y)
+                opt.zero_grad()
+                self.manual_backward(loss)
+                return loss
+
+            returned.append(opt.step(closure=closure))
+
+    make_trainer(max_steps=1).fit(Model(), _loader())
+    assert isinstance(returned[0], torch.Tensor) and returned[0].ndim == 0
