@@ -23,6 +23,7 @@ Point = tuple[int, float, float]
 _STAGES = ("train", "training", "val", "valid", "validation", "test")
 _STAGE_NAME = {"training": "train", "valid": "val", "validation": "val"}
 _NOT_PLOTTED = {"step", "epoch", "hp_metric"}
+_STAGE_COLOURS = {"train": "C0", "val": "C1", "test": "C2"}
 
 
 def _latest_version(folder: str) -> str | None:
@@ -193,6 +194,7 @@ def figure(
     FigureCanvasAgg(fig)
     for i, (base, lines) in enumerate(sorted(panels.items())):
         ax = fig.add_subplot(rows, cols, i + 1)
+        others = 0
         for label, points in sorted(lines, key=lambda item: _order(item[0])):
             if x == "epoch":
                 xy = _by_epoch(points)
@@ -201,12 +203,16 @@ def figure(
             if not xy:
                 continue
             xs, ys = zip(*xy)
+            # the same colour for a stage in every panel: train blue, val orange, test green
+            colour = _STAGE_COLOURS.get(label.split(" ")[0])
+            if colour is None:
+                colour, others = f"C{3 + others % 7}", others + 1
             # one value per epoch (validation, *_epoch): dots joined by a line; per-step values: a thin line
             once_per_epoch = x == "epoch" or len(points) <= len({p[1] for p in points})
             if once_per_epoch:
-                ax.plot(xs, ys, label=label, marker="o", markersize=3.5, linewidth=1.6)
+                ax.plot(xs, ys, label=label, color=colour, marker="o", markersize=3.5, linewidth=1.6)
             else:
-                ax.plot(xs, ys, label=label, linewidth=0.9, alpha=0.85)
+                ax.plot(xs, ys, label=label, color=colour, linewidth=0.9, alpha=0.75)
         ax.set_title(base)
         ax.set_xlabel(x)
         ax.grid(True, alpha=0.3)
