@@ -40,6 +40,9 @@ class LoggingModel(BoringModel):
     def validation_step(self, batch, batch_idx):
         self.log("val_value", 10.0 + self.current_epoch)
 
+    def test_step(self, batch, batch_idx):
+        self.log("test_value", 0.5)
+
 
 def _fit(tmp_path, logger, epochs=2, **kwargs):
     options = dict(
@@ -87,6 +90,23 @@ def test_params_metrics_with_steps_tags_and_status(store, tmp_path):
     assert logger.version == run.info.run_id
 
 
+def test_fit_then_test_reach_the_store_with_the_default_background_queue(store, tmp_path):
+    uri, _ = store
+    logger = MLFlowLogger("fit-test", tracking_uri=uri)
+    trainer = _fit(tmp_path, logger, epochs=1)
+    trainer.test(LoggingModel(), verbose=False)
+    client = MlflowClient(tracking_uri=uri)
+    assert len(client.get_metric_history(logger.run_id, "train_value")) == 3
+    assert [m.value for m in client.get_metric_history(logger.run_id, "test_value")] == [0.5]
+
+
+def test_synchronous_true_writes_before_returning(store):
+    uri, _ = store
+    logger = MLFlowLogger("sync", tracking_uri=uri, synchronous=True)
+    logger.log_metrics({"a": 3.0}, step=2)
+    assert MlflowClient(tracking_uri=uri).get_run(logger.run_id).data.metrics == {"a": 3.0}
+
+
 def test_existing_experiment_is_reused_and_run_id_continues_a_run(store):
     uri, _ = store
     first = MLFlowLogger("shared", tracking_uri=uri)
@@ -105,6 +125,7 @@ def test_prefix_key_cleanup_and_text_values(store):
     logger = MLFlowLogger("keys", tracking_uri=uri, prefix="fold1")
     with pytest.warns(UserWarning) as caught:
         logger.log_metrics({"loss(total)": 1.5, "note": "text"}, step=3)
+    logger.save()
     messages = " ".join(str(w.message) for w in caught)
     assert "'note'" in messages and "fold1-losstotal" in messages
     metrics = MlflowClient(tracking_uri=uri).get_run(logger.run_id).data.metrics
@@ -116,6 +137,7 @@ def test_repeated_hyperparams_are_not_relogged(store):
     logger = MLFlowLogger("params", tracking_uri=uri)
     logger.log_hyperparams({"lr": 0.1, "long": "x" * 10_000})
     logger.log_hyperparams({"lr": 0.1})  # fit then test log the same params again: no error
+    logger.save()
     params = MlflowClient(tracking_uri=uri).get_run(logger.run_id).data.params
     assert params["lr"] == "0.1" and 250 <= len(params["long"]) < 10_000
 

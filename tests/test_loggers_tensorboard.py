@@ -177,3 +177,15 @@ def test_default_logger_is_tensorboard_when_installed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     assert isinstance(default_logger(str(tmp_path)), CSVLogger)
+
+
+def test_several_loggers_receive_the_same_metrics(tmp_path):
+    tb = TensorBoardLogger(tmp_path, name="tb")
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    trainer = _fit(tmp_path, [tb, csv_logger], epochs=1)
+    assert trainer.loggers == [tb, csv_logger] and trainer.log_dir == tb.log_dir
+    tb_values = [s.value for s in _read(tb.log_dir).Scalars("val_value")]
+    with open(os.path.join(csv_logger.log_dir, "metrics.csv")) as f:
+        header, *rows = [line.rstrip("\n").split(",") for line in f]
+    column = header.index("val_value")
+    assert tb_values == [10.0] and [float(r[column]) for r in rows if r[column]] == [10.0]

@@ -58,7 +58,9 @@ class MLFlowLogger(Logger):
         prefix: a string put before every metric name (`"<prefix>-<name>"`).
         artifact_location: where a newly created experiment stores artifacts.
         run_id: continue this existing run instead of creating one.
-        synchronous: False sends metrics asynchronously (MLflow >= 2.8); None uses MLflow's default.
+        synchronous: True waits for the store on every call. False or None (the default, unlike Lightning)
+            queue the writes in MLflow's background thread (MLflow >= 2.8): a SQLite write takes tens of
+            milliseconds, which training should not wait for. `save()` and `finalize()` wait for the queue.
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class MLFlowLogger(Logger):
         self._run_id = run_id
         self._experiment_id: str | None = None
         self._synchronous = synchronous
+        self._sync_supported: bool | None = None
         self._client: Any = None
         self._logged_params: dict[str, str] = {}
         self._logged_checkpoints: dict[str, float] = {}
@@ -194,7 +197,21 @@ class MLFlowLogger(Logger):
             client.log_batch(run_id=self._run_id, metrics=batch[i : i + _METRIC_BATCH], **self._sync_kwargs())
 
     def _sync_kwargs(self) -> dict[str, Any]:
-        return {} if self._synchronous is None else {"synchronous": self._synchronous}
+        if self._sync_supported is None:
+            import inspect
+
+            self._sync_supported = "synchronous" in inspect.signature(self._client.log_batch).parameters
+        if not self._sync_supported:
+            return {}
+        return {"synchronous": bool(self._synchronous)}
+
+    @rank_zero_only
+    def save(self) -> None:
+        """Wait until queued params and metrics are in the store."""
+        store = getattr(getattr(self._client, "_tracking_client", None), "store", None)
+        flush = getattr(store, "flush_async_logging", None)
+        if flush is not None:
+            flush()
 
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
         """With `log_model="all"` upload the new checkpoints now; with True remember them for the end."""
@@ -228,6 +245,7 @@ class MLFlowLogger(Logger):
             return
         if self._log_model and self._checkpoint_callback is not None:
             self._log_checkpoints(self._checkpoint_callback)
+        self.save()
         self._client.set_terminated(self._run_id, _STATUS.get(status, "KILLED"))
 
     def __getstate__(self) -> dict[str, Any]:
