@@ -287,6 +287,10 @@ def _impls(include_lightning: bool) -> list[str]:
 
 def _measure(args: argparse.Namespace, impls: list[str], env: dict[str, str]) -> dict:
     configs = [CONFIGS[0], CONFIGS[1], CONFIGS[4]] if args.quick else CONFIGS
+    if args.only:
+        configs = [c for c in configs if args.only in c.label]
+        if not configs:
+            raise SystemExit(f"--only {args.only!r} matches none of: {[c.label for c in CONFIGS]}")
     train: dict[tuple[Config, str], list[dict[str, float]]] = {(c, i): [] for c in configs for i in impls}
     imports: dict[str, list[dict[str, float]]] = {m: [] for m in ["torch"] + _import_targets(impls)}
     for rep in range(args.reps):
@@ -417,6 +421,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer configurations, repetitions and steps")
     parser.add_argument("--markdown", metavar="PATH", help="also write the results as Markdown to PATH")
     parser.add_argument("--no-lightning", action="store_true", help="skip lightning even if installed")
+    parser.add_argument(
+        "--only", metavar="TEXT", help='configurations whose label contains TEXT ("1 thread")'
+    )
     # Worker mode (internal).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--import-only", help=argparse.SUPPRESS)
@@ -468,6 +475,15 @@ def main(argv: list[str] | None = None) -> None:
             "",
             "## Results",
             "",
+            *(
+                [
+                    f"**Measured on a busy machine** (load {load_before:.1f} on {os.cpu_count()} cores): "
+                    "absolute times are inflated and ratios noisy; rerun on an idle machine.",
+                    "",
+                ]
+                if load_before > 1.0
+                else []
+            ),
             *tables,
             "",
         ]
