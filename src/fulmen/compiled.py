@@ -10,6 +10,7 @@ eager model with `load_from_checkpoint` and resume into either kind.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from torch import nn
@@ -18,6 +19,8 @@ _MARK = "_fulmen_compiled_forward"  # set on a module whose forward fulmen compi
 
 
 def _optimized_module_type() -> type | None:
+    if "torch._dynamo" not in sys.modules:
+        return None  # nothing was compiled in this process; importing dynamo would cost ~1 s
     try:
         from torch._dynamo.eval_frame import OptimizedModule
     except Exception:  # torch built without dynamo

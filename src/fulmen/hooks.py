@@ -22,6 +22,9 @@ def _is_monitoring(callback: object) -> bool:
     return any(cls.__name__ in _MONITORING for cls in type(callback).__mro__)
 
 
+_UNLISTED: Any = object()
+
+
 class HookDispatcher:
     """Calls hooks by name on the trainer's callbacks and module, with the overrides resolved up front."""
 
@@ -78,9 +81,11 @@ class HookDispatcher:
 
     def module(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Run module hook `name` if the user overrode it (the defaults of these hooks do nothing)."""
-        fn = self._mod.get(name, getattr(self._module, name))
+        fn = self._mod.get(name, _UNLISTED)
         if fn is None:
             return None
+        if fn is _UNLISTED:
+            fn = getattr(self._module, name)
         module = self._module
         prev = module._current_fx_name
         module._current_fx_name = name

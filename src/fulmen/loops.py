@@ -425,7 +425,9 @@ class FitLoop:
             raise MisconfigurationException("train_dataloader() returned None; return a DataLoader.")
         if t.overfit_batches > 0:
             raw = data.without_shuffle(raw)
-        self.train_dataloader = t.strategy.process_dataloader(raw, shuffle=data.sampler_shuffles(raw), training=True)
+        self.train_dataloader = t.strategy.process_dataloader(
+            raw, shuffle=data.sampler_shuffles(raw), training=True
+        )
         limit = t.overfit_batches if t.overfit_batches > 0 else t.limit_train_batches
         self.num_train_batches = data.limit_batches(self.train_dataloader, limit, "limit_train_batches")
         self._train_loaded_epoch = t._progress.epoch
@@ -531,11 +533,11 @@ class FitLoop:
 
     def _should_stop_in_epoch(self) -> bool:
         t = self.trainer
-        if t.max_steps != -1 and t._progress.global_step >= t.max_steps:
+        if t.should_stop and self._min_reached(t._progress.epoch):
             return True
-        if self._time_up():
+        if self._deadline is not None and time.monotonic() >= self._deadline:
             return True
-        return t.should_stop and self._min_reached(t._progress.epoch)
+        return t.max_steps != -1 and t._progress.global_step >= t.max_steps
 
     def _done(self) -> bool:
         t = self.trainer

@@ -152,6 +152,13 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         self._param_requires_grad_state: dict[nn.Parameter, bool] = {}
         self._example_input_array: Any = None
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "_current_fx_name":
+            # Set around every hook call: skip nn.Module's parameter/buffer bookkeeping (microseconds).
+            self.__dict__[name] = value
+            return
+        super().__setattr__(name, value)
+
     # ------------------------------------------------------------------ properties
     @property
     def trainer(self) -> Trainer:

@@ -199,6 +199,7 @@ class Trainer:
         self._hooks: HookDispatcher = None  # type: ignore[assignment]
         self._progress_bar: Any = None
         self._fast_transfer = False
+        self._clip_needed = True
         self.fit_loop = FitLoop(self)
         self.validate_loop = self.fit_loop.val_loop
         self.test_loop = EvaluationLoop(self, "test")
@@ -591,6 +592,9 @@ class Trainer:
                 self._hooks.module("configure_model")
                 self.strategy.setup(self)
                 self._fast_transfer = self._can_skip_transfer()
+                self._clip_needed = bool(self.gradient_clip_val) or _overrides(
+                    module, "configure_gradient_clipping"
+                )
                 checkpoint = self._load_checkpoint(ckpt_path, fn)
                 if fn == "fit":
                     self.strategy.setup_optimizers(self)
@@ -791,6 +795,8 @@ class Trainer:
         return checkpoint.train_batches(self, loader, start)
 
     def _clip_gradients(self, module: LightningModule, optimizer: Any) -> None:
+        if not self._clip_needed:
+            return
         module._current_fx_name = "configure_gradient_clipping"
         module.configure_gradient_clipping(
             optimizer,
@@ -860,6 +866,12 @@ class _State:
 
     def __repr__(self) -> str:
         return f"TrainerState(fn={self.fn!r}, stage={self.stage!r})"
+
+
+def _overrides(module: LightningModule, name: str) -> bool:
+    from fulmen.utilities import is_overridden
+
+    return is_overridden(name, module, LightningModule)
 
 
 def _require_step(module: LightningModule, step: str, fn: str) -> None:
