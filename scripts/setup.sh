@@ -7,7 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q ${FULMEN_TORCH:-torch==2.13.0} 2> >(grep -v "Location .file:" >&2)
 .venv/bin/python -m pip install -q -e ".[dev,extra]" 2> >(grep -v "Location .file:" >&2)
 .venv/bin/python -c "import torch, fulmen; print('fulmen', fulmen.__version__, '| torch', torch.__version__)"
