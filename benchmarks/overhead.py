@@ -358,7 +358,9 @@ def _tables(results: dict, impls: list[str]) -> list[str]:
     for impl in impls:
         if impl.endswith("-defaults"):
             counts = sorted({r["checkpoints"] for (_, i), runs in train.items() if i == impl for r in runs})
-            lines.append(f"{impl} wrote {'/'.join(map(str, counts))} checkpoint file(s) per run.")
+            lines.append(
+                f"{impl}: {'/'.join(map(str, counts))} checkpoint file(s) on disk at the end of each run."
+            )
     lines.append("")
 
     lines += ["### Start-up and memory (medians, fresh processes)", ""]
