@@ -12,9 +12,16 @@ def _plot(argv: Sequence[str]) -> int:
     return plot_main(argv)
 
 
+def _run(argv: Sequence[str]) -> int:
+    from fulmen.cli import run_main
+
+    return run_main(argv)
+
+
 # subcommand -> (handler taking the remaining arguments, one-line help)
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
     "plot": (_plot, "draw a run's training curves: fulmen plot lightning_logs/version_0"),
+    "run": (_run, "run a module by import path: fulmen run examples.mnist:MNISTClassifier [DATA] fit ..."),
 }
 
 
