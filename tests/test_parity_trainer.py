@@ -1,5 +1,6 @@
 """Behaviours checked against Lightning 2.6: min_epochs, dataloader reloads, barebones, is_last_batch."""
 
+import torch
 from torch.utils.data import DataLoader
 
 import fulmen as L
@@ -75,3 +76,47 @@ def test_trainer_is_last_batch(make_trainer):
 
     make_trainer(limit_train_batches=3, limit_val_batches=0).fit(Model())
     assert seen == [False, False, True]
+
+
+def test_estimated_stepping_batches_is_an_int_that_onecyclelr_accepts(tmp_path) -> None:
+    from torch.utils.data import DataLoader
+
+    from fulmen.demos import BoringModel, RandomDataset
+
+    class OneCycle(BoringModel):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            total = self.trainer.estimated_stepping_batches
+            return {
+                "optimizer": opt,
+                "lr_scheduler": {
+                    "scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=total),
+                    "interval": "step",
+                },
+            }
+
+    trainer = L.Trainer(
+        max_epochs=3,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    model = OneCycle()
+    trainer.fit(model, DataLoader(RandomDataset(32, 64), batch_size=8))
+    assert trainer.estimated_stepping_batches == 24
+    assert isinstance(trainer.estimated_stepping_batches, int)
+    assert trainer.global_step == 24
+
+
+def test_estimated_stepping_batches_is_capped_by_max_steps(tmp_path) -> None:
+    from torch.utils.data import DataLoader
+
+    from fulmen.demos import BoringModel, RandomDataset
+
+    trainer = L.Trainer(max_epochs=3, max_steps=10, default_root_dir=tmp_path, logger=False)
+    model = BoringModel()
+    trainer.fit_loop.explicit_train = DataLoader(RandomDataset(32, 64), batch_size=8)
+    trainer._attach(model, None, "fit")
+    assert trainer.estimated_stepping_batches == 10

@@ -374,15 +374,16 @@ class Trainer:
         return self.validate_loop.num_batches()
 
     @property
-    def estimated_stepping_batches(self) -> float:
-        """Total optimizer steps the fit will take (max_steps, or epochs x steps per epoch)."""
-        if self.max_steps != -1:
-            return float(self.max_steps)
+    def estimated_stepping_batches(self) -> int | float:
+        """Optimizer steps the fit will take: an int (inf only when nothing bounds the run)."""
         if self.max_epochs in (None, -1):
-            return math.inf
+            return self.max_steps if self.max_steps != -1 else math.inf
         self.fit_loop.setup_train_data()
-        per_epoch = math.ceil(self.fit_loop.num_train_batches / self.accumulate_grad_batches)
-        return float(per_epoch * self.max_epochs)  # type: ignore[operator]
+        batches = self.fit_loop.num_train_batches
+        if math.isinf(batches):
+            return self.max_steps if self.max_steps != -1 else math.inf
+        estimate = math.ceil(batches / self.accumulate_grad_batches) * max(self.max_epochs, 1)  # type: ignore[arg-type]
+        return min(estimate, self.max_steps) if self.max_steps != -1 else estimate
 
     @property
     def log_dir(self) -> str:
