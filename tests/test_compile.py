@@ -134,3 +134,15 @@ def test_forward_is_compiled_and_can_be_undone():
 def test_compiled_plain_module_is_rejected_with_a_clear_error(make_trainer):
     with pytest.raises(Exception, match="expects a fulmen.LightningModule"):
         make_trainer().fit(torch.compile(nn.Linear(4, 1), backend="eager"), _data())
+
+
+def test_checking_for_a_compiled_module_does_not_import_dynamo():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import fulmen; from fulmen.compiled import is_compiled; import torch; "
+        "assert not is_compiled(torch.nn.Linear(1, 1)); print('torch._dynamo' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
