@@ -334,3 +334,32 @@ def test_mid_epoch_resume_with_custom_sampler_without_state_dict_warns(tmp_path)
     trainer = _interrupt_mid_epoch(tmp_path, loader)
     with pytest.warns(UserWarning, match=r"MySampler has no `state_dict`/`load_state_dict`"):
         trainer.fit(BoringModel(), train_dataloaders=loader, ckpt_path=tmp_path / "mid.ckpt")
+
+
+def test_resume_hook_order_restores_module_and_callbacks_before_configure_optimizers(tmp_path):
+    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    calls = []
+
+    class Recording(LoggingModel):
+        def on_load_checkpoint(self, ckpt):
+            calls.append("module.on_load_checkpoint")
+
+        def configure_optimizers(self):
+            calls.append("configure_optimizers")
+            return super().configure_optimizers()
+
+        def on_fit_start(self):
+            calls.append("on_fit_start")
+
+    class Cb(L.Callback):
+        def on_load_checkpoint(self, trainer, pl_module, ckpt):
+            calls.append("callback.on_load_checkpoint")
+
+    _trainer(tmp_path, max_epochs=2, callbacks=[Cb()]).fit(Recording(), ckpt_path=tmp_path / "a.ckpt")
+    assert calls == [
+        "module.on_load_checkpoint",
+        "callback.on_load_checkpoint",
+        "configure_optimizers",
+        "on_fit_start",
+    ]

@@ -59,6 +59,8 @@ SCRIPT = textwrap.dedent(
             if kill_kind == "batch" and trainer._progress.total_batches + 1 == kill_at:
                 trainer.save_checkpoint(os.path.join(self.ckpt_dir, "last.ckpt"))
                 os.kill(os.getpid(), signal.SIGKILL)
+            if kill_kind == "sigterm" and trainer._progress.total_batches + 1 == kill_at:
+                os.kill(os.getpid(), signal.SIGTERM)  # ModelCheckpoint writes last.ckpt at this batch's end
         def on_train_epoch_start(self, trainer, module):
             if kill_kind == "epoch" and trainer.current_epoch == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -106,7 +108,10 @@ def _run(tmp_path, modes, *args, timeout=150):
 def _kill_and_resume(tmp_path, workers, accumulate, kill_kind, kill_at, persistent=0):
     args = (workers, accumulate, kill_kind, kill_at, persistent)
     rc, err = _run(tmp_path, "killed", *args)
-    assert rc == -9, f"the training process should have been SIGKILLed, got {rc}: {err[-2000:]}"
+    if kill_kind == "sigterm":
+        assert rc == 0 and "SIGTERM received" in err, f"SIGTERM should exit cleanly, got {rc}: {err[-2000:]}"
+    else:
+        assert rc == -9, f"the training process should have been SIGKILLed, got {rc}: {err[-2000:]}"
     rc, err = _run(tmp_path, "full,resumed", *args)
     assert rc == 0, err[-3000:]
     a = torch.load(tmp_path / "full.pt", weights_only=True)
@@ -142,3 +147,8 @@ def test_sigkill_after_epoch_end_checkpoint_resumes_bit_identical(tmp_path):
     info_a, info_b = _kill_and_resume(tmp_path, workers=0, accumulate=1, kill_kind="epoch", kill_at=2)
     assert info_a == info_b
     assert info_b["schedulers"] == [36, 3]
+
+
+def test_sigterm_writes_last_checkpoint_exits_cleanly_and_last_resumes_bit_identical(tmp_path):
+    info_a, info_b = _kill_and_resume(tmp_path, workers=0, accumulate=2, kill_kind="sigterm", kill_at=15)
+    assert info_a == info_b

@@ -687,6 +687,9 @@ def load_for_run(trainer: Trainer, ckpt_path: Any, fn: str) -> dict[str, Any] | 
     trainer.ckpt_path = path
     ckpt = load(path)
     restore_module(trainer, ckpt)
+    restore_datamodule(trainer, ckpt)
+    if fn == "fit":
+        restore_callbacks(trainer, ckpt)
     return ckpt
 
 
@@ -711,25 +714,39 @@ def restore_module(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     trainer.strategy.load_model_state_dict(ckpt["state_dict"])
 
 
-def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
-    """Restore optimizers, schedulers, callbacks, loop progress, RNG and data position from `ckpt`."""
-    module = trainer.lightning_module
-    if "optimizer_states" not in ckpt and ckpt.get("loops"):
-        rank_zero_warn(
-            f"{trainer.ckpt_path!r} was saved with weights_only=True: only the weights are restored; optimizer, "
-            "scheduler and loop state start fresh."
-        )
+def restore_datamodule(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+    """The datamodule's on_load_checkpoint and saved state."""
     dm = trainer.datamodule
     if dm is not None:
         dm.on_load_checkpoint(ckpt)
         state = ckpt.get(type(dm).__qualname__)
         if state:
             dm.load_state_dict(state)
+
+
+def restore_callbacks(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+    """Each callback's on_load_checkpoint, then its state (found by `state_key`)."""
+    module = trainer.lightning_module
+    states = ckpt.get("callbacks", {})
     for cb in trainer.callbacks:
         cb.on_load_checkpoint(trainer, module, ckpt)
-        state = ckpt.get("callbacks", {}).get(cb.state_key)
+        state = states.get(cb.state_key)
         if state is not None:
             cb.load_state_dict(state)
+
+
+def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+    """Restore optimizers, schedulers, precision, loop progress, RNG and data position from `ckpt`.
+
+    Runs after configure_optimizers; the module, datamodule and callbacks were restored before it.
+    """
+    module = trainer.lightning_module
+    if "optimizer_states" not in ckpt and ckpt.get("loops"):
+        rank_zero_warn(
+            f"{trainer.ckpt_path!r} was saved with weights_only=True: only the weights are restored; optimizer, "
+            "scheduler and loop state start fresh."
+        )
+        return
     optimizer_states = ckpt.get("optimizer_states", [])
     if optimizer_states and len(optimizer_states) != len(trainer.optimizers):
         raise CheckpointError(

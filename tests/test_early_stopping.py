@@ -1,0 +1,124 @@
+"""EarlyStopping: patience, min_delta, modes, thresholds, non-finite values, missing metrics, state."""
+
+import math
+
+import pytest
+import torch
+
+import fulmen as L
+from fulmen.callbacks import EarlyStopping
+from fulmen.demos import BoringModel
+
+
+class SeriesModel(BoringModel):
+    """Logs `metric` = series[epoch] in validation."""
+
+    def __init__(self, series):
+        super().__init__()
+        self.series = series
+
+    def validation_step(self, batch, batch_idx):
+        self.log("metric", float(self.series[self.current_epoch]))
+
+
+def _fit(tmp_path, series, max_epochs=None, **es_kwargs):
+    es = EarlyStopping(monitor="metric", **es_kwargs)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=max_epochs or len(series),
+        limit_train_batches=1,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[es],
+    )
+    trainer.fit(SeriesModel(series))
+    return es, trainer
+
+
+def test_stops_after_patience_checks_without_improvement(tmp_path):
+    es, trainer = _fit(tmp_path, [1.0, 0.5, 0.6, 0.7, 0.55, 0.4, 0.3], patience=3)
+    assert trainer.current_epoch == 5  # epochs 2, 3, 4 did not beat 0.5: stop at the end of epoch 4
+    assert es.stopped_epoch == 4 and es.wait_count == 3
+    assert float(es.best_score) == 0.5
+
+
+def test_min_delta_requires_a_large_enough_improvement(tmp_path):
+    es, trainer = _fit(tmp_path, [1.0, 0.95, 0.91, 0.5, 0.4], patience=2, min_delta=0.1)
+    assert es.stopped_epoch == 2 and float(es.best_score) == 1.0
+
+
+def test_max_mode_tracks_increasing_metric(tmp_path):
+    es, trainer = _fit(tmp_path, [0.1, 0.2, 0.3, 0.3, 0.3, 0.3], patience=2, mode="max")
+    assert es.stopped_epoch == 4 and float(es.best_score) == pytest.approx(0.3)
+
+
+def test_stopping_threshold_stops_as_soon_as_it_is_reached(tmp_path):
+    es, trainer = _fit(tmp_path, [0.9, 0.5, 0.05, 0.01], stopping_threshold=0.1)
+    assert es.stopped_epoch == 2 and trainer.current_epoch == 3
+
+
+def test_divergence_threshold_stops_when_metric_blows_up(tmp_path):
+    es, trainer = _fit(tmp_path, [0.9, 5.0, 100.0, 0.1], divergence_threshold=10.0)
+    assert es.stopped_epoch == 2
+
+
+def test_non_finite_metric_stops_at_once(tmp_path):
+    es, trainer = _fit(tmp_path, [0.9, math.nan, 0.1, 0.1])
+    assert es.stopped_epoch == 1
+
+
+def test_non_finite_metric_is_ignored_without_check_finite(tmp_path):
+    es, trainer = _fit(tmp_path, [0.9, math.nan, 0.1, 0.1], check_finite=False, patience=5)
+    assert trainer.current_epoch == 4 and float(es.best_score) == pytest.approx(0.1)
+
+
+def test_missing_metric_raises_listing_the_logged_names(tmp_path):
+    es = EarlyStopping(monitor="val_acc")
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[es],
+    )
+    with pytest.raises(RuntimeError, match=r"EarlyStopping\(monitor='val_acc'\).*\['metric'\]"):
+        trainer.fit(SeriesModel([1.0, 1.0]))
+
+
+def test_missing_metric_with_strict_false_keeps_training(tmp_path):
+    es = EarlyStopping(monitor="val_acc", strict=False)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=3,
+        limit_train_batches=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[es],
+    )
+    trainer.fit(SeriesModel([1.0, 1.0, 1.0]))
+    assert trainer.current_epoch == 3 and es.wait_count == 0
+
+
+def test_state_dict_round_trip_restores_patience_bookkeeping():
+    es = EarlyStopping(monitor="m", patience=4)
+    es.wait_count, es.stopped_epoch, es.best_score = 2, 7, torch.tensor(0.25)
+    other = EarlyStopping(monitor="m")
+    other.load_state_dict(es.state_dict())
+    assert (other.wait_count, other.stopped_epoch, float(other.best_score), other.patience) == (2, 7, 0.25, 4)
+    assert other.state_key == "EarlyStopping{'monitor': 'm', 'mode': 'min'}"
+
+
+def test_invalid_mode_is_a_clear_error():
+    with pytest.raises(Exception, match="mode='avg'"):
+        EarlyStopping(monitor="m", mode="avg")
