@@ -213,3 +213,29 @@ def test_pytorch_profiler_can_also_write_tensorboard_traces(make_trainer, tmp_pa
     _fit(make_trainer, profiler, limit_val_batches=0)
     written = os.listdir(tmp_path / "tensorboard")
     assert written and all(name.endswith(".pt.trace.json") for name in written)
+
+
+def test_simple_profiler_short_table_without_extended_columns():
+    profiler = SimpleProfiler(extended=False)
+    with profiler.profile("a"):
+        pass
+    header = profiler.summary().splitlines()[1]
+    assert "Mean (s)" in header and "Total (s)" in header and "Count" not in header
+
+
+def test_advanced_profiler_can_dump_raw_stats_per_action(make_trainer, tmp_path):
+    import pstats
+
+    profiler = AdvancedProfiler(dirpath=tmp_path, dump_stats=True)
+    _fit(make_trainer, profiler, limit_val_batches=0)
+    names = {os.path.basename(p) for p in profiler.stats_paths}
+    assert "fit-profile-training_step.prof" in names
+    stats = pstats.Stats(str(tmp_path / "fit-profile-training_step.prof"))
+    assert stats.total_calls > 0
+
+
+def test_pytorch_profiler_groups_by_input_shape_when_asked(make_trainer, tmp_path):
+    schedule = torch.profiler.schedule(wait=0, warmup=1, active=2)
+    profiler = PyTorchProfiler(dirpath=tmp_path, schedule=schedule, group_by_input_shapes=True, row_limit=50)
+    _fit(make_trainer, profiler, limit_val_batches=0)
+    assert "Input Shapes" in open(tmp_path / "fit-profile.txt").read()

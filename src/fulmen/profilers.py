@@ -137,8 +137,14 @@ class PassThroughProfiler(Profiler):
 class SimpleProfiler(Profiler):
     """Wall time per action: a table of mean, count, total and share of the run, largest total first."""
 
-    def __init__(self, dirpath: str | os.PathLike[str] | None = None, filename: str | None = None) -> None:
+    def __init__(
+        self,
+        dirpath: str | os.PathLike[str] | None = None,
+        filename: str | None = None,
+        extended: bool = True,
+    ) -> None:
         super().__init__(dirpath, filename)
+        self.extended = extended  # False: only the mean and total columns
         self._started: dict[str, float] = {}
         self._stats: dict[str, list[float]] = {}  # action -> [count, total seconds, max seconds]
         self._run_start = time.perf_counter()
@@ -190,7 +196,10 @@ class SimpleProfiler(Profiler):
         for name, (count, total, _) in rows:
             share = 100.0 * total / run_total if run_total > 0 else 0.0
             lines.append((name, f"{total / count:.6f}", f"{int(count)}", f"{total:.5f}", f"{share:.1f} %"))
-        widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(5)]
+        if not self.extended:
+            header = (header[0], header[1], header[3])
+            lines = [(line[0], line[1], line[3]) for line in lines]
+        widths = [max(len(header[i]), *(len(line[i]) for line in lines)) for i in range(len(header))]
 
         def fmt(cells: tuple[str, ...]) -> str:
             first = cells[0].ljust(widths[0])
@@ -214,10 +223,13 @@ class AdvancedProfiler(Profiler):
         filename: str | None = None,
         line_count_restriction: int | float = 20,
         sort_by: str = "cumulative",
+        dump_stats: bool = False,
     ) -> None:
         super().__init__(dirpath, filename)
         self.line_count_restriction = line_count_restriction
         self.sort_by = sort_by
+        self.dump_stats = dump_stats  # also write each action's raw stats to a .prof file (snakeviz, pstats)
+        self.stats_paths: list[str] = []
         self._profilers: dict[str, Any] = {}
         self._stack: list[str] = []
 
@@ -268,6 +280,19 @@ class AdvancedProfiler(Profiler):
             parts.append(f"Profile of action: {name}\n{stream.getvalue().strip()}\n")
         return "\n".join(parts)
 
+    def describe(self) -> None:
+        """The report, and with `dump_stats` one `<report>-<action>.prof` file per action."""
+        super().describe()
+        path = self.report_path()
+        if not self.dump_stats or path is None:
+            return
+        base = path[: -len(".txt")]
+        for name, prof in self._profilers.items():
+            safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
+            stats_path = f"{base}-{safe}.prof"
+            prof.dump_stats(stats_path)
+            self.stats_paths.append(stats_path)
+
 
 class PyTorchProfiler(Profiler):
     """`torch.profiler` over the run: operator-level times, a Chrome trace, optionally TensorBoard traces.
@@ -289,9 +314,15 @@ class PyTorchProfiler(Profiler):
         record_functions: bool = True,
         sort_by_key: str | None = None,
         row_limit: int = 20,
+        group_by_input_shapes: bool = False,
+        table_kwargs: dict[str, Any] | None = None,
         **profiler_kwargs: Any,
     ) -> None:
         super().__init__(dirpath, filename)
+        self.group_by_input_shapes = group_by_input_shapes
+        self.table_kwargs = dict(table_kwargs or {})
+        if group_by_input_shapes:
+            profiler_kwargs.setdefault("record_shapes", True)
         self.schedule = schedule
         self.export_to_chrome = export_to_chrome
         self.export_to_tensorboard = export_to_tensorboard
@@ -385,7 +416,7 @@ class PyTorchProfiler(Profiler):
                 stack.pop().__exit__(None, None, None)
         prof.stop()
         try:
-            averages = prof.key_averages()
+            averages = prof.key_averages(group_by_input_shape=self.group_by_input_shapes)
         except Exception:  # no step reached the schedule's active phase
             self._summary = (
                 "torch.profiler recorded no steps (the run was shorter than the schedule's wait+warmup)."
@@ -396,7 +427,7 @@ class PyTorchProfiler(Profiler):
             if any(getattr(e, "device_time_total", 0) for e in averages)
             else "cpu_time_total"
         )
-        self._summary = averages.table(sort_by=sort_by, row_limit=self.row_limit)
+        self._summary = averages.table(sort_by=sort_by, row_limit=self.row_limit, **self.table_kwargs)
 
     def summary(self) -> str:
         """torch.profiler's operator table (stops the profiler if it still runs)."""
