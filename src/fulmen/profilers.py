@@ -191,8 +191,8 @@ class SimpleProfiler(Profiler):
         """The table, sorted by total time; the share is of the wall time since the stage began."""
         run_total = time.perf_counter() - self._run_start
         rows = sorted(self._stats.items(), key=lambda item: item[1][1], reverse=True)
-        header = ("Action", "Mean (s)", "Count", "Total (s)", "Share of run")
-        lines = [("Total run", "-", "-", f"{run_total:.5f}", "100.0 %")]
+        header: tuple[str, ...] = ("Action", "Mean (s)", "Count", "Total (s)", "Share of run")
+        lines: list[tuple[str, ...]] = [("Total run", "-", "-", f"{run_total:.5f}", "100.0 %")]
         for name, (count, total, _) in rows:
             share = 100.0 * total / run_total if run_total > 0 else 0.0
             lines.append((name, f"{total / count:.6f}", f"{int(count)}", f"{total:.5f}", f"{share:.1f} %"))
