@@ -186,3 +186,28 @@ def test_batches_reach_the_gpu_from_pinned_memory(make_trainer):
 
     make_trainer(accelerator="gpu", devices=1, limit_val_batches=0).fit(Model())
     assert devices == ["cuda", "cuda"]
+
+
+def test_one_tpu_gets_the_xla_strategy_which_marks_each_step(fake_torch_xla, monkeypatch):
+    from fulmen.precision import Precision
+    from fulmen.strategies import select_strategy
+    from fulmen.strategies import xla as xla_strategy
+
+    accelerator = select_accelerator("tpu")
+    strategy = select_strategy("auto", accelerator, [0], 1, Precision())
+    assert isinstance(strategy, xla_strategy.SingleDeviceXLAStrategy)
+    assert strategy.root_device == torch.device("xla", 0)
+    marks = []
+    monkeypatch.setattr(xla_strategy, "_mark_step", lambda: marks.append(1))
+    model = BoringModel()
+    strategy.connect(model)
+    strategy.validation_step(torch.randn(2, 32), 0)
+    assert marks == [1]
+
+
+def test_several_tpus_are_refused_with_a_clear_message(fake_torch_xla):
+    from fulmen.precision import Precision
+    from fulmen.strategies import select_strategy
+
+    with pytest.raises(MisconfigurationException, match="one device for now.*devices=1"):
+        select_strategy("auto", select_accelerator("tpu"), [0, 1], 1, Precision())

@@ -66,8 +66,19 @@ def select_strategy(
     if name in _REMOVED:
         raise MisconfigurationException(_REMOVED[name])
     if name not in _STRATEGY_NAMES:
-        raise MisconfigurationException(f"strategy={strategy!r} is not valid; use one of {list(_STRATEGY_NAMES)}.")
+        raise MisconfigurationException(
+            f"strategy={strategy!r} is not valid; use one of {list(_STRATEGY_NAMES)}."
+        )
     multi = len(devices) > 1 or num_nodes > 1
+    if accelerator.name == "tpu":
+        if multi or name not in ("auto", "single_device"):
+            raise MisconfigurationException(
+                f"On TPUs fulmen runs one process on one device for now (got strategy={strategy!r}, "
+                f"devices={devices}, num_nodes={num_nodes}); use devices=1."
+            )
+        from fulmen.strategies.xla import SingleDeviceXLAStrategy
+
+        return SingleDeviceXLAStrategy(accelerator, device_objs[0], precision)
     if name in ("auto", "single_device") and not multi:
         device = device_objs[0] if accelerator.name != "cpu" else torch.device("cpu")
         return SingleDeviceStrategy(accelerator, device, precision)
