@@ -93,6 +93,8 @@ _KNOWN_SAMPLERS = (
     "SubsetRandomSampler",
     "WeightedRandomSampler",
     "BatchSampler",
+    "_EvenShard",  # fulmen's distributed wrappers: deterministic given the sampler they wrap
+    "_UnevenShard",
 )
 
 
