@@ -328,3 +328,19 @@ def test_mnist_cli_example_fits_with_the_example_classes(tmp_path):
     assert cli.trainer.global_step == 3 and cli.model.hparams.lr == 0.005
     assert "val_loss" in cli.trainer.callback_metrics
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["batch_size"] == 64
+
+
+def test_add_lightning_class_args_adds_an_always_on_callback(tmp_path):
+    from fulmen.callbacks import Timer
+
+    class TimedCLI(LightningCLI):
+        def add_arguments_to_parser(self, parser):
+            parser.add_lightning_class_args(Timer, "timer")
+            parser.set_defaults({"timer.interval": "epoch"})
+
+    cli = TimedCLI(
+        Net, Data, args=["fit", *quiet(tmp_path, "--trainer.max_steps=1"), "--timer.verbose=false"]
+    )
+    (timer,) = [c for c in cli.trainer.callbacks if isinstance(c, Timer)]
+    assert timer._interval == "epoch" and timer._verbose is False
+    assert timer.time_elapsed("train") > 0

@@ -7,8 +7,8 @@ and ``predict``; every argument of ``Trainer.__init__``, ``MyModel.__init__`` an
 the full configuration, and the configuration of every run is saved as ``config.yaml`` in its log
 folder, so that ``--config that/config.yaml`` reruns it.
 
-``jsonargparse`` is an optional dependency (``pip install "jsonargparse[signatures]"``), imported
-only when a CLI is built.
+``jsonargparse`` is an optional dependency (``pip install "jsonargparse[signatures]"``); ``import
+fulmen`` does not import this module.
 """
 
 from __future__ import annotations
@@ -37,29 +37,48 @@ _SUBCOMMANDS: dict[str, set[str]] = {
 }
 
 
-def _jsonargparse() -> Any:
-    try:
-        import jsonargparse
-    except ImportError as err:
-        raise ModuleNotFoundError(
-            'LightningCLI needs jsonargparse: pip install "jsonargparse[signatures]" (or "fulmen[extra]").'
-        ) from err
-    return jsonargparse
+try:
+    from jsonargparse import ActionConfigFile, ArgumentParser
+except ImportError as err:  # an optional dependency: say how to get it
+    raise ModuleNotFoundError(
+        'fulmen.cli needs jsonargparse: pip install "jsonargparse[signatures]" (or "fulmen[extra]").'
+    ) from err
 
 
-def LightningArgumentParser(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 (a class in Lightning)
-    """A ``jsonargparse.ArgumentParser`` with a ``-c/--config`` option for YAML files."""
-    jsonargparse = _jsonargparse()
-    kwargs.setdefault("env_prefix", "FULMEN")
-    kwargs.setdefault("default_env", False)
-    parser = jsonargparse.ArgumentParser(*args, **kwargs)
-    parser.add_argument(
-        "-c",
-        "--config",
-        action=jsonargparse.ActionConfigFile,
-        help="A YAML configuration file; may be given several times, later ones override earlier ones.",
-    )
-    return parser
+class LightningArgumentParser(ArgumentParser):
+    """A ``jsonargparse.ArgumentParser`` with ``-c/--config`` (YAML files) and `add_lightning_class_args`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("env_prefix", "FULMEN")
+        kwargs.setdefault("default_env", False)
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "-c",
+            "--config",
+            action=ActionConfigFile,
+            help="A YAML configuration file; may be given several times, later ones override earlier ones.",
+        )
+        self.callback_keys: list[str] = []
+
+    def add_lightning_class_args(
+        self, lightning_class: type[Any], nested_key: str, subclass_mode: bool = False, required: bool = True
+    ) -> list[str]:
+        """Add the arguments of a class under `nested_key`; a Callback class is also added to the Trainer.
+
+        ``parser.add_lightning_class_args(EarlyStopping, "early_stopping")`` gives
+        ``--early_stopping.patience 5`` and always-on early stopping.
+        """
+        if isinstance(lightning_class, type) and issubclass(lightning_class, Callback):
+            self.callback_keys.append(nested_key)
+        if subclass_mode:
+            return list(
+                self.add_subclass_arguments(
+                    lightning_class, nested_key, fail_untyped=False, required=required
+                )
+            )
+        return list(
+            self.add_class_arguments(lightning_class, nested_key, fail_untyped=False, sub_configs=True) or []
+        )
 
 
 class SaveConfigCallback(Callback):
@@ -327,12 +346,13 @@ class LightningCLI:
         trainer_args = dict(self.config_init["trainer"] or {})
         trainer_args.update(kwargs)
         callbacks = _as_list(trainer_args.get("callbacks")) + _as_list(self.trainer_defaults.get("callbacks"))
+        parser = self._subcommand_parsers[self.subcommand] if self.subcommand is not None else self.parser
+        callbacks += [self.config_init[key] for key in parser.callback_keys if self.config_init.get(key)]
         if (
             self.save_config_callback is not None
             and self.subcommand is not None
             and not trainer_args.get("fast_dev_run")
         ):
-            parser = self._subcommand_parsers[self.subcommand]
             callbacks.append(self.save_config_callback(parser, self._section(), **self.save_config_kwargs))
         trainer_args["callbacks"] = callbacks
         return self.trainer_class(**trainer_args)
