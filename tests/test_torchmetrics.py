@@ -158,3 +158,41 @@ def test_on_step_metric_logs_batch_values_and_epoch_value(make_trainer):
     assert steps == pytest.approx(per_batch)
     (epoch,) = [m["train_acc_epoch"] for m, _ in logger.calls if "train_acc_epoch" in m]
     assert epoch == pytest.approx(hits.mean().item())
+
+
+@pytest.mark.slow
+def test_ddp_metrics_sync_and_only_rank_zero_logs_and_prints(tmp_path):
+    """Two real processes: metric states are summed across ranks; one log folder; one bar's output."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("tensorboard")
+    helpers = Path(__file__).parent / "helpers"
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")
+    }
+    env.update(PYTHONPATH=os.pathsep.join([str(Path(__file__).parent.parent / "src"), str(helpers)]))
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, str(helpers / "ddp_metrics_logging.py"), str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for rank in ranks:  # each rank saw half the samples; the synced metric counts all of them
+        assert rank["metrics"]["train_seen"] == 32.0 and rank["metrics"]["val_seen"] == 12.0
+    logs = tmp_path / "logs"
+    assert sorted(os.listdir(logs / "csv")) == ["version_0"] and sorted(os.listdir(logs / "tb")) == [
+        "version_0"
+    ]
+    rows = (logs / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    seen = [line.split(",")[header.index("val_seen")] for line in rows[1:]]
+    assert [float(v) for v in seen if v] == [12.0, 12.0]
+    epoch_lines = [line for line in proc.stdout.splitlines() if line.startswith("Epoch ")]
+    assert [line.split(":")[0] for line in epoch_lines] == ["Epoch 0", "Epoch 1"]
