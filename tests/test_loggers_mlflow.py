@@ -185,3 +185,11 @@ def test_only_rank_zero_talks_to_the_store(tmp_path, monkeypatch):
     logger.log_metrics({"a": 1.0}, step=0)
     logger.finalize("success")
     assert not os.path.exists(os.path.join(tmp_path, "never.db"))
+
+
+def test_missing_mlflow_names_the_install_command(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    with pytest.raises(ImportError, match="pip install mlflow"):
+        MLFlowLogger()

@@ -189,3 +189,11 @@ def test_several_loggers_receive_the_same_metrics(tmp_path):
         header, *rows = [line.rstrip("\n").split(",") for line in f]
     column = header.index("val_value")
     assert tb_values == [10.0] and [float(r[column]) for r in rows if r[column]] == [10.0]
+
+
+def test_missing_tensorboard_names_the_install_command(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    with pytest.raises(ImportError, match="pip install tensorboard"):
+        TensorBoardLogger(tmp_path)

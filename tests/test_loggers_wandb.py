@@ -127,3 +127,11 @@ def test_prefix_and_log_table(tmp_path):
 def test_offline_with_log_model_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="offline=True, log_model"):
         WandbLogger(save_dir=tmp_path, offline=True, log_model=True)
+
+
+def test_missing_wandb_names_the_install_command(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ImportError, match="pip install wandb"):
+        WandbLogger()

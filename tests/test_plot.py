@@ -146,3 +146,9 @@ def test_console_entry_point_runs_in_a_subprocess(run, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert out.exists()
+
+
+def test_missing_matplotlib_names_the_install_command(run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        fulmen.plot(run)
