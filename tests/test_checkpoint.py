@@ -218,6 +218,10 @@ def test_process_killed_while_saving_leaves_previous_checkpoint_intact(tmp_path)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     ckpt = checkpoint.load(path)
     assert ckpt["version"] == 1 and torch.equal(ckpt["state_dict"]["w"], torch.zeros(3))
+    leftovers = [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    assert len(leftovers) == 1  # the half-written file of the killed process
+    checkpoint.atomic_save({"state_dict": {}}, str(tmp_path / "other.ckpt"))
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]  # cleaned by the next save
 
 
 def test_fsspec_memory_url_save_load_and_resume(tmp_path):

@@ -17,10 +17,12 @@ batch (epoch) is complete; the hook name the dispatcher records says which case 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -544,7 +546,7 @@ def atomic_save(obj: dict[str, Any], path: str) -> None:
     path = path.removeprefix("file://")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".ckpt")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_tmp_prefix()}{os.getpid()}-", suffix=".ckpt")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
@@ -556,6 +558,34 @@ def atomic_save(obj: dict[str, Any], path: str) -> None:
             os.unlink(tmp)
         raise
     _fsync_folder(folder)
+    _remove_stale_temporaries(folder)
+
+
+def _tmp_prefix() -> str:
+    return f".tmp-{socket.gethostname()}-"
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Delete half-written files left by processes of this host that were killed while saving."""
+    prefix = _tmp_prefix()
+    for name in os.listdir(folder):
+        if not (name.startswith(prefix) and name.endswith(".ckpt")):
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    return True
 
 
 def _fsync_folder(folder: str) -> None:
