@@ -197,3 +197,34 @@ def test_missing_tensorboard_names_the_install_command(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)
     with pytest.raises(ImportError, match="pip install tensorboard"):
         TensorBoardLogger(tmp_path)
+
+
+def test_hparams_dashboard_lists_every_logged_scalar_as_a_metric(tmp_path):
+    """TensorBoard's own HParams backend builds the experiment from what the logger wrote."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import backend_context
+
+    logger = TensorBoardLogger(tmp_path)
+    _fit(tmp_path, logger, epochs=1, model=LoggingModel(lr=0.5, layers=2))
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(tmp_path))
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, str(tmp_path))
+    hparams = backend_context.Context(base_plugin.TBContext(data_provider=provider, logdir=str(tmp_path)))
+    request = context.RequestContext()
+    experiment = hparams.experiment_from_metadata(
+        request,
+        "",
+        True,
+        hparams.hparams_metadata(request, ""),
+        hparams.hparams_from_data_provider(request, "", 0),
+    )
+    assert sorted(h.name for h in experiment.hparam_infos) == ["layers", "lr"]
+    assert sorted(m.name.tag for m in experiment.metric_infos) == [
+        "epoch",
+        "hp_metric",
+        "train_value",
+        "val_value",
+    ]
