@@ -36,7 +36,9 @@ def _int_env(name: str, default: int | None = None) -> int | None:
     try:
         return int(value)
     except ValueError:
-        raise MisconfigurationException(f"Environment variable {name}={value!r} must be an integer.") from None
+        raise MisconfigurationException(
+            f"Environment variable {name}={value!r} must be an integer."
+        ) from None
 
 
 class ClusterEnvironment:
@@ -70,7 +72,9 @@ class ClusterEnvironment:
         """The port the rank-0 process listens on for the rendezvous."""
         port = _int_env("MASTER_PORT")
         if port is None:
-            raise MisconfigurationException("MASTER_PORT is not set; set it to a free port on the rank-0 machine.")
+            raise MisconfigurationException(
+                "MASTER_PORT is not set; set it to a free port on the rank-0 machine."
+            )
         return port
 
     def world_size(self) -> int:

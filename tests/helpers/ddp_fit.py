@@ -5,6 +5,7 @@ the samples it trained on, global_step, world size and the metrics it saw.
 """
 
 import os
+import signal
 import sys
 
 import torch
@@ -30,11 +31,12 @@ class IndexedData(Dataset):
 
 
 class Model(L.LightningModule):
-    def __init__(self, fail_rank=-1):
+    def __init__(self, fail_rank=-1, kill_rank=-1):
         super().__init__()
         torch.manual_seed(0)
         self.layer = nn.Linear(8, 1)
         self.fail_rank = fail_rank
+        self.kill_rank = kill_rank
         self.seen = []
 
     def forward(self, x):
@@ -44,6 +46,8 @@ class Model(L.LightningModule):
         x, y, idx = batch
         if self.global_rank == self.fail_rank and batch_idx == 1:
             raise ZeroDivisionError(f"boom on rank {self.global_rank}")
+        if self.global_rank == self.kill_rank and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
         self.seen.extend(idx.tolist())
         loss = nn.functional.mse_loss(self(x), y)
         self.log("train_loss", loss, on_epoch=True, sync_dist=True)
@@ -79,6 +83,8 @@ if __name__ == "__main__":
     out_dir = sys.argv[1]
     options = parse(sys.argv[2:])
     fail_rank = options.pop("fail_rank", -1)
+    kill_rank = options.pop("kill_rank", -1)
+    save = options.pop("save", None)
     trainer = L.Trainer(
         max_epochs=options.pop("max_epochs", 1),
         logger=False,
@@ -88,8 +94,10 @@ if __name__ == "__main__":
         num_sanity_val_steps=0,
         **options,
     )
-    model = Model(fail_rank)
+    model = Model(fail_rank, kill_rank)
     trainer.fit(model)
+    if save:
+        trainer.save_checkpoint(save)
     gathered = trainer.strategy.all_gather(torch.tensor([trainer.global_rank]))
     torch.save(
         {

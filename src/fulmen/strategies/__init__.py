@@ -12,7 +12,14 @@ from fulmen.precision import Precision
 from fulmen.strategies.strategy import SingleDeviceStrategy, Strategy
 from fulmen.utilities import MisconfigurationException
 
-__all__ = ["DDPSpawnStrategy", "DDPStrategy", "FSDPStrategy", "SingleDeviceStrategy", "Strategy", "select_strategy"]
+__all__ = [
+    "DDPSpawnStrategy",
+    "DDPStrategy",
+    "FSDPStrategy",
+    "SingleDeviceStrategy",
+    "Strategy",
+    "select_strategy",
+]
 
 # name -> (start method, extra DistributedDataParallel arguments)
 _DDP_NAMES: dict[str, tuple[str, dict[str, Any]]] = {

@@ -16,7 +16,6 @@ How the processes come to exist is the launcher's business (launchers.py).
 
 from __future__ import annotations
 
-import atexit
 import datetime
 import math
 import os
@@ -37,8 +36,6 @@ from fulmen.utilities import MisconfigurationException, apply_to_collection, ran
 
 if TYPE_CHECKING:
     from fulmen.accelerators import Accelerator
-    from fulmen.module import LightningModule
-    from fulmen.trainer import Trainer
 
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
 _START_METHODS = ("popen", "spawn", "fork", "forkserver")
@@ -185,12 +182,17 @@ class DDPStrategy(Strategy):
             env.export()
             backend = self.process_group_backend or ("nccl" if self.root_device.type == "cuda" else "gloo")
             dist.init_process_group(
-                backend, init_method="env://", rank=self.global_rank, world_size=self.world_size, timeout=self.timeout
+                backend,
+                init_method="env://",
+                rank=self.global_rank,
+                world_size=self.world_size,
+                timeout=self.timeout,
             )
-            atexit.register(_destroy_process_group)
+            # Not destroyed at exit on purpose: destroying it while DDP's reducer still holds it can abort the
+            # exiting process (SIGABRT) after a successful run; the OS closes the connections instead.
         self._store = _default_store()
 
-    def _wrap(self, module: LightningModule) -> nn.Module:
+    def _wrap(self, module: nn.Module) -> nn.Module:
         trainer = self._trainer
         if trainer is not None and trainer.sync_batchnorm:
             module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
@@ -225,7 +227,10 @@ class DDPStrategy(Strategy):
         sampler = dataloader.sampler
         if isinstance(sampler, (DistributedSampler, _EvenShard, _UnevenShard)):
             return dataloader
-        if dataloader.batch_sampler is not None and type(dataloader.batch_sampler) is not torch.utils.data.BatchSampler:
+        if (
+            dataloader.batch_sampler is not None
+            and type(dataloader.batch_sampler) is not torch.utils.data.BatchSampler
+        ):
             rank_zero_warn(
                 f"The dataloader uses a custom batch sampler ({type(dataloader.batch_sampler).__name__}), which "
                 "fulmen cannot split across processes: every process will read all of it. Shard it yourself "
@@ -255,13 +260,13 @@ class DDPStrategy(Strategy):
         """Reduce `tensor` across processes: "mean" (default), "sum", "max", "min" or a `dist.ReduceOp`."""
         if not isinstance(tensor, torch.Tensor) or not dist.is_initialized():
             return tensor
-        op_name = (reduce_op or "mean").lower() if isinstance(reduce_op, str) else reduce_op
-        if isinstance(op_name, str):
-            if op_name not in _REDUCE_OPS:
-                raise ValueError(f"reduce_op={reduce_op!r} is not supported; use 'mean', 'sum', 'max' or 'min'.")
+        op_name = (reduce_op or "mean").lower() if isinstance(reduce_op, str) or reduce_op is None else None
+        if op_name is None:
+            op: Any = reduce_op  # a torch.distributed.ReduceOp
+        elif op_name in _REDUCE_OPS:
             op = _REDUCE_OPS[op_name]
         else:
-            op = op_name
+            raise ValueError(f"reduce_op={reduce_op!r} is not supported; use 'mean', 'sum', 'max' or 'min'.")
         mean = op_name in ("mean", "avg")
         out = tensor.detach().clone()
         if mean and not out.is_floating_point():
@@ -295,7 +300,9 @@ class DDPStrategy(Strategy):
         if not dist.is_initialized() or dist.get_world_size() == 1:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=src, device=self.root_device if self.root_device.type == "cuda" else None)
+        dist.broadcast_object_list(
+            box, src=src, device=self.root_device if self.root_device.type == "cuda" else None
+        )
         return box[0]
 
     def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
@@ -401,18 +408,11 @@ def _default_store() -> Any:
         return None
 
 
-def _destroy_process_group() -> None:
-    if dist.is_available() and dist.is_initialized():
-        try:
-            dist.destroy_process_group()
-        except Exception:
-            pass
-
-
 class DDPSpawnStrategy(DDPStrategy):
     """DDP whose processes are started from inside `fit` by torch.multiprocessing (spawn, or fork)."""
 
     strategy_name = "ddp_spawn"
 
-    def __init__(self, *args: Any, start_method: str = "spawn", **kwargs: Any) -> None:
-        super().__init__(*args, start_method=start_method, **kwargs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("start_method", "spawn")
+        super().__init__(*args, **kwargs)

@@ -8,9 +8,10 @@
   value, the checkpoint callback's paths) back into the calling process's Trainer and module.
 
 Failing fast. Every process runs the Trainer through `run_reporting_failures`: a process whose own code
-raises writes "rank R: <error>" into the rendezvous store, then closes its process group. The others,
-blocked in a collective, get a connection error at once (gloo) or after the collective timeout (NCCL);
-they look in the store and raise `ProcessFailedError` naming the rank that failed and why. A process that
+raises writes "rank R: <error>" into the rendezvous store and exits (a launcher that started other local
+processes stops them first). The others, blocked in a collective with it, get a connection error at once
+(gloo) or at the collective timeout (NCCL); they look in the store and raise `ProcessFailedError` naming
+the rank that failed and why. A process that
 dies without a word (SIGKILL, the OOM killer) is named by the launcher that started it, from its exit code.
 """
 
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
 _FAILED_KEY = "fulmen/failed/"
-_SEEN_KEY = "fulmen/seen/"
 _LOST_PEER_HINTS = (
     "Connection closed by peer",
     "Connection reset",
@@ -51,12 +51,19 @@ _LOST_PEER_HINTS = (
     "ProcessGroup",
     "TCPStore",
 )
-_REPORT_WAIT_S = 5.0  # how long a process that lost a peer waits for that peer's report
+_REPORT_WAIT_S = 2.0  # how long a process that lost a peer waits for that peer's report
 _GRACE_S = 10.0  # how long the main process may take to notice a dead child by itself
 
 
 class ProcessFailedError(RuntimeError):
-    """Another process of the distributed job failed, so this one stopped too (the message names it)."""
+    """Another process of the distributed job failed, so this one stopped too (the message names it).
+
+    `failed_rank` is the rank that failed, when it is known.
+    """
+
+    def __init__(self, message: str, failed_rank: int | None = None) -> None:
+        super().__init__(message)
+        self.failed_rank = failed_rank
 
 
 # ---------------------------------------------------------------------------- failure reporting
@@ -75,13 +82,11 @@ def _explain_failure(strategy: DDPStrategy, exc: BaseException) -> BaseException
     store = strategy._store
     world, me = strategy.world_size, strategy.global_rank
     if store is None or world <= 1 or isinstance(exc, ProcessFailedError):
-        _close_process_group()
         return exc
     culprit = _find_report(store, world, me, wait_s=0.0)
     if culprit is None and _looks_like_lost_peer(exc):
         culprit = _find_report(store, world, me, wait_s=_REPORT_WAIT_S)
         if culprit is None:
-            _close_process_group()
             return ProcessFailedError(
                 f"rank {me}: a collective operation failed because another process of the job went away without "
                 "reporting an error (killed by a signal such as SIGKILL, out of memory, or a lost machine). Check "
@@ -89,14 +94,10 @@ def _explain_failure(strategy: DDPStrategy, exc: BaseException) -> BaseException
             )
     if culprit is not None:
         rank, reason = culprit
-        _close_process_group()
-        return ProcessFailedError(f"rank {rank} failed with {reason}; rank {me} stopped because of it.")
-    # this process's own code failed: tell the others, then let them notice
+        return ProcessFailedError(f"rank {rank} failed with {reason}; rank {me} stopped because of it.", rank)
+    # this process's own code failed: tell the others; they notice when this process exits
     with contextlib.suppress(Exception):
         store.set(f"{_FAILED_KEY}{me}", _describe(exc))
-    _close_process_group()
-    if me == 0:
-        _wait_until_seen(store, world, timeout_s=_REPORT_WAIT_S)  # rank 0 hosts the store: stay a moment
     return exc
 
 
@@ -119,34 +120,12 @@ def _find_report(store: Any, world: int, me: int, wait_s: float) -> tuple[int, s
             for rank in range(world):
                 key = f"{_FAILED_KEY}{rank}"
                 if rank != me and store.check([key]):
-                    reason = store.get(key).decode(errors="replace")
-                    with contextlib.suppress(Exception):
-                        store.set(f"{_SEEN_KEY}{me}", "1")
-                    return rank, reason
+                    return rank, store.get(key).decode(errors="replace")
         except Exception:
             return None  # the store is gone with the process that hosted it
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.1)
-
-
-def _wait_until_seen(store: Any, world: int, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    others = [f"{_SEEN_KEY}{r}" for r in range(1, world)]
-    while time.monotonic() < deadline:
-        try:
-            if store.check(others):
-                return
-        except Exception:
-            return
-        time.sleep(0.1)
-
-
-def _close_process_group() -> None:
-    """Leave the process group so peers blocked in a collective with this process fail now, not at the timeout."""
-    if dist.is_available() and dist.is_initialized():
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------------- launchers
@@ -188,7 +167,11 @@ class ScriptLauncher(_InPlace):
         """Start the other local processes on the first call, then run `fn` here as the local rank 0."""
         env = self.strategy.cluster_environment
         assert env is not None
-        if self._children is None and not env.creates_processes_externally and self.strategy.num_processes > 1:
+        if (
+            self._children is None
+            and not env.creates_processes_externally
+            and self.strategy.num_processes > 1
+        ):
             self._children = self._start_children()
         children = self._children
         if children is not None:
@@ -197,10 +180,20 @@ class ScriptLauncher(_InPlace):
             return run_reporting_failures(trainer.strategy, fn, *args)  # type: ignore[arg-type]
         except BaseException as exc:
             if children is not None:
-                children.stop_after_failure()
-                reason = children.failure()
-                if reason is not None and not isinstance(exc, ProcessFailedError):
-                    raise ProcessFailedError(reason) from exc
+                reason = (
+                    children.failure()
+                )  # a child that ended by itself, before this process stops the rest
+                named = isinstance(exc, ProcessFailedError) and exc.failed_rank is not None
+                # the children wait in collectives with this process: once it failed, they can only be stopped
+                children.stop(grace_s=_REPORT_WAIT_S if named else 0.0)
+                if (
+                    reason is not None
+                    and not named
+                    and (isinstance(exc, ProcessFailedError) or _looks_like_lost_peer(exc))
+                ):
+                    raise ProcessFailedError(
+                        f"{reason} Rank {trainer.global_rank} stopped because of it."
+                    ) from exc
             raise
         finally:
             if children is not None:
@@ -210,8 +203,8 @@ class ScriptLauncher(_InPlace):
         strategy = self.strategy
         env = strategy.cluster_environment
         assert env is not None
-        env.export()  # picks a free MASTER_PORT on a single machine when none is set
         command = _script_command()
+        env.export()  # picks a free MASTER_PORT on a single machine when none is set
         n, node = strategy.num_processes, strategy.node_rank
         started: list[tuple[int, subprocess.Popen[bytes]]] = []
         for local_rank in range(1, n):
@@ -304,21 +297,24 @@ class _Children:
                 return
             time.sleep(0.2)
 
-    def stop_after_failure(self) -> None:
-        """After this process failed: let the children notice (they fail fast), then make sure they end."""
+    def stop(self, grace_s: float) -> None:
+        """After this process failed: give the children `grace_s` to end by themselves, then end them."""
         self._stopped = True
-        self._wait(timeout_s=_REPORT_WAIT_S + 10.0)
+        self._wait(timeout_s=grace_s)
         self.kill()
 
     def kill(self) -> None:
-        """Kill children that are still running."""
+        """Terminate children that are still running (SIGTERM, then SIGKILL)."""
         for _, proc in self.procs:
             if proc.poll() is None:
                 with contextlib.suppress(Exception):
-                    proc.kill()
-        for _, proc in self.procs:
-            with contextlib.suppress(Exception):
-                proc.wait(timeout=5)
+                    proc.terminate()
+        if not self._wait(timeout_s=5.0):
+            for _, proc in self.procs:
+                if proc.poll() is None:
+                    with contextlib.suppress(Exception):
+                        proc.kill()
+            self._wait(timeout_s=5.0)
 
     def _wait(self, timeout_s: float | None) -> bool:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -335,9 +331,7 @@ class _Children:
         if self._stopped:
             return
         self._stopped = True
-        if not self._wait(timeout_s=5.0):
-            _close_process_group()  # a child waiting on a collective this process will never join fails now
-            self._wait(timeout_s=None)
+        self._wait(timeout_s=None)  # a child stuck in a collective ends at the process group's timeout
         reason = self.failure()
         if reason is not None:
             print(f"[fulmen] {reason}", file=sys.stderr, flush=True)
@@ -389,10 +383,15 @@ class SpawnLauncher(_InPlace):
             while not context.join(timeout=1.0):
                 pass
         except mp.ProcessRaisedException as err:
-            raise ProcessFailedError(f"rank {node * n + err.error_index} failed:\n{err}") from None
+            raise ProcessFailedError(
+                f"rank {node * n + err.error_index} failed:\n{err}", node * n + err.error_index
+            ) from None
         except mp.ProcessExitedException as err:
-            how = f"was killed by {err.signal_name}" if err.signal_name else f"exited with code {err.exit_code}"
-            raise ProcessFailedError(f"rank {node * n + err.error_index} (pid {err.pid}) {how}.") from None
+            how = (
+                f"was killed by {err.signal_name}" if err.signal_name else f"exited with code {err.exit_code}"
+            )
+            rank = node * n + err.error_index
+            raise ProcessFailedError(f"rank {rank} (pid {err.error_pid}) {how}.", rank) from None
         if queue.empty():
             return None
         payload = torch.load(io.BytesIO(queue.get()), weights_only=False)
@@ -414,6 +413,7 @@ def _spawned_worker(
     os.environ["RANK"] = str(node * n + local_rank)
     trainer: Trainer = fn.__self__  # type: ignore[attr-defined]
     strategy: DDPStrategy = trainer.strategy  # type: ignore[assignment]
+    _own_copy(trainer.lightning_module)
     strategy._resolve_ranks()
     rank_zero_only.rank = strategy.global_rank  # type: ignore[attr-defined]
     result = run_reporting_failures(strategy, fn, *args)
@@ -421,6 +421,21 @@ def _spawned_worker(
         buffer = io.BytesIO()
         torch.save(_results_for_parent(trainer, result), buffer)
         queue.put(buffer.getvalue())
+    # Done: wait for the others, then exit at once. A normal interpreter shutdown destroys the process group's
+    # threads in an order that can abort the process (SIGABRT) after its work succeeded.
+    strategy.barrier()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _own_copy(module: torch.nn.Module) -> None:
+    """Give this process private weights: torch.multiprocessing sends tensors to spawned processes in shared
+    memory, and every process stepping the same storage would apply each update once per process."""
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.is_shared():
+                tensor.data = tensor.data.clone()
 
 
 def _to_cpu(value: Any) -> Any:

@@ -1,0 +1,343 @@
+"""DDP with real processes on 127.0.0.1 (gloo): scripts in tests/helpers run in subprocesses with timeouts."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+import fulmen as L
+from fulmen.demos import BoringModel
+from fulmen.environments import find_free_port
+from fulmen.strategies import DDPStrategy, SingleDeviceStrategy
+from fulmen.utilities import MisconfigurationException
+
+HELPERS = Path(__file__).parent / "helpers"
+SRC = Path(__file__).parent.parent / "src"
+TIMEOUT = 120  # seconds for any one distributed job: a hang fails the test instead of the suite
+
+_RANK_VARIABLES = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "NODE_RANK",
+    "LOCAL_RANK",
+    "RANK",
+    "WORLD_SIZE",
+    "GROUP_RANK",
+)
+
+
+def _env(**extra):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in _RANK_VARIABLES and not k.startswith(("SLURM_", "TORCHELASTIC"))
+    }
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), str(HELPERS)])
+    env["OMP_NUM_THREADS"] = "1"
+    env.update(extra)
+    return env
+
+
+def _run(args, **extra_env):
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, *args], env=_env(**extra_env), capture_output=True, text=True, timeout=TIMEOUT
+    )
+    return proc, time.monotonic() - start
+
+
+def _load(path):
+    return torch.load(path, weights_only=False)
+
+
+def _expected_weights():
+    """A plain PyTorch loop over the same global batches (16 consecutive samples per step)."""
+    sys.path.insert(0, str(HELPERS))
+    try:
+        from ddp_fit import IndexedData, Model
+    finally:
+        sys.path.remove(str(HELPERS))
+    model, data = Model(), IndexedData()
+    opt = torch.optim.SGD(model.layer.parameters(), lr=0.1)
+    for k in range(4):
+        opt.zero_grad()
+        nn.functional.mse_loss(model(data.x[16 * k : 16 * k + 16]), data.y[16 * k : 16 * k + 16]).backward()
+        opt.step()
+    return model.state_dict()
+
+
+def _assert_weights_equal(weights, expected):
+    for key, value in expected.items():
+        torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- devices=2, started once
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    ckpt = out / "ddp.ckpt"
+    proc, _ = _run(
+        [
+            str(HELPERS / "ddp_fit.py"),
+            str(out),
+            "accelerator=cpu",
+            "devices=2",
+            "strategy=ddp",
+            f"save={ckpt}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [_load(out / f"rank{r}.pt") for r in range(2)], ckpt
+
+
+def test_ddp_ranks_read_disjoint_halves_of_the_data(ddp_run):
+    ranks, _ = ddp_run
+    seen0, seen1 = set(ranks[0]["seen"]), set(ranks[1]["seen"])
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 32
+    assert seen0.isdisjoint(seen1)
+    assert seen0 | seen1 == set(range(64))
+
+
+def test_ddp_weights_identical_across_ranks_and_equal_single_process_loop(ddp_run):
+    ranks, _ = ddp_run
+    expected = _expected_weights()
+    _assert_weights_equal(ranks[0]["weights"], expected)
+    _assert_weights_equal(ranks[1]["weights"], expected)
+
+
+def test_ddp_global_step_counts_optimizer_steps(ddp_run):
+    ranks, _ = ddp_run
+    assert [r["global_step"] for r in ranks] == [4, 4]  # 64 samples / (2 processes x batch 8)
+    assert [r["world_size"] for r in ranks] == [2, 2]
+
+
+def test_ddp_sync_dist_validation_counts_each_sample_once(ddp_run):
+    ranks, _ = ddp_run
+    for r in ranks:
+        assert r["metrics"]["val_count"] == 10.0  # 10 samples split 5/5, summed: no padded duplicates
+        assert r["metrics"]["val_rank"] == pytest.approx(0.5)  # mean of rank ids weighted by samples
+        assert r["metrics"]["train_loss_epoch"] == pytest.approx(ranks[0]["metrics"]["train_loss_epoch"])
+
+
+def test_ddp_all_gather_and_broadcast(ddp_run):
+    ranks, _ = ddp_run
+    for r in ranks:
+        assert r["gathered"] == [[0], [1]]
+        assert r["broadcast"] == "from rank 0"
+
+
+def test_ddp_checkpoint_resumes_in_a_single_process(ddp_run, make_trainer):
+    _, ckpt = ddp_run
+    sys.path.insert(0, str(HELPERS))
+    try:
+        from ddp_fit import Model
+    finally:
+        sys.path.remove(str(HELPERS))
+    model = Model()
+    trainer = make_trainer(max_epochs=2, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    trainer.fit(model, ckpt_path=str(ckpt))
+    assert isinstance(trainer.strategy, SingleDeviceStrategy)
+    assert trainer.current_epoch == 2
+    assert trainer.global_step == 4 + 8  # resumed after the DDP epoch; one process takes 8 steps of 8
+
+
+# ---------------------------------------------------------------------------- other ways to start
+def test_two_nodes_started_separately_with_node_rank(tmp_path):
+    """The article's recipe on one machine: MASTER_ADDR, MASTER_PORT, NODE_RANK and num_nodes=2."""
+    port = str(find_free_port())
+    args = [
+        sys.executable,
+        str(HELPERS / "ddp_fit.py"),
+        str(tmp_path),
+        "num_processes=1",
+        "num_nodes=2",
+        "accelerator=ddp",
+    ]
+    procs = [
+        subprocess.Popen(
+            args,
+            env=_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, NODE_RANK=str(node)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    ranks = [_load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    _assert_weights_equal(ranks[1]["weights"], _expected_weights())
+
+
+def test_torchrun_two_processes(tmp_path):
+    proc, _ = _run(
+        [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            str(HELPERS / "ddp_fit.py"),
+            str(tmp_path),
+            "accelerator=cpu",
+            "devices=2",
+            "strategy=ddp",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [_load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert {r["env_rank"] for r in ranks} == {"0", "1"}  # torchrun set RANK; fulmen started nothing
+    _assert_weights_equal(ranks[0]["weights"], _expected_weights())
+
+
+@pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_fork"])
+def test_spawn_brings_results_back_to_the_calling_process(tmp_path, strategy):
+    out = tmp_path / "parent.pt"
+    proc, _ = _run([str(HELPERS / "ddp_spawn_fit.py"), str(out), strategy])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent = _load(out)
+    _assert_weights_equal(parent["weights"], _expected_weights())
+    assert parent["global_step"] == 4
+    if strategy == "ddp_spawn":
+        assert parent["validate"] == [{"val_count": 10.0, "val_rank": 0.5}]
+    assert parent["metrics"]["val_count"] == 10.0
+
+
+# ---------------------------------------------------------------------------- failing fast
+def test_a_rank_that_raises_ends_the_job_naming_it(tmp_path):
+    proc, elapsed = _run(
+        [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "fail_rank=1"]
+    )
+    assert proc.returncode != 0
+    assert "rank 1 failed with ZeroDivisionError: boom on rank 1" in proc.stderr
+    assert elapsed < 60
+    assert not list(tmp_path.glob("rank*.pt"))
+
+
+def test_rank_zero_that_raises_ends_the_job_with_its_error(tmp_path):
+    proc, elapsed = _run(
+        [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "fail_rank=0"]
+    )
+    assert proc.returncode != 0
+    assert "ZeroDivisionError: boom on rank 0" in proc.stderr
+    assert elapsed < 60
+
+
+def test_a_rank_killed_by_sigkill_ends_the_job_naming_it(tmp_path):
+    proc, elapsed = _run(
+        [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "kill_rank=1"]
+    )
+    assert proc.returncode != 0
+    assert "rank 1" in proc.stderr and "SIGKILL" in proc.stderr
+    assert elapsed < 60
+
+
+def test_spawned_rank_that_raises_is_named(tmp_path):
+    proc, elapsed = _run([str(HELPERS / "ddp_spawn_fit.py"), str(tmp_path / "x.pt"), "ddp_spawn", "1"])
+    assert proc.returncode != 0
+    assert "ProcessFailedError: rank 1" in proc.stderr
+    assert "ZeroDivisionError: boom on rank 1" in proc.stderr
+    assert elapsed < 60
+
+
+# ---------------------------------------------------------------------------- in-process units
+def test_devices_2_selects_ddp_that_reruns_the_script():
+    trainer = L.Trainer(accelerator="cpu", devices=2, logger=False)
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert trainer.strategy.start_method == "popen"
+    assert (trainer.world_size, trainer.global_rank, trainer.num_devices) == (2, 0, 2)
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "unused"),
+    [
+        ("ddp_spawn", "spawn", None),
+        ("ddp_fork", "fork", None),
+        ("ddp_find_unused_parameters_true", "popen", True),
+    ],
+)
+def test_strategy_names_choose_start_method_and_ddp_arguments(name, method, unused):
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy=name, logger=False)
+    assert trainer.strategy.start_method == method
+    assert trainer.strategy._ddp_kwargs.get("find_unused_parameters") == unused
+
+
+def test_legacy_flags_num_processes_and_accelerator_ddp_select_ddp():
+    with pytest.warns(DeprecationWarning):
+        trainer = L.Trainer(num_processes=2, accelerator="ddp", logger=False)
+    assert isinstance(trainer.strategy, DDPStrategy)
+    assert trainer.accelerator.name == "cpu"
+    assert trainer.num_devices == 2
+
+
+def test_legacy_accelerator_ddp_spawn_survives_num_processes():
+    with pytest.warns(DeprecationWarning):
+        trainer = L.Trainer(num_processes=2, accelerator="ddp_spawn", logger=False)
+    assert trainer.strategy.start_method == "spawn"
+
+
+def test_user_built_ddp_strategy_gets_devices_and_nodes():
+    strategy = DDPStrategy(find_unused_parameters=True, start_method="spawn")
+    trainer = L.Trainer(accelerator="cpu", devices=3, strategy=strategy, logger=False)
+    assert trainer.strategy is strategy
+    assert strategy.world_size == 3 and strategy.num_processes == 3
+
+
+def test_removed_strategy_dp_names_the_replacement():
+    with pytest.raises(MisconfigurationException, match="strategy='ddp'"):
+        L.Trainer(accelerator="cpu", devices=2, strategy="dp", logger=False)
+
+
+def test_script_launcher_refuses_to_rerun_pytest():
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, max_epochs=1)
+    with pytest.raises(MisconfigurationException, match="ddp_spawn"):
+        trainer.fit(BoringModel())
+    assert "MASTER_PORT" not in os.environ or os.environ.get("MASTER_PORT") == _env().get("MASTER_PORT")
+
+
+def _strategy(world=2):
+    strategy = DDPStrategy(parallel_devices=[torch.device("cpu")] * world)
+    return strategy
+
+
+def test_train_loader_gets_distributed_sampler_keeping_shuffle_and_drop_last():
+    strategy = _strategy()
+    loader = DataLoader(list(range(10)), batch_size=2, shuffle=True, drop_last=True)
+    out = strategy.process_dataloader(loader, shuffle=True, training=True)
+    assert isinstance(out.sampler, DistributedSampler)
+    assert (out.sampler.num_replicas, out.sampler.rank, out.sampler.shuffle) == (2, 0, True)
+    assert out.sampler.drop_last and out.drop_last and out.batch_size == 2
+
+
+def test_eval_loader_shards_without_padding():
+    strategy = _strategy()
+    loader = DataLoader(list(range(11)), batch_size=4)
+    out = strategy.process_dataloader(loader, shuffle=False)
+    assert list(out.sampler) == [0, 2, 4, 6, 8, 10]
+    strategy._global_rank = 1
+    assert list(strategy.process_dataloader(loader, shuffle=False).sampler) == [1, 3, 5, 7, 9]
+
+
+def test_use_distributed_sampler_false_keeps_the_loader(make_trainer):
+    strategy = _strategy()
+    strategy._trainer = make_trainer(use_distributed_sampler=False)
+    loader = DataLoader(list(range(10)), batch_size=2)
+    assert strategy.process_dataloader(loader, shuffle=False, training=True) is loader
+
+
+def test_collectives_without_a_process_group_are_identities():
+    strategy = _strategy()
+    t = torch.tensor([1.0, 2.0])
+    assert strategy.reduce(t) is t
+    assert strategy.broadcast("x") == "x"
+    assert strategy.reduce_boolean_decision(False) is False
