@@ -376,3 +376,49 @@ def test_manual_step_with_a_closure_returns_its_loss(make_trainer):
 
     make_trainer(max_steps=1).fit(Model(), _loader())
     assert isinstance(returned[0], torch.Tensor) and returned[0].ndim == 0
+
+
+# ------------------------------------------------------------------ parity with hand-written loops
+
+
+def _hand_loop(model, precision, accumulate=1):
+    """What a careful PyTorch user writes for each mode, to compare final weights with fulmen's."""
+    reference = nn.Linear(32, 2)
+    reference.load_state_dict(model.layer.state_dict())
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0) if precision == "16-mixed" else None
+    dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}[precision]
+    batches = list(_loader())
+    for i, (x, y) in enumerate(batches):
+        if i % accumulate == 0:
+            optimizer.zero_grad()
+        with torch.autocast("cpu", dtype=dtype):
+            loss = nn.functional.cross_entropy(reference(x).float(), y) / accumulate
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+        if (i + 1) % accumulate == 0 or i + 1 == len(batches):
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.5)
+                optimizer.step()
+    return reference
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_mixed_precision_matches_a_hand_written_loop_exactly(make_trainer, precision, accumulate):
+    torch.manual_seed(0)
+    model = Classifier()
+    reference = _hand_loop(model, precision, accumulate)
+    flag = _cpu_fp16_mixed(init_scale=1024.0) if precision == "16-mixed" else precision
+    make_trainer(precision=flag, accumulate_grad_batches=accumulate, gradient_clip_val=0.5).fit(
+        model, _loader()
+    )
+    assert torch.equal(model.layer.weight, reference.weight)
+    assert torch.equal(model.layer.bias, reference.bias)

@@ -239,3 +239,19 @@ def test_pytorch_profiler_groups_by_input_shape_when_asked(make_trainer, tmp_pat
     profiler = PyTorchProfiler(dirpath=tmp_path, schedule=schedule, group_by_input_shapes=True, row_limit=50)
     _fit(make_trainer, profiler, limit_val_batches=0)
     assert "Input Shapes" in open(tmp_path / "fit-profile.txt").read()
+
+
+def test_a_failing_run_still_reports_and_restores_the_methods(make_trainer, tmp_path):
+    class Fails(BoringModel):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 2:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    profiler = SimpleProfiler(dirpath=tmp_path)
+    trainer = make_trainer(profiler=profiler, limit_train_batches=4, limit_val_batches=0)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(Fails())
+    assert profiler.recorded()["optimizer_step"]["count"] == 3  # two finished and the failing one
+    assert os.path.exists(tmp_path / "fit-profile.txt")
+    assert "training_step" not in vars(trainer.strategy) and "_run_epoch" not in vars(trainer.fit_loop)
