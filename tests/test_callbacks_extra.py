@@ -64,13 +64,13 @@ def test_lr_monitor_logs_every_param_group_and_momentum_per_step(make_trainer):
     monitor = LearningRateMonitor(log_momentum=True)
     trainer = make_trainer(logger=logger, callbacks=[monitor], log_every_n_steps=1, limit_val_batches=0)
     trainer.fit(TwoGroupModel())
-    # 4 steps; the value logged after step k is the rate after k scheduler steps (gamma 0.5)
-    assert [v for _, v in logger.values("lr-SGD/pg1")] == pytest.approx([0.05, 0.025, 0.0125, 0.00625])
-    assert [v for _, v in logger.values("lr-SGD/pg2")] == pytest.approx([0.005, 0.0025, 0.00125, 0.000625])
+    # 4 steps; the value logged at step k is the rate step k trains with (halved after every step)
+    assert [v for _, v in logger.values("lr-SGD/pg1")] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    assert [v for _, v in logger.values("lr-SGD/pg2")] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
     assert [s for s, _ in logger.values("lr-SGD/pg1")] == [0, 1, 2, 3]
     assert {v for _, v in logger.values("lr-SGD/pg1-momentum")} == {0.9}
     assert {v for _, v in logger.values("lr-SGD/pg2-momentum")} == {0.5}
-    assert monitor.lrs["lr-SGD/pg1"] == pytest.approx([0.05, 0.025, 0.0125, 0.00625])
+    assert monitor.lrs["lr-SGD/pg1"] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
 
 
 def test_lr_monitor_epoch_interval_uses_scheduler_name_and_adam_beta(make_trainer):
@@ -91,6 +91,24 @@ def test_lr_monitor_epoch_interval_uses_scheduler_name_and_adam_beta(make_traine
     trainer.fit(Named())
     assert [v for _, v in logger.values("my-lr")] == pytest.approx([0.2, 0.02, 0.002])
     assert {v for _, v in logger.values("my-lr-momentum")} == {0.8}
+
+
+def test_lr_monitor_logs_an_optimizer_without_scheduler_every_step_and_epoch(make_trainer):
+    class Plain(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=0.2)
+
+    logger = MemoryLogger()
+    trainer = make_trainer(
+        logger=logger,
+        callbacks=[LearningRateMonitor()],
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+    )
+    trainer.fit(Plain())
+    assert logger.values("lr-Adam") == [(0, 0.2), (0, 0.2), (1, 0.2), (2, 0.2), (2, 0.2), (3, 0.2)]
 
 
 def test_lr_monitor_without_logger_is_an_error(make_trainer):
@@ -201,10 +219,32 @@ def test_timer_stops_training_when_budget_is_spent(make_trainer):
     timer = Timer(duration=datetime.timedelta(seconds=0), verbose=False)
     trainer = make_trainer(callbacks=[timer], max_epochs=5, limit_val_batches=0)
     trainer.fit(BoringModel())
-    assert trainer.global_step == 1  # the budget was spent after the first step
+    assert trainer.global_step == 0  # the budget was already spent when fit started
     assert timer.time_elapsed("train") > 0
     assert timer.end_time("train") >= timer.start_time("train")
     assert timer.time_remaining() <= 0
+
+
+def test_timer_checks_after_each_step(make_trainer, monkeypatch):
+    class Clock:
+        now = 100.0
+
+        def monotonic(self):
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr("fulmen.callbacks.timer.time", clock)
+
+    class OneSecondSteps(BoringModel):
+        def training_step(self, batch, batch_idx):
+            clock.now += 1.0
+            return super().training_step(batch, batch_idx)
+
+    timer = Timer(duration={"seconds": 2.5})
+    trainer = make_trainer(callbacks=[timer], max_epochs=5, limit_val_batches=0)
+    trainer.fit(OneSecondSteps())
+    assert trainer.global_step == 3  # 1 s, 2 s: go on; 3 s >= 2.5 s: stop
+    assert timer.time_elapsed() == 3.0
 
 
 def test_timer_measures_every_stage_and_resumes_its_count(make_trainer):
@@ -239,7 +279,7 @@ def test_throughput_monitor_counts_samples_and_flops(make_trainer):
     samples = logger.values("train/samples")
     assert [s for s, _ in samples] == [1, 3, 5, 7] and [v for _, v in samples] == [10, 20, 30, 40]
     m = monitor.metrics
-    assert m["train/batches"] == 8
+    assert m["train/batches"] == 8 and m["train/lengths"] == 120
     assert m["train/samples_per_sec"] == pytest.approx(5 * m["train/batches_per_sec"])
     assert m["train/items_per_sec"] == pytest.approx(15 * m["train/batches_per_sec"])
     assert m["train/flops_per_sec"] == pytest.approx(1000 * m["train/batches_per_sec"])

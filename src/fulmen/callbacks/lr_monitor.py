@@ -24,7 +24,7 @@ class LearningRateMonitor(Callback):
 
     Args:
         logging_interval: "step" or "epoch" to log every optimizer at that interval; None (default) logs
-            each scheduler at its own interval and optimizers without a scheduler every step.
+            each scheduler at its own interval, and optimizers without a scheduler at both.
         log_momentum: also log ``{key}-momentum`` (``momentum``, or ``betas[0]`` for Adam-like optimizers).
         log_weight_decay: also log ``{key}-weight_decay``.
 
@@ -58,7 +58,7 @@ class LearningRateMonitor(Callback):
         self._plan = []
         for optimizer in trainer.optimizers:
             config = next((c for c in configs if getattr(c.scheduler, "optimizer", None) is optimizer), None)
-            interval = config.interval if config is not None else "step"
+            interval = config.interval if config is not None else "any"  # no scheduler: log at both
             base = (config.name if config is not None else None) or f"lr-{type(optimizer).__name__}"
             count = seen.get(base, 0)
             seen[base] = count + 1
@@ -75,10 +75,10 @@ class LearningRateMonitor(Callback):
                     "0 is logged for it."
                 )
 
-    def on_train_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Log the step-interval rates at the steps where the trainer logs its own metrics."""
+        """Log the step-interval rates (the ones this step uses) at the steps where the trainer logs."""
         if self.logging_interval == "epoch":
             return
         step = trainer._progress.batches_that_stepped  # the step the trainer logs this batch's metrics at
@@ -99,7 +99,7 @@ class LearningRateMonitor(Callback):
     def _log(self, trainer: Trainer, interval: str, step: int) -> None:
         stats: dict[str, float] = {}
         for optimizer, opt_interval, keys in self._plan:
-            if interval != "any" and opt_interval != interval:
+            if interval != "any" and opt_interval not in (interval, "any"):
                 continue
             for key, group in zip(keys, optimizer.param_groups):
                 stats[key] = float(group["lr"])

@@ -39,7 +39,8 @@ def measure_flops(
 class ThroughputMonitor(Callback):
     """Log training throughput every `log_every_n_steps` batches.
 
-    Keys: ``train/batches``, ``train/samples``, ``train/time`` (totals, validation time excluded),
+    Keys: ``train/batches``, ``train/samples``, ``train/lengths`` (with `length_fn`), ``train/time``
+    (totals, validation time excluded),
     ``train/batches_per_sec``, ``train/samples_per_sec``, ``train/items_per_sec`` (with `length_fn`),
     ``train/flops_per_sec`` (with FLOPs per batch) and ``train/mfu`` (FLOP/s over `available_flops`).
     Rates cover the batches since the previous report; the device is synchronised only at reports.
@@ -138,6 +139,7 @@ class ThroughputMonitor(Callback):
             "train/samples_per_sec": (self._samples - last_samples) / window,
         }
         if self.length_fn is not None:
+            metrics["train/lengths"] = float(self._items)
             metrics["train/items_per_sec"] = (self._items - last_items) / window
         flops = self.flops_per_batch
         if flops is None:

@@ -71,6 +71,11 @@ class Timer(Callback):
     def _finish(self, stage: str) -> None:
         self._end[stage] = time.monotonic()
 
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Stop at once when a resumed run's budget is already spent."""
+        if self._duration is not None:
+            self._check_time(trainer)
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:  # noqa: D102
         self._begin("train")
 
