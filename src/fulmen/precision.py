@@ -104,7 +104,7 @@ class Precision:
 
 
 class MixedPrecision(Precision):
-    """ "16-mixed" and "bf16-mixed": fp32 weights, the steps run under `torch.autocast`.
+    """The "16-mixed" and "bf16-mixed" modes: fp32 weights, the steps run under `torch.autocast`.
 
     fp16 has a narrow range, so "16-mixed" multiplies the loss by a large factor before backward
     (a `torch.amp.GradScaler`), divides the gradients back before the hooks and clipping see them, and
@@ -170,7 +170,7 @@ class MixedPrecision(Precision):
         out = scaler.step(optimizer, **kwargs)
         scaler.update()
         self._unscaled.clear()
-        return out
+        return result if out is None else out
 
     def unscale_gradients(self, optimizer: Optimizer) -> None:
         """Divide the gradients by the loss scale (once per step; later calls do nothing)."""
@@ -223,7 +223,7 @@ class _DtypeMixin(Precision):
 
 
 class HalfPrecision(_DtypeMixin):
-    """ "16-true" or "bf16-true": the whole module in fp16/bf16 (no fp32 master weights, no scaler)."""
+    """The "16-true" and "bf16-true" modes: the whole module in fp16/bf16 (no fp32 master weights, no scaler)."""
 
     def __init__(self, precision: str = "bf16-true") -> None:
         if precision not in ("16-true", "bf16-true"):
@@ -235,7 +235,7 @@ class HalfPrecision(_DtypeMixin):
 
 
 class DoublePrecision(_DtypeMixin):
-    """ "64-true": the module and float inputs in fp64 (for numerics that need it, e.g. gradient checks)."""
+    """The "64-true" mode: the module and float inputs in fp64 (for numerics that need it)."""
 
     name = "64-true"
     dtype = torch.float64
