@@ -190,6 +190,7 @@ def test_ddp_metrics_sync_and_only_rank_zero_logs_and_prints(tmp_path):
     assert sorted(os.listdir(logs / "csv")) == ["version_0"] and sorted(os.listdir(logs / "tb")) == [
         "version_0"
     ]
+    assert ranks[0]["log_dirs"] == ranks[1]["log_dirs"]  # every rank reports rank 0's folders
     rows = (logs / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
     header = rows[0].split(",")
     seen = [line.split(",")[header.index("val_seen")] for line in rows[1:]]

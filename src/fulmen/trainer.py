@@ -676,6 +676,10 @@ class Trainer:
         self._hooks.module("prepare_data")
 
     def _call_setup(self, fn: str) -> None:
+        if self.world_size > 1:  # every rank reports rank 0's version_N folder (only rank 0 writes there)
+            for lg in self.loggers:
+                if hasattr(lg, "_version"):
+                    lg._version = self.strategy.broadcast(lg.version)
         for lg in self.loggers:
             _ = getattr(lg, "experiment", None)  # create the logger's folder before user code runs
         if self.datamodule is not None:
