@@ -38,11 +38,14 @@ _SUBCOMMANDS: dict[str, set[str]] = {
 
 
 try:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
 except ImportError as err:  # an optional dependency: say how to get it
     raise ModuleNotFoundError(
         'fulmen.cli needs jsonargparse: pip install "jsonargparse[signatures]" (or "fulmen[extra]").'
     ) from err
+
+
+__all__ = ["LightningArgumentParser", "LightningCLI", "SaveConfigCallback", "lazy_instance"]
 
 
 class LightningArgumentParser(ArgumentParser):
