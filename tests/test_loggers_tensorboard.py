@@ -132,6 +132,13 @@ def test_log_hyperparams_with_metrics_and_prefix(tmp_path):
     assert [s.value for s in _read(logger.log_dir).Scalars("run-hp_metric")] == [0.75]
 
 
+def test_a_bare_number_is_the_hp_metric(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_hyperparams({"lr": 0.1}, metrics=0.125)
+    logger.finalize("success")
+    assert [s.value for s in _read(logger.log_dir).Scalars("hp_metric")] == [0.125]
+
+
 def test_log_graph_writes_the_traced_model(tmp_path):
     class GraphModel(LoggingModel):
         def __init__(self):

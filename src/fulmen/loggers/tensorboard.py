@@ -178,7 +178,7 @@ class TensorBoardLogger(Logger):
     def log_hyperparams(  # noqa: D102
         self,
         params: Mapping[str, Any] | Namespace | None = None,
-        metrics: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | float | None = None,
         *args: Any,
         **kwargs: Any,
     ) -> None:
@@ -187,6 +187,8 @@ class TensorBoardLogger(Logger):
         self.hparams.update(new)
         if metrics is None and self._default_hp_metric and not self._session_started:
             metrics = {"hp_metric": -1}
+        elif metrics is not None and not isinstance(metrics, Mapping):  # a bare number is the hp_metric
+            metrics = {"hp_metric": metrics}
         if metrics:
             self.log_metrics(metrics, 0)
         if not self.hparams or (self._session_started and not new):
