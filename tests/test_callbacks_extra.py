@@ -210,6 +210,19 @@ def test_lambda_callback_runs_only_given_hooks_in_order(make_trainer):
     assert isinstance(cb, LambdaCallback) and cb.state_key == "LambdaCallback"
 
 
+def count_epochs(trainer, pl_module):
+    trainer.counted = getattr(trainer, "counted", 0) + 1
+
+
+def test_lambda_callback_survives_pickling(make_trainer):
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(LambdaCallback(on_train_epoch_end=count_epochs)))
+    trainer = make_trainer(callbacks=[copy], max_epochs=2, limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(BoringModel())
+    assert trainer.counted == 2
+
+
 def test_lambda_callback_rejects_unknown_hook():
     with pytest.raises(TypeError, match="on_epoch_finish"):
         LambdaCallback(on_epoch_finish=print)

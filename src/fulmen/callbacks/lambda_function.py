@@ -44,3 +44,11 @@ class LambdaCallback(Callback):
         namespace["__qualname__"] = "LambdaCallback"
         self.__class__ = type("LambdaCallback", (LambdaCallback,), namespace)
         self.hooks = dict(hooks)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the per-instance class cannot be pickled by name: rebuild from the hooks (for spawned processes)
+        return (_rebuild, (self.hooks,))
+
+
+def _rebuild(hooks: dict[str, Callable[..., Any]]) -> LambdaCallback:
+    return LambdaCallback(**hooks)
