@@ -411,6 +411,21 @@ def test_batch_size_finder_sets_size_before_fit(make_trainer):
     assert sizes == [24, 24]  # the fit itself ran with the size found
 
 
+def test_batch_size_finder_resizes_a_schedule_sized_from_the_step_count(make_trainer):
+    class Scheduled(SizedModel):
+        def configure_optimizers(self):
+            opt = torch.optim.SGD(self.parameters(), lr=self.lr)
+            steps = int(self.trainer.estimated_stepping_batches)
+            return [opt], [torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)]
+
+    model = Scheduled(n=96)
+    trainer = make_trainer(callbacks=[BatchSizeFinder(steps_per_trial=1)], max_epochs=2, limit_val_batches=0)
+    trainer.fit(model)
+    assert model.batch_size == 16  # 32 > 24 "runs out of memory"
+    assert trainer.lr_scheduler_configs[0].scheduler.T_max == 2 * 96 // 16
+    assert trainer.global_step == 12
+
+
 def test_learning_rate_finder_callback_trains_with_suggestion(make_trainer):
     finder = LearningRateFinder(min_lr=1e-4, max_lr=1.0, num_training_steps=30)
     model = SizedModel(batch_size=8)

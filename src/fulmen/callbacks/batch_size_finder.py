@@ -17,7 +17,9 @@ class BatchSizeFinder(Callback):
 
     The batch size must be read from an attribute (`batch_arg_name`) of the model, its hparams, the
     datamodule or its hparams by the ``*_dataloader()`` methods. The size found is in
-    ``self.optimal_batch_size`` and on that attribute, and the fit that follows uses it.
+    ``self.optimal_batch_size`` and on that attribute, and the fit that follows uses it: its dataloaders
+    are reloaded and its optimizers rebuilt (so that a schedule sized with
+    ``trainer.estimated_stepping_batches`` matches the new number of steps).
 
     Args:
         mode: "power" (double until out of memory) or "binsearch" (then bisect).
@@ -71,7 +73,10 @@ class BatchSizeFinder(Callback):
             max_trials=self.max_trials,
             batch_arg_name=self.batch_arg_name,
         )
-        # configure_optimizers may have loaded the data already (estimated_stepping_batches): reload it.
+        # configure_optimizers may have loaded the data already (estimated_stepping_batches): reload it,
+        # and rebuild the optimizers so that schedulers sized from the number of steps see the new size.
         loop.train_dataloader = None
         if loop.val_loop.dataloaders:
             loop.val_loop.setup_data(reload=True)
+        if trainer.global_step == 0:
+            trainer.strategy.setup_optimizers(trainer)
