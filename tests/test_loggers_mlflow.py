@@ -87,6 +87,7 @@ def test_params_metrics_with_steps_tags_and_status(store, tmp_path):
     epochs = {(m.step, m.value) for m in client.get_metric_history(logger.run_id, "epoch")}
     assert {(2, 0.0), (5, 1.0)} <= epochs
     assert logger.name == run.info.experiment_id
+    assert logger.save_dir is None  # a database URI has no folder (checkpoints go to default_root_dir)
     assert logger.version == run.info.run_id
 
 

@@ -38,8 +38,6 @@ def _local_dir(uri: str) -> str | None:
     if uri.startswith("file:"):
         path = uri[len("file:") :]
         return path[2:] if path.startswith("//") else path
-    if uri.startswith("sqlite:///"):
-        return os.path.dirname(uri[len("sqlite:///") :]) or "."
     return None
 
 
@@ -81,8 +79,10 @@ class MLFlowLogger(Logger):
             raise ValueError(f"MLFlowLogger(log_model={log_model!r}): use False, True or 'all'.")
         tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         folder = os.path.abspath(os.fspath(save_dir or "./mlruns"))
+        self._default_store_dir: str | None = None
         if tracking_uri is None:
             os.makedirs(folder, exist_ok=True)
+            self._default_store_dir = folder
             tracking_uri = "sqlite:///" + os.path.join(folder, "mlflow.db")
             if artifact_location is None:
                 artifact_location = os.path.join(folder, "artifacts")
@@ -151,8 +151,8 @@ class MLFlowLogger(Logger):
 
     @property
     def save_dir(self) -> str | None:
-        """The local folder of a `file:` or `sqlite:` store; None for a remote server."""
-        return _local_dir(self._tracking_uri)
+        """The folder of a `file:` store or of fulmen's default SQLite store; None otherwise (as in Lightning)."""
+        return self._default_store_dir or _local_dir(self._tracking_uri)
 
     # ------------------------------------------------------------------ what
     @rank_zero_only
