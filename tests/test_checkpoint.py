@@ -367,3 +367,40 @@ def test_resume_hook_order_restores_module_and_callbacks_before_configure_optimi
         "configure_optimizers",
         "on_fit_start",
     ]
+
+
+class _DropoutModel(BoringModel):
+    def __init__(self):
+        super().__init__()
+        self.drop = torch.nn.Dropout(0.5)
+
+    def training_step(self, batch, batch_idx):
+        return self.loss(self.layer(self.drop(batch)))
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.step(batch))
+
+
+def _train_shuffled(tmp_path, callbacks=(), ckpt_path=None):
+    L.seed_everything(11, verbose=False)
+    model = _DropoutModel()
+    loader = DataLoader(RandomDataset(32, 12), batch_size=3, shuffle=True)
+    val = DataLoader(RandomDataset(32, 4), batch_size=2)
+    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=None, callbacks=list(callbacks))
+    trainer.fit(model, loader, val, ckpt_path=ckpt_path)
+    return model
+
+
+def test_resume_from_checkpoint_saved_after_the_epochs_last_batch_is_exact(tmp_path):
+    class SaveAfterValidation(L.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking and trainer.current_epoch == 0:
+                trainer.save_checkpoint(tmp_path / "val_end.ckpt")
+                raise KeyboardInterrupt
+
+    reference = _train_shuffled(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        _train_shuffled(tmp_path / "run", [SaveAfterValidation()])
+    assert torch.load(tmp_path / "val_end.ckpt", weights_only=True)["loops"]["fit_loop"]["epoch_batches"] == 4
+    resumed = _train_shuffled(tmp_path / "run", ckpt_path=tmp_path / "val_end.ckpt")
+    assert torch.equal(reference.layer.weight, resumed.layer.weight)

@@ -190,6 +190,11 @@ def resume_batches(trainer: Trainer, loader: Any, start: int) -> Iterable[tuple[
         if after_skip is not None:
             set_rng_states(after_skip)
 
+    if start >= trainer.num_training_batches:  # saved after the epoch's last batch: nothing left to read
+        if epoch_start is not None:
+            rs.epoch_start = epoch_start
+        restore_checkpoint_rng()
+        return iter(())
     if epoch_start is None:
         _warn_once(
             rs,
@@ -789,6 +794,9 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
         opt.load_state_dict(state)
     for cfg, state in zip(trainer.lr_scheduler_configs, ckpt.get("lr_schedulers", [])):
         cfg.scheduler.load_state_dict(state)
+    if ckpt.get("global_step", 0) > 0:
+        for opt in trainer.optimizers:  # it has stepped before: no "scheduler before optimizer" warning
+            opt._opt_called = True  # type: ignore[attr-defined]
     precision_state = ckpt.get(type(trainer.precision_plugin).__name__)
     if precision_state:
         trainer.precision_plugin.load_state_dict(precision_state)
