@@ -404,3 +404,59 @@ def test_resume_from_checkpoint_saved_after_the_epochs_last_batch_is_exact(tmp_p
     assert torch.load(tmp_path / "val_end.ckpt", weights_only=True)["loops"]["fit_loop"]["epoch_batches"] == 4
     resumed = _train_shuffled(tmp_path / "run", ckpt_path=tmp_path / "val_end.ckpt")
     assert torch.equal(reference.layer.weight, resumed.layer.weight)
+
+
+def test_checkpoint_hooks_of_module_datamodule_and_callback_add_and_read_entries(tmp_path):
+    from fulmen.demos import BoringDataModule
+
+    loaded = {}
+
+    class Model(BoringModel):
+        def on_save_checkpoint(self, ckpt):
+            ckpt["module_extra"] = torch.tensor([1.0, 2.0])
+
+        def on_load_checkpoint(self, ckpt):
+            loaded["module"] = ckpt["module_extra"].tolist()
+
+    class DM(BoringDataModule):
+        def __init__(self, batch_size: int = 8) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+            self.reads = 0
+
+        def state_dict(self):
+            return {"reads": 7}
+
+        def load_state_dict(self, state):
+            self.reads = state["reads"]
+
+        def on_save_checkpoint(self, ckpt):
+            ckpt["dm_extra"] = "hello"
+
+        def on_load_checkpoint(self, ckpt):
+            loaded["dm"] = ckpt["dm_extra"]
+
+    class Cb(L.Callback):
+        def state_dict(self):
+            return {"count": 3}
+
+        def load_state_dict(self, state):
+            loaded["cb_state"] = state["count"]
+
+        def on_save_checkpoint(self, trainer, pl_module, ckpt):
+            ckpt["cb_extra"] = [1, 2]
+
+        def on_load_checkpoint(self, trainer, pl_module, ckpt):
+            loaded["cb"] = ckpt["cb_extra"]
+
+    trainer = _trainer(tmp_path, enable_checkpointing=False, callbacks=[Cb()])
+    trainer.fit(Model(), datamodule=DM())
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    dm = DM()
+    _trainer(tmp_path, enable_checkpointing=False, max_epochs=2, callbacks=[Cb()]).fit(
+        Model(), datamodule=dm, ckpt_path=tmp_path / "a.ckpt"
+    )
+    assert loaded == {"module": [1.0, 2.0], "dm": "hello", "cb_state": 3, "cb": [1, 2]}
+    assert dm.reads == 7
+    rebuilt = DM.load_from_checkpoint(tmp_path / "a.ckpt", batch_size=4)
+    assert rebuilt.hparams.batch_size == 4 and rebuilt.reads == 7

@@ -172,3 +172,20 @@ def test_state_key_distinguishes_configurations():
     a = ModelCheckpoint(monitor="a")
     b = ModelCheckpoint(monitor="b", mode="max")
     assert a.state_key != b.state_key and a.state_key.startswith("ModelCheckpoint{")
+
+
+def test_train_time_interval_saves_once_the_interval_has_passed(tmp_path):
+    import datetime
+
+    mc = ModelCheckpoint(dirpath=tmp_path, train_time_interval=datetime.timedelta(0), save_top_k=-1)
+    _trainer(tmp_path, max_epochs=1, limit_train_batches=3, callbacks=[mc]).fit(BoringModel())
+    assert _files(tmp_path) == ["epoch=0-step=1.ckpt", "epoch=0-step=2.ckpt", "epoch=0-step=3.ckpt"]
+
+
+def test_restoring_state_from_another_folder_keeps_only_best_model_path(tmp_path):
+    old = ModelCheckpoint(dirpath=tmp_path / "old", monitor="score")
+    old.best_model_path, old.best_model_score = "/old/best.ckpt", torch.tensor(0.5)
+    new = ModelCheckpoint(dirpath=tmp_path / "new", monitor="score")
+    with pytest.warns(UserWarning, match="folder changed"):
+        new.load_state_dict(old.state_dict())
+    assert new.best_model_path == "/old/best.ckpt" and new.best_model_score is None
