@@ -120,3 +120,36 @@ def test_estimated_stepping_batches_is_capped_by_max_steps(tmp_path) -> None:
     trainer.fit_loop.explicit_train = DataLoader(RandomDataset(32, 64), batch_size=8)
     trainer._attach(model, None, "fit")
     assert trainer.estimated_stepping_batches == 10
+
+
+def test_limits_never_fetch_a_batch_past_the_limit(tmp_path) -> None:
+    fetched: list[int] = []
+
+    class Counting(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 100
+
+        def __getitem__(self, i: int) -> torch.Tensor:
+            fetched.append(i)
+            return torch.randn(32)
+
+    class Model(BoringModel):
+        def train_dataloader(self):
+            return DataLoader(Counting(), batch_size=1)
+
+        def val_dataloader(self):
+            return DataLoader(Counting(), batch_size=1)
+
+    trainer = L.Trainer(
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=3,
+        num_sanity_val_steps=2,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Model())
+    assert len(fetched) == 2 + 4 + 3  # sanity, train, validation: not one item more

@@ -6,9 +6,10 @@ called by name where it happens. Callback hooks run before the module's hook of 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -61,6 +62,17 @@ def _loss_from(output: Any, automatic: bool) -> torch.Tensor | None:
                 "it from the model's output and do not call `.detach()`/`.item()` on it."
             )
     return loss
+
+
+def _first(items: Iterable[Any], count: float, loader: Any, start: int = 0) -> Iterable[Any]:
+    """The first `count` items, without fetching one more (a limit never costs an extra batch).
+
+    A loader read to its end is left to end by itself: a sampler draws its next permutation as it
+    finishes, and a plain loop's RNG stream (hence bit-identical weights) depends on that draw.
+    """
+    if math.isinf(count) or count + start >= data.length(loader):
+        return items
+    return itertools.islice(items, max(0, int(count)))
 
 
 def _due(every_n: int, last: int | None, epoch: int) -> bool:
@@ -143,9 +155,7 @@ class EvaluationLoop:
                 extra = (dl_idx,) if multiple else ()
                 if t.profiler.enabled:  # once per dataloader: time each `next()` only when profiling
                     loader = t.profiler.profile_iterable(loader, f"{stage}_dataloader_next")
-                for batch_idx, batch in enumerate(loader):
-                    if batch_idx >= limit:
-                        break
+                for batch_idx, batch in _first(enumerate(loader), limit, loader):
                     batch = t._transfer(batch, dl_idx)
                     results.new_batch(batch, dl_idx if multiple else None)
                     hooks.both(f"{prefix}_batch_start", batch, batch_idx, *extra)
@@ -209,9 +219,7 @@ class PredictionLoop:
                 outputs: list[Any] = []
                 if t.profiler.enabled:
                     loader = t.profiler.profile_iterable(loader, "predict_dataloader_next")
-                for batch_idx, batch in enumerate(loader):
-                    if batch_idx >= limit:
-                        break
+                for batch_idx, batch in _first(enumerate(loader), limit, loader):
                     batch = t._transfer(batch, dl_idx)
                     hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
                     module._current_fx_name = "predict_step"
@@ -274,11 +282,11 @@ class FitLoop:
         results.reset_epoch()
         hooks.both("on_train_epoch_start")
 
-        limit = self.num_train_batches
-        batch_iter = t._train_batches(self.train_dataloader, progress.epoch_batches)
-        for batch_idx, batch in batch_iter:
-            if batch_idx >= limit:
-                break
+        start = progress.epoch_batches
+        batch_iter = t._train_batches(self.train_dataloader, start)
+        for batch_idx, batch in _first(
+            batch_iter, self.num_train_batches - start, self.train_dataloader, start
+        ):
             if self._train_batch(batch, batch_idx) is _STOP_EPOCH:
                 break
             progress.epoch_batches = batch_idx + 1
