@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 SCRIPT = textwrap.dedent(
@@ -61,9 +62,6 @@ SCRIPT = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
             if kill_kind == "sigterm" and trainer._progress.total_batches + 1 == kill_at:
                 os.kill(os.getpid(), signal.SIGTERM)  # ModelCheckpoint writes last.ckpt at this batch's end
-        def on_train_epoch_start(self, trainer, module):
-            if kill_kind == "epoch" and trainer.current_epoch == kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
 
     def train(mode):
         ckpt_dir = os.path.join(out_dir, "full_ckpts" if mode == "full" else "ckpts")
@@ -122,29 +120,54 @@ def _kill_and_resume(tmp_path, workers, accumulate, kill_kind, kill_at, persiste
         return json.load(f_a), json.load(f_b)
 
 
-def test_sigkill_mid_epoch_inside_accumulation_window_with_workers_resumes_bit_identical(tmp_path):
-    # 12 batches per epoch, 2 epochs; killed after batch 17 (epoch 1, batch 5): mid-epoch and mid-window
-    info_a, info_b = _kill_and_resume(tmp_path, workers=2, accumulate=2, kill_kind="batch", kill_at=17)
+def test_sigkill_mid_epoch_with_workers_inside_accumulation_window_resumes_bit_identical(tmp_path):
+    # 12 batches per epoch, 2 epochs; killed after batch 17 (epoch 1, batch 5): mid-epoch and mid-window.
+    # Persistent workers: the interrupted epoch is not the loader's first, so its iterator drew no new
+    # worker seed before the sampler ran; the resumed run's first iterator does.
+    info_a, info_b = _kill_and_resume(
+        tmp_path, workers=2, accumulate=2, kill_kind="batch", kill_at=17, persistent=1
+    )
     assert info_a == info_b  # every counter, the learning rate and the scheduler positions
     assert info_b["global_step"] == 12 and info_b["epoch"] == 2
-
-
-def test_sigkill_with_persistent_workers_after_first_epoch_resumes_bit_identical(tmp_path):
-    # the interrupted epoch is not the loader's first: its iterator drew no new worker seed
-    info_a, info_b = _kill_and_resume(
-        tmp_path, workers=2, accumulate=1, kill_kind="batch", kill_at=18, persistent=1
-    )
-    assert info_a == info_b
-
-
-def test_sigkill_after_epoch_end_checkpoint_resumes_bit_identical(tmp_path):
-    # the epoch-end checkpoint is written before the epoch-interval scheduler steps; resume finishes it
-    info_a, info_b = _kill_and_resume(tmp_path, workers=0, accumulate=1, kill_kind="epoch", kill_at=1)
-    assert info_a == info_b
-    assert info_b["schedulers"] == [24, 2]
 
 
 def test_sigterm_writes_last_checkpoint_exits_cleanly_and_last_resumes_bit_identical(tmp_path):
     # without workers, inside an accumulation window (batch 15 of 24)
     info_a, info_b = _kill_and_resume(tmp_path, workers=0, accumulate=2, kill_kind="sigterm", kill_at=15)
     assert info_a == info_b
+
+
+def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp_path):
+    """In process: the epoch-end checkpoint is written before the epoch-interval scheduler steps."""
+    from torch.utils.data import DataLoader
+
+    import fulmen as L
+    from fulmen.callbacks import ModelCheckpoint
+    from fulmen.demos import BoringModel, RandomDataset
+
+    class Stop(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    def fit(folder, callbacks=(), ckpt_path=None):
+        L.seed_everything(2, verbose=False)
+        model = BoringModel()  # SGD with an epoch-interval StepLR(step_size=1, gamma=0.1)
+        trainer = L.Trainer(
+            default_root_dir=folder,
+            max_epochs=2,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True), *callbacks],
+        )
+        trainer.fit(model, DataLoader(RandomDataset(32, 8), batch_size=2, shuffle=True), ckpt_path=ckpt_path)
+        return model, trainer
+
+    reference, ref_trainer = fit(tmp_path / "ref")
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "run", [Stop()])
+    resumed, trainer = fit(tmp_path / "run", ckpt_path=tmp_path / "ckpts" / "last.ckpt")
+    assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
+    assert trainer.optimizers[0].param_groups[0]["lr"] == ref_trainer.optimizers[0].param_groups[0]["lr"]
+    assert torch.equal(reference.layer.weight, resumed.layer.weight)
