@@ -57,3 +57,47 @@ def test_a_different_seed_gives_different_weights(make_trainer):
     first = _fit(make_trainer, 7)
     other = _fit(make_trainer, 8)
     assert not torch.equal(first[0], other[0])
+
+
+class _NumpyNoise(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        import numpy as np
+
+        return torch.tensor([float(np.random.randint(0, 10**6))])
+
+
+def _noise_seen(seed: int, tmp_path) -> list[float]:
+    from torch.utils.data import DataLoader
+
+    seen: list[float] = []
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            seen.extend(batch.flatten().tolist())
+            return self.layer(torch.ones(1, 32)).sum()
+
+        def train_dataloader(self):
+            return DataLoader(_NumpyNoise(), batch_size=2, num_workers=2)
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(Model())
+    return seen
+
+
+def test_seed_everything_workers_gives_each_worker_its_own_reproducible_numpy_seed(tmp_path) -> None:
+    first = _noise_seen(7, tmp_path)
+    again = _noise_seen(7, tmp_path)
+    assert first == again  # reproducible
+    assert len(set(first)) == len(first)  # the two workers do not repeat each other's draws

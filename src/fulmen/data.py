@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -123,6 +124,16 @@ def rebuild_dataloader(loader: DataLoader, sampler: Sampler[Any]) -> DataLoader:
     if loader.num_workers > 0:
         kwargs["prefetch_factor"] = loader.prefetch_factor
     return DataLoader(loader.dataset, **kwargs)
+
+
+def seed_workers(loader: Any) -> None:
+    """After `seed_everything(workers=True)`, give each worker its own python/numpy seed (as Lightning does)."""
+    if os.environ.get("PL_SEED_WORKERS") != "1" or not isinstance(loader, DataLoader):
+        return
+    if loader.num_workers > 0 and loader.worker_init_fn is None:
+        from fulmen.seed import worker_init_fn
+
+        loader.worker_init_fn = worker_init_fn
 
 
 def without_shuffle(loader: Any) -> Any:

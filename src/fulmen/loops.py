@@ -433,6 +433,7 @@ class FitLoop:
             raise MisconfigurationException("train_dataloader() returned None; return a DataLoader.")
         if t.overfit_batches > 0:
             raw = data.without_shuffle(raw)
+        data.seed_workers(raw)
         self.train_dataloader = t.strategy.process_dataloader(
             raw, shuffle=data.sampler_shuffles(raw), training=True
         )
