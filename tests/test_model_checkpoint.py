@@ -189,3 +189,11 @@ def test_restoring_state_from_another_folder_keeps_only_best_model_path(tmp_path
     with pytest.warns(UserWarning, match="folder changed"):
         new.load_state_dict(old.state_dict())
     assert new.best_model_path == "/old/best.ckpt" and new.best_model_score is None
+
+
+def test_monitor_missing_before_the_first_validation_only_warns(tmp_path):
+    mc = ModelCheckpoint(dirpath=tmp_path, monitor="score", every_n_train_steps=1)
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=2, callbacks=[mc])
+    with pytest.warns(UserWarning, match="validation has not run yet"):
+        trainer.fit(ScoredModel())
+    assert _files(tmp_path) == []

@@ -84,6 +84,7 @@ class ModelCheckpoint(Callback):
         self._last_global_step_saved = 0
         self._last_time_checked: float | None = None
         self._last_saved_this_step: str = ""
+        self._validation_ran = False  # a missing monitor is an error only once validation has run
         self.current_score: torch.Tensor | None = None
         self.best_k_models: dict[str, torch.Tensor] = {}
         self.kth_best_model_path = ""
@@ -182,6 +183,7 @@ class ModelCheckpoint(Callback):
             self.dirpath = self._normalize_dir(self._default_dirpath(trainer))
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
         if stage == "fit":
+            self._validation_ran = False
             _ckpt.install_sigterm_handler()
             self._sigterm_installed = True
 
@@ -230,7 +232,10 @@ class ModelCheckpoint(Callback):
 
     def on_validation_end(self, trainer: Trainer, pl_module: Module) -> None:
         """Save after validation when it runs several times per epoch (or every few epochs)."""
-        if trainer.sanity_checking or self._should_skip_saving(trainer):
+        if trainer.sanity_checking:
+            return
+        self._validation_ran = True
+        if self._should_skip_saving(trainer):
             return
         if self._should_save_on_train_epoch_end(trainer):
             return
@@ -296,10 +301,14 @@ class ModelCheckpoint(Callback):
         current = metrics.get(self.monitor)
         if current is None:
             names = sorted(k for k in metrics if k not in ("epoch", "step"))
-            raise MisconfigurationException(
+            message = (
                 f"ModelCheckpoint(monitor={self.monitor!r}) could not find {self.monitor!r} among the logged "
                 f"metrics {names}. Log it with `self.log({self.monitor!r}, value)`, or change `monitor`."
             )
+            if self._validation_ran:
+                raise MisconfigurationException(message)
+            rank_zero_warn(message + " (Skipping this save: validation has not run yet.)")
+            return
         current = torch.as_tensor(current).detach().float().squeeze().cpu()
         if self.check_monitor_top_k(trainer, current):
             self._update_best_and_save(current, trainer, metrics)
