@@ -65,3 +65,26 @@ def test_only_rank_zero_prints(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(L.Trainer, "is_global_zero", property(lambda self: False))
     _fit(tmp_path, TQDMProgressBar(), epochs=2)
     assert capsys.readouterr().out == ""
+
+
+def test_terminal_shows_validation_and_test_bars(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    bar = TQDMProgressBar()
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=4,
+        limit_val_batches=3,
+        limit_test_batches=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[bar],
+    )
+    model = LoggingModel()
+    trainer.fit(model)
+    trainer.test(model, verbose=False)
+    out = capsys.readouterr().out
+    assert "Sanity Checking" in out and "2/2" in out
+    assert "Validation" in out and "3/3" in out
+    assert "Testing" in out and "5/5" in out

@@ -155,14 +155,46 @@ class TQDMProgressBar(ProgressBar):
         self._close()
 
     # ------------------------------------------------------------------ evaluation
-    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+    def _start_eval(self, trainer: Any, desc: str, loop: Any) -> None:
         self._eval_count = 0
+        self._eval_bar: Any = None
+        if not (self._enabled and self._interactive and trainer.is_global_zero):
+            return
+        counts = loop.num_batches(sanity=trainer.sanity_checking)
+        total = sum(counts)
+        self._eval_bar = self._new_bar(desc, total)
+        self._eval_bar.leave = False
+
+    def _end_eval(self) -> None:
+        bar = getattr(self, "_eval_bar", None)
+        if bar is not None:
+            bar.update(self._eval_count - bar.n)
+            bar.close()
+            self._eval_bar = None
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+        desc = "Sanity Checking" if trainer.sanity_checking else "Validation"
+        self._start_eval(trainer, desc, trainer.validate_loop)
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+        self._end_eval()
+
+    def on_test_start(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+        self._start_eval(trainer, "Testing", trainer.test_loop)
+
+    def on_test_end(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
+        self._end_eval()
 
     def _on_eval_batch(self, trainer: Any, stage: str, sanity: bool) -> None:
         self._eval_count = getattr(self, "_eval_count", 0) + 1
-
-    def on_test_end(self, trainer: Any, pl_module: Any) -> None:  # noqa: D102
-        pass
+        bar = getattr(self, "_eval_bar", None)
+        if bar is None:
+            return
+        now = time.monotonic()
+        if now - self._last >= self.min_interval:
+            self._last = now
+            bar.update(self._eval_count - bar.n)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:  # noqa: D102
+        self._end_eval()
         self._close()
