@@ -460,3 +460,29 @@ def test_checkpoint_hooks_of_module_datamodule_and_callback_add_and_read_entries
     assert dm.reads == 7
     rebuilt = DM.load_from_checkpoint(tmp_path / "a.ckpt", batch_size=4)
     assert rebuilt.hparams.batch_size == 4 and rebuilt.reads == 7
+
+
+def test_precision_state_such_as_a_grad_scaler_is_saved_and_restored(tmp_path):
+    from fulmen.precision import Precision
+
+    class ScalingPrecision(Precision):
+        def __init__(self):
+            self.scale = 1.0
+
+        def state_dict(self):
+            return {"scale": self.scale}
+
+        def load_state_dict(self, state):
+            self.scale = state["scale"]
+
+    precision = ScalingPrecision()
+    trainer = _trainer(tmp_path, enable_checkpointing=False, precision=precision)
+    trainer.fit(LoggingModel())
+    precision.scale = 512.0
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    assert torch.load(tmp_path / "a.ckpt", weights_only=True)["ScalingPrecision"] == {"scale": 512.0}
+    restored = ScalingPrecision()
+    _trainer(tmp_path, enable_checkpointing=False, max_epochs=2, precision=restored).fit(
+        LoggingModel(), ckpt_path=tmp_path / "a.ckpt"
+    )
+    assert restored.scale == 512.0
