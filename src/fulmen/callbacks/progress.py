@@ -169,6 +169,7 @@ class TQDMProgressBar(ProgressBar):
         bar = getattr(self, "_eval_bar", None)
         if bar is not None:
             bar.update(self._eval_count - bar.n)
+            bar.refresh()
             bar.close()
             self._eval_bar = None
 
