@@ -64,7 +64,7 @@ def _expected_weights():
     finally:
         sys.path.remove(str(HELPERS))
     model, data = Model(), IndexedData()
-    opt = torch.optim.SGD(model.layer.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.layer.parameters(), lr=0.1, momentum=0.9)
     for k in range(4):
         opt.zero_grad()
         nn.functional.mse_loss(model(data.x[16 * k : 16 * k + 16]), data.y[16 * k : 16 * k + 16]).backward()

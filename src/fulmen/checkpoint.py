@@ -327,7 +327,7 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     }
     if not weights_only:
         ckpt["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
-        ckpt["optimizer_states"] = [opt.state_dict() for opt in trainer.optimizers]
+        ckpt["optimizer_states"] = [trainer.strategy.optimizer_state(opt) for opt in trainer.optimizers]
         ckpt["lr_schedulers"] = [cfg.scheduler.state_dict() for cfg in trainer.lr_scheduler_configs]
         precision_state = trainer.precision_plugin.state_dict()
         if precision_state:
@@ -791,7 +791,7 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
             f"returned {len(trainer.optimizers)}; resume with the same optimizer setup."
         )
     for opt, state in zip(trainer.optimizers, optimizer_states):
-        opt.load_state_dict(state)
+        trainer.strategy.load_optimizer_state_dict(opt, state)
     for cfg, state in zip(trainer.lr_scheduler_configs, ckpt.get("lr_schedulers", [])):
         cfg.scheduler.load_state_dict(state)
     if ckpt.get("global_step", 0) > 0:

@@ -59,7 +59,7 @@ class Model(L.LightningModule):
         self.log("val_rank", float(self.global_rank), sync_dist=True)
 
     def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
 
     def train_dataloader(self):
         return DataLoader(IndexedData(), batch_size=8, shuffle=False)
@@ -85,6 +85,7 @@ if __name__ == "__main__":
     fail_rank = options.pop("fail_rank", -1)
     kill_rank = options.pop("kill_rank", -1)
     save = options.pop("save", None)
+    ckpt = options.pop("ckpt", None)
     trainer = L.Trainer(
         max_epochs=options.pop("max_epochs", 1),
         logger=False,
@@ -95,16 +96,18 @@ if __name__ == "__main__":
         **options,
     )
     model = Model(fail_rank, kill_rank)
-    trainer.fit(model)
+    trainer.fit(model, ckpt_path=ckpt)
     if save:
         trainer.save_checkpoint(save)
     gathered = trainer.strategy.all_gather(torch.tensor([trainer.global_rank]))
+    # full weights (FSDP gathers them on rank 0; other ranks get {})
+    weights = {k: v.clone() for k, v in trainer.strategy.lightning_module_state_dict().items()}
     torch.save(
         {
             "rank": trainer.global_rank,
             "world_size": trainer.world_size,
             "global_step": trainer.global_step,
-            "weights": {k: v.clone() for k, v in model.state_dict().items()},
+            "weights": weights,
             "seen": model.seen,
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             "gathered": gathered.tolist(),

@@ -16,6 +16,7 @@ How the processes come to exist is the launcher's business (launchers.py).
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import math
 import os
@@ -188,8 +189,7 @@ class DDPStrategy(Strategy):
                 world_size=self.world_size,
                 timeout=self.timeout,
             )
-            # Not destroyed at exit on purpose: destroying it while DDP's reducer still holds it can abort the
-            # exiting process (SIGABRT) after a successful run; the OS closes the connections instead.
+            atexit.register(_keep_process_groups_at_exit)
         self._store = _default_store()
 
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -398,6 +398,24 @@ class _UnevenShard(_EvenShard):
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.num_replicas + (1 if self.rank < n % self.num_replicas else 0)
+
+
+def _keep_process_groups_at_exit() -> None:
+    """Leave the process groups to the OS at exit instead of to their destructors.
+
+    With torch 2.13 on gloo, destroying a process group while the interpreter shuts down (explicitly, or by
+    garbage collection) sometimes aborts the exiting process ("terminate called without an active
+    exception", SIGABRT) after a run that succeeded. Holding one extra reference to each group means no
+    destructor runs; the OS closes the sockets when the process ends.
+    """
+    import ctypes
+
+    try:
+        groups = list(dist.distributed_c10d._world.pg_map)
+    except Exception:
+        return
+    for group in groups:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(group))
 
 
 def _default_store() -> Any:

@@ -417,9 +417,10 @@ def _spawned_worker(
     strategy._resolve_ranks()
     rank_zero_only.rank = strategy.global_rank  # type: ignore[attr-defined]
     result = run_reporting_failures(strategy, fn, *args)
+    weights = strategy.lightning_module_state_dict()  # every rank: FSDP gathers the full weights on rank 0
     if strategy.global_rank == 0:
         buffer = io.BytesIO()
-        torch.save(_results_for_parent(trainer, result), buffer)
+        torch.save(_results_for_parent(trainer, result, weights), buffer)
         queue.put(buffer.getvalue())
     # Done: wait for the others, then exit at once. A normal interpreter shutdown destroys the process group's
     # threads in an order that can abort the process (SIGABRT) after its work succeeded.
@@ -442,11 +443,10 @@ def _to_cpu(value: Any) -> Any:
     return value.detach().cpu() if isinstance(value, torch.Tensor) else value
 
 
-def _results_for_parent(trainer: Trainer, result: Any) -> dict[str, Any]:
-    module = trainer.lightning_module
+def _results_for_parent(trainer: Trainer, result: Any, weights: dict[str, Any]) -> dict[str, Any]:
     return {
         "result": result,
-        "state_dict": {k: _to_cpu(v) for k, v in module.state_dict().items()},
+        "state_dict": {k: _to_cpu(v) for k, v in weights.items()},
         "progress": trainer._progress.state_dict(),
         "callback_metrics": {k: _to_cpu(v) for k, v in trainer.callback_metrics.items()},
         "logged_metrics": {k: _to_cpu(v) for k, v in trainer.logged_metrics.items()},

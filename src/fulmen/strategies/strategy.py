@@ -203,6 +203,14 @@ class Strategy:
         assert self._module is not None
         self._module.load_state_dict(state_dict, strict=strict)
 
+    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
+        """The optimizer's state as it goes into a checkpoint (FSDP gathers its shards)."""
+        return optimizer.state_dict()
+
+    def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
+        """Load a checkpointed optimizer state (the mirror of `optimizer_state`)."""
+        optimizer.load_state_dict(state)
+
 
 def _no_op() -> None:
     return None

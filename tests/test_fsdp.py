@@ -1,0 +1,104 @@
+"""FSDP (fully_shard) on CPU with gloo: real processes, full-state checkpoints in and out."""
+
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import fulmen as L
+from fulmen.strategies import FSDPStrategy
+from fulmen.utilities import MisconfigurationException
+
+try:
+    from torch.distributed.fsdp import fully_shard  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the installed torch
+    pytest.skip("this torch has no torch.distributed.fsdp.fully_shard (FSDP2)", allow_module_level=True)
+
+from test_ddp import HELPERS, _assert_weights_equal, _expected_weights, _load, _run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp")
+    ckpt = out / "fsdp.ckpt"
+    proc, _ = _run(
+        [
+            str(HELPERS / "ddp_fit.py"),
+            str(out),
+            "accelerator=cpu",
+            "devices=2",
+            "strategy=fsdp",
+            f"save={ckpt}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [_load(out / f"rank{r}.pt") for r in range(2)], ckpt
+
+
+def test_fsdp_two_processes_match_the_single_process_loop(fsdp_run):
+    ranks, _ = fsdp_run
+    _assert_weights_equal(ranks[0]["weights"], _expected_weights())
+    assert ranks[1]["weights"] == {}  # the full state dict is gathered on rank 0 only
+    assert [r["global_step"] for r in ranks] == [4, 4]
+    assert set(ranks[0]["seen"]).isdisjoint(ranks[1]["seen"])
+
+
+def test_fsdp_full_checkpoint_holds_plain_tensors_and_resumes_in_one_process(fsdp_run, make_trainer):
+    _, ckpt = fsdp_run
+    saved = torch.load(ckpt, weights_only=True)
+    assert all(type(v) is torch.Tensor for v in saved["state_dict"].values())
+    sys.path.insert(0, str(HELPERS))
+    try:
+        from ddp_fit import Model
+    finally:
+        sys.path.remove(str(HELPERS))
+    trainer = make_trainer(max_epochs=2, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    trainer.fit(Model(), ckpt_path=str(ckpt))
+    assert trainer.global_step == 4 + 8
+
+
+def test_single_process_checkpoint_resumes_under_fsdp(tmp_path, make_trainer):
+    sys.path.insert(0, str(HELPERS))
+    try:
+        from ddp_fit import Model
+    finally:
+        sys.path.remove(str(HELPERS))
+    trainer = make_trainer(max_epochs=1, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    trainer.fit(Model())
+    ckpt = tmp_path / "single.ckpt"
+    trainer.save_checkpoint(ckpt)
+    proc, _ = _run(
+        [
+            str(HELPERS / "ddp_fit.py"),
+            str(tmp_path),
+            "accelerator=cpu",
+            "devices=2",
+            "strategy=fsdp",
+            "max_epochs=2",
+            f"ckpt={ckpt}",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _load(tmp_path / "rank0.pt")["global_step"] == 8 + 4
+
+
+def test_fsdp_strategy_name_selects_fsdp():
+    trainer = L.Trainer(accelerator="cpu", devices=2, strategy="fsdp", logger=False)
+    assert isinstance(trainer.strategy, FSDPStrategy)
+    assert trainer.strategy.state_dict_type == "full"
+
+
+def test_fsdp_invalid_sharding_strategy_names_the_choices():
+    with pytest.raises(MisconfigurationException, match="HYBRID_SHARD"):
+        FSDPStrategy(sharding_strategy="ZERO4")
+
+
+def test_fsdp_auto_wrap_policy_must_hold_module_classes():
+    with pytest.raises(MisconfigurationException, match="nn.Module classes"):
+        FSDPStrategy(auto_wrap_policy={"Linear"})
+
+
+def test_fsdp_auto_wrap_policy_picks_the_listed_classes():
+    strategy = FSDPStrategy(auto_wrap_policy={nn.Linear})
+    assert strategy._should_wrap(nn.Linear(2, 2)) and not strategy._should_wrap(nn.ReLU())
