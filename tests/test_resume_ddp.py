@@ -12,11 +12,12 @@ TIMEOUT = 150  # one distributed job; a hang fails the test instead of the suite
 
 SCRIPT = textwrap.dedent(
     """
-    import os, sys
+    import os, signal, sys
     import torch
     from torch import nn
     from torch.utils.data import DataLoader, Dataset
     import fulmen as L
+    from fulmen.callbacks import ModelCheckpoint
 
     mode, out_dir = sys.argv[1], sys.argv[2]
     ckpt = os.path.join(out_dir, "mid.ckpt")
@@ -48,9 +49,17 @@ SCRIPT = textwrap.dedent(
             if trainer.current_epoch == 1 and batch_idx == 1:
                 trainer.save_checkpoint(ckpt)  # saving changes nothing: this run goes on uninterrupted
 
+    class SigtermOnRankZero(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_rank == 0 and trainer.global_step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)  # rank 1 never gets one
+
+    callbacks = {"full": [SaveMidEpoch()], "resumed": [], "sigterm": [SigtermOnRankZero()]}[mode]
+    if mode == "sigterm":
+        callbacks.append(ModelCheckpoint(dirpath=os.path.join(out_dir, "ckpts")))
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, deterministic=True,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[SaveMidEpoch()] if mode == "full" else [])
+                        logger=False, enable_checkpointing=mode == "sigterm", enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=callbacks)
     model = Net()
     trainer.fit(model, ckpt_path=ckpt if mode == "resumed" else None)
     torch.save({k: v.clone() for k, v in model.state_dict().items()},
@@ -77,6 +86,7 @@ def _run(tmp_path, mode):
         timeout=TIMEOUT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def test_ddp_mid_epoch_resume_is_bit_identical_on_every_rank(tmp_path):
@@ -90,3 +100,12 @@ def test_ddp_mid_epoch_resume_is_bit_identical_on_every_rank(tmp_path):
         resumed = torch.load(tmp_path / f"resumed-rank{rank}.pt", weights_only=True)
         for key in full:
             assert torch.equal(full[key], resumed[key]), f"rank {rank}: {key} differs after resume"
+
+
+def test_ddp_sigterm_on_one_rank_saves_last_on_all_ranks_at_the_same_batch_and_exits_cleanly(tmp_path):
+    proc = _run(tmp_path, "sigterm")  # returncode 0 on every process, no hang
+    assert "SIGTERM received" in proc.stderr
+    ckpt = torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=True)
+    # sent after step 2 on rank 0 only; the ranks agree at the next multiple of 8 batches: the next epoch's first
+    assert ckpt["global_step"] == 6 and ckpt["loops"]["fit_loop"]["epoch_batches"] == 1
+    assert len(ckpt["rng_states"]) == 2

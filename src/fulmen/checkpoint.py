@@ -914,12 +914,28 @@ def sigterm_received() -> bool:
     return _Sigterm.received
 
 
-def handle_sigterm(trainer: Trainer) -> None:
+SIGTERM_SYNC_EVERY = 8  # with several processes, ranks agree on a SIGTERM every this many batches
+
+
+def sync_sigterm(trainer: Trainer, batch_idx: int) -> None:
+    """Several processes: every `SIGTERM_SYNC_EVERY` batches, all ranks agree whether any got SIGTERM.
+
+    A signal reaches the ranks at slightly different batches; acting on it alone would make one rank
+    gather the checkpoint while the others are in the next step's collectives (a hang).
+    """
+    if batch_idx % SIGTERM_SYNC_EVERY == 0 and trainer.strategy.reduce_boolean_decision(
+        _Sigterm.received, all=False
+    ):
+        handle_sigterm(trainer, agreed=True)
+
+
+def handle_sigterm(trainer: Trainer, agreed: bool = False) -> None:
     """If SIGTERM arrived: write one checkpoint to every checkpointing callback's interrupt path, then exit.
 
-    Called at a batch boundary (a train batch's end), where the state is consistent.
+    Called at a batch boundary (a train batch's end), where the state is consistent; `agreed` when
+    the ranks decided together (`sync_sigterm`).
     """
-    if not _Sigterm.received:
+    if not (_Sigterm.received or agreed):
         return
     _Sigterm.received = False
     paths = []

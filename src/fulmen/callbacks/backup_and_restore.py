@@ -48,6 +48,7 @@ class BackupAndRestore(Callback):
         self.delete_on_success = delete_on_success
         self._last_step_saved = -1
         self._installed = False
+        self._sigterm_sync = False
 
     @property
     def backup_path(self) -> str:
@@ -62,6 +63,7 @@ class BackupAndRestore(Callback):
         """Choose the folder and catch SIGTERM during fit."""
         if self.backup_dir is None:
             self.backup_dir = os.path.join(trainer.default_root_dir, "backup")
+        self._sigterm_sync = trainer.world_size > 1
         if stage == "fit" and not self._installed:
             _ckpt.install_sigterm_handler()
             self._installed = True
@@ -85,7 +87,9 @@ class BackupAndRestore(Callback):
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Back up every `every_n_train_steps` steps; honour a pending SIGTERM."""
-        if _ckpt._Sigterm.received:
+        if self._sigterm_sync:
+            _ckpt.sync_sigterm(trainer, batch_idx)
+        elif _ckpt._Sigterm.received:
             _ckpt.handle_sigterm(trainer)
         n = self.every_n_train_steps
         if n is not None and trainer.global_step % n == 0 and trainer.global_step != self._last_step_saved:

@@ -85,6 +85,7 @@ class ModelCheckpoint(Callback):
         self._last_time_checked: float | None = None
         self._last_saved_this_step: str = ""
         self._validation_ran = False  # a missing monitor is an error only once validation has run
+        self._sigterm_sync = False  # several processes: agree on a SIGTERM before acting on it
         self.current_score: torch.Tensor | None = None
         self.best_k_models: dict[str, torch.Tensor] = {}
         self.kth_best_model_path = ""
@@ -184,6 +185,7 @@ class ModelCheckpoint(Callback):
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
         if stage == "fit":
             self._validation_ran = False
+            self._sigterm_sync = trainer.world_size > 1
             _ckpt.install_sigterm_handler()
             self._sigterm_installed = True
 
@@ -205,7 +207,9 @@ class ModelCheckpoint(Callback):
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Save every `every_n_train_steps` steps or `train_time_interval`; honour a pending SIGTERM."""
-        if _ckpt._Sigterm.received:
+        if self._sigterm_sync:
+            _ckpt.sync_sigterm(trainer, batch_idx)
+        elif _ckpt._Sigterm.received:
             _ckpt.handle_sigterm(trainer)
         if self._every_n_train_steps == 0 and self._train_time_interval is None:
             return

@@ -72,6 +72,8 @@ def run_reporting_failures(strategy: DDPStrategy, fn: Callable[..., Any], *args:
     try:
         return fn(*args)
     except BaseException as exc:
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            raise  # a clean exit on every rank (e.g. after SIGTERM wrote its checkpoint) is not a failure
         explained = _explain_failure(strategy, exc)
         if explained is not exc:
             raise explained from exc
@@ -220,6 +222,11 @@ class ScriptLauncher(_InPlace):
             started.append((node * n + local_rank, subprocess.Popen(command, env=child_env, cwd=os.getcwd())))
         children = _Children(started)
         atexit.register(children.wait_at_exit)
+        from fulmen.strategies.ddp import _ExitWithoutTeardown
+
+        _ExitWithoutTeardown.before_exit.append(
+            children.wait_at_exit
+        )  # it may end the process before atexit's turn
         children.start_watching()
         return children
 
