@@ -486,3 +486,64 @@ def test_precision_state_such_as_a_grad_scaler_is_saved_and_restored(tmp_path):
         LoggingModel(), ckpt_path=tmp_path / "a.ckpt"
     )
     assert restored.scale == 512.0
+
+
+def _lightning_loops(epoch_started, epoch_processed, batch_processed, batch_completed, stepped, total):
+    """The loop progress of a Lightning 2.6 checkpoint (the parts fulmen reads), as Lightning writes it."""
+    return {
+        "fit_loop": {
+            "state_dict": {},
+            "epoch_progress": {
+                "current": {
+                    "ready": epoch_started,
+                    "started": epoch_started,
+                    "processed": epoch_processed,
+                    "completed": epoch_processed - (epoch_started == epoch_processed),
+                },
+            },
+            "epoch_loop.batch_progress": {
+                "current": {
+                    "ready": batch_processed,
+                    "started": batch_processed,
+                    "processed": batch_processed,
+                    "completed": batch_completed,
+                },
+                "total": {"ready": total, "started": total, "processed": total, "completed": total - 1},
+                "is_last_batch": False,
+            },
+            "epoch_loop.state_dict": {"_batches_that_stepped": stepped},
+        }
+    }
+
+
+@pytest.mark.parametrize(
+    ("loops", "global_step", "expected_first_batch"),
+    [
+        # saved in on_train_batch_end of epoch 1, batch 2 (5 batches per epoch)
+        (_lightning_loops(2, 1, 3, 2, stepped=7, total=8), 8, (1, 3, 8, 8)),
+        # saved in on_train_epoch_end of epoch 1 (schedulers already stepped by Lightning)
+        (_lightning_loops(2, 2, 5, 5, stepped=10, total=10), 10, (2, 0, 10, 10)),
+    ],
+)
+def test_checkpoint_written_by_lightning_resumes_at_its_position(
+    tmp_path, loops, global_step, expected_first_batch
+):
+    _, trainer = _fitted(tmp_path, enable_checkpointing=False, limit_train_batches=5)
+    ckpt = checkpoint.dump(trainer)
+    for key in ("fulmen_version", "rng_states"):
+        ckpt.pop(key)
+    ckpt.update(loops=loops, global_step=global_step)
+    torch.save(ckpt, tmp_path / "lightning.ckpt")
+    first = []
+
+    class Peek(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            p = trainer._progress
+            first.append((trainer.current_epoch, batch_idx, trainer.global_step, p.batches_that_stepped))
+
+    resumed = _trainer(
+        tmp_path, enable_checkpointing=False, max_epochs=3, limit_train_batches=5, callbacks=[Peek()]
+    )
+    resumed.fit(LoggingModel(), ckpt_path=tmp_path / "lightning.ckpt")
+    assert first[0] == expected_first_batch
+    assert resumed.global_step == 15

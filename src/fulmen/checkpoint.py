@@ -801,6 +801,8 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     if precision_state:
         trainer.precision_plugin.load_state_dict(precision_state)
     loops = dict(ckpt.get("loops", {}).get("fit_loop") or {})
+    if "epoch_progress" in loops:  # written by Lightning
+        loops = _progress_from_lightning(ckpt, loops)
     epoch_start = loops.pop("epoch_start", None)
     pending_schedulers = loops.pop("pending_epoch_schedulers", None)
     if loops:
@@ -816,6 +818,27 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     rs = _resume_state(trainer)
     rs.pending_rng = _for_rank(trainer, ckpt.get("rng_states"))
     rs.pending_epoch_start = _for_rank(trainer, epoch_start)
+
+
+def _progress_from_lightning(ckpt: dict[str, Any], fit_loop: dict[str, Any]) -> dict[str, Any]:
+    """fulmen's counters from a Lightning 2.x checkpoint's loop progress (so its runs resume here too).
+
+    Lightning counts a batch (an epoch) as "processed" once trained and "completed" after its end
+    hooks; a checkpoint written inside those hooks has processed > completed, which still means done.
+    """
+    epochs = fit_loop["epoch_progress"]["current"]
+    batches = fit_loop.get("epoch_loop.batch_progress", {})
+    in_epoch = epochs.get("started", 0) > epochs.get("processed", 0)  # saved before the epoch's end
+    stepped = fit_loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", 0)
+    current, total = batches.get("current", {}), batches.get("total", {})
+    return {
+        "stage": "train",
+        "epoch": epochs.get("processed", ckpt.get("epoch", 0)),
+        "epoch_batches": current.get("processed", 0) if in_epoch else 0,
+        "global_step": ckpt.get("global_step", 0),
+        "batches_that_stepped": stepped + current.get("processed", 0) - current.get("completed", 0),
+        "total_batches": total.get("processed", 0),
+    }
 
 
 def _finish_epoch_schedulers(trainer: Trainer, metrics: dict[str, float]) -> None:
