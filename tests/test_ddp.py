@@ -125,6 +125,11 @@ def test_ddp_sync_dist_validation_counts_each_sample_once(ddp_run):
         assert r["metrics"]["train_loss_epoch"] == pytest.approx(ranks[0]["metrics"]["train_loss_epoch"])
 
 
+def test_ddp_sync_dist_step_value_is_reduced_at_once(ddp_run):
+    ranks, _ = ddp_run
+    assert ranks[0]["metrics"]["train_loss_step"] == pytest.approx(ranks[1]["metrics"]["train_loss_step"])
+
+
 def test_ddp_all_gather_and_broadcast(ddp_run):
     ranks, _ = ddp_run
     for r in ranks:

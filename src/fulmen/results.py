@@ -200,6 +200,8 @@ class ResultStore:
         self._batch_size: int | None = None
         self.dataloader_idx: int | None = None
         self.epoch_metrics: dict[str, Any] = {}
+        # reduces a sync_dist step value across processes at once (set by the Trainer; None: one process)
+        self.reduce_step: Callable[[torch.Tensor, str], torch.Tensor] | None = None
 
     def new_batch(self, batch: Any, dataloader_idx: int | None = None) -> None:
         """Point batch-size inference at `batch`; the size is only computed if a mean needs it."""
@@ -272,7 +274,10 @@ class ResultStore:
                 f"Metric; got {type(value).__name__}."
             )
         if slot.on_step:
-            slot.last = value
+            if slot.sync_dist and self.reduce_step is not None and isinstance(slot.reduce, str):
+                slot.last = self.reduce_step(value, slot.reduce)  # epoch totals stay local until epoch end
+            else:
+                slot.last = value
             slot.stepped = True
         if slot.on_epoch:
             if batch_size is None:

@@ -20,6 +20,7 @@ import atexit
 import datetime
 import math
 import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -189,7 +190,7 @@ class DDPStrategy(Strategy):
                 world_size=self.world_size,
                 timeout=self.timeout,
             )
-            atexit.register(_keep_process_groups_at_exit)
+            _ExitWithoutTeardown.install()
         self._store = _default_store()
 
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -400,22 +401,61 @@ class _UnevenShard(_EvenShard):
         return n // self.num_replicas + (1 if self.rank < n % self.num_replicas else 0)
 
 
-def _keep_process_groups_at_exit() -> None:
-    """Leave the process groups to the OS at exit instead of to their destructors.
+class _ExitWithoutTeardown:
+    """End a process that joined a process group with `os._exit`, after Python's own exit work.
 
-    With torch 2.13 on gloo, destroying a process group while the interpreter shuts down (explicitly, or by
-    garbage collection) sometimes aborts the exiting process ("terminate called without an active
-    exception", SIGABRT) after a run that succeeded. Holding one extra reference to each group means no
-    destructor runs; the OS closes the sockets when the process ends.
+    With torch 2.13 on gloo, the C++ teardown that runs after the interpreter finished sometimes aborts
+    the process ("terminate called without an active exception", SIGABRT) although the script succeeded,
+    which a launcher (fulmen's, torchrun, SLURM) then reports as a failed rank. This handler runs at exit
+    (atexit, registered when the group is created, so the atexit work registered later runs before it),
+    flushes logs and output, and ends the process with the status Python would have used: 1 after an
+    uncaught exception, the code given to `sys.exit`, else 0. Exit work registered with atexit before
+    the process group existed is run by `run_before_exit` callers or skipped.
     """
-    import ctypes
 
-    try:
-        groups = list(dist.distributed_c10d._world.pg_map)
-    except Exception:
-        return
-    for group in groups:
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(group))
+    installed = False
+    code: Any = None
+    before_exit: list[Any] = []
+
+    @classmethod
+    def install(cls) -> None:
+        if cls.installed:
+            return
+        cls.installed = True
+        original_exit = sys.exit
+
+        def recording_exit(code: Any = None) -> None:
+            cls.code = code
+            original_exit(code)
+
+        sys.exit = recording_exit  # type: ignore[assignment]
+        atexit.register(cls._exit)
+
+    @classmethod
+    def _exit(cls) -> None:
+        for fn in list(cls.before_exit):
+            try:
+                fn()
+            except Exception:
+                pass
+        import logging
+
+        logging.shutdown()
+        if hasattr(sys, "last_value"):  # an uncaught exception ended the script
+            status = 1
+        elif cls.code is None or isinstance(cls.code, bool):
+            status = int(bool(cls.code))
+        elif isinstance(cls.code, int):
+            status = cls.code
+        else:
+            print(cls.code, file=sys.stderr)
+            status = 1
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(status)
 
 
 def _default_store() -> Any:

@@ -224,9 +224,8 @@ class ScriptLauncher(_InPlace):
         atexit.register(children.wait_at_exit)
         from fulmen.strategies.ddp import _ExitWithoutTeardown
 
-        _ExitWithoutTeardown.before_exit.append(
-            children.wait_at_exit
-        )  # it may end the process before atexit's turn
+        # the process may end in _ExitWithoutTeardown before atexit reaches wait_at_exit: run it from there too
+        _ExitWithoutTeardown.before_exit.append(children.wait_at_exit)
         children.start_watching()
         return children
 
