@@ -120,20 +120,21 @@ def _kill_and_resume(tmp_path, workers, accumulate, kill_kind, kill_at, persiste
         return json.load(f_a), json.load(f_b)
 
 
-def test_sigkill_mid_epoch_with_workers_inside_accumulation_window_resumes_bit_identical(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2], ids=["no_workers", "two_persistent_workers"])
+def test_sigkill_mid_epoch_inside_accumulation_window_resumes_bit_identical(tmp_path, workers):
     # 12 batches per epoch, 2 epochs; killed after batch 17 (epoch 1, batch 5): mid-epoch and mid-window.
     # Persistent workers: the interrupted epoch is not the loader's first, so its iterator drew no new
     # worker seed before the sampler ran; the resumed run's first iterator does.
     info_a, info_b = _kill_and_resume(
-        tmp_path, workers=2, accumulate=2, kill_kind="batch", kill_at=17, persistent=1
+        tmp_path, workers=workers, accumulate=2, kill_kind="batch", kill_at=17, persistent=1
     )
     assert info_a == info_b  # every counter, the learning rate and the scheduler positions
     assert info_b["global_step"] == 12 and info_b["epoch"] == 2
 
 
 def test_sigterm_writes_last_checkpoint_exits_cleanly_and_last_resumes_bit_identical(tmp_path):
-    # without workers, inside an accumulation window (batch 15 of 24)
-    info_a, info_b = _kill_and_resume(tmp_path, workers=0, accumulate=2, kill_kind="sigterm", kill_at=15)
+    # batch 15 of 24, between two optimizer steps
+    info_a, info_b = _kill_and_resume(tmp_path, workers=0, accumulate=1, kill_kind="sigterm", kill_at=15)
     assert info_a == info_b
 
 
