@@ -197,3 +197,22 @@ def test_monitor_missing_before_the_first_validation_only_warns(tmp_path):
     with pytest.warns(UserWarning, match="validation has not run yet"):
         trainer.fit(ScoredModel())
     assert _files(tmp_path) == []
+
+
+def test_ckpt_path_last_finds_the_previous_runs_file_in_another_logger_version(tmp_path):
+    def run(max_epochs, ckpt_path=None):
+        trainer = _trainer(
+            tmp_path,
+            max_epochs=max_epochs,
+            logger=CSVLogger(tmp_path),
+            callbacks=[ModelCheckpoint(save_last=True)],
+        )
+        trainer.fit(BoringModel(), ckpt_path=ckpt_path)
+        return trainer
+
+    run(1)
+    resumed = run(2, ckpt_path="last")  # a new run writes to version_1, the file is in version_0
+    assert resumed.ckpt_path == os.path.realpath(
+        tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    )
+    assert resumed.global_step == 4
