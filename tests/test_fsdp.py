@@ -94,6 +94,11 @@ def test_fsdp_invalid_sharding_strategy_names_the_choices():
         FSDPStrategy(sharding_strategy="ZERO4")
 
 
+def test_fsdp_sharded_checkpoints_are_refused_with_the_alternative():
+    with pytest.raises(NotImplementedError, match="state_dict_type='full'"):
+        FSDPStrategy(state_dict_type="sharded")
+
+
 def test_fsdp_auto_wrap_policy_must_hold_module_classes():
     with pytest.raises(MisconfigurationException, match="nn.Module classes"):
         FSDPStrategy(auto_wrap_policy={"Linear"})

@@ -7,7 +7,7 @@ go into and come out of a checkpoint:
 
 - `state_dict_type="full"` (default): the checkpoint holds ordinary full tensors gathered on rank 0, so
   it loads into a single process or another number of processes;
-- `state_dict_type="sharded"`: each process's shards as they are (DTensors), for the same job shape.
+- `state_dict_type="sharded"`: not supported yet (a checkpoint is one file written by rank 0); it raises.
 
 The root's sharding hooks run in the module's `__call__`: compute through `self(x)` (or submodules the
 policy sharded) in `training_step`, as in any FSDP training loop.
@@ -47,7 +47,7 @@ class FSDPStrategy(DDPStrategy):
         cpu_offload: keep the shards and the optimizer step on the CPU.
         mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy`; by default derived from the
             Trainer's precision ("bf16-mixed" / "16-mixed": compute in that dtype, reduce in fp32).
-        state_dict_type: "full" or "sharded" (see the module docstring).
+        state_dict_type: "full" ("sharded" is not supported yet and raises; see the module docstring).
         **kwargs: passed to `fully_shard`.
 
     The other arguments are DDPStrategy's.
@@ -80,6 +80,12 @@ class FSDPStrategy(DDPStrategy):
         if state_dict_type not in _STATE_DICT_TYPES:
             raise MisconfigurationException(
                 f"FSDPStrategy(state_dict_type={state_dict_type!r}) is not valid; use 'full' or 'sharded'."
+            )
+        if state_dict_type == "sharded":
+            # a checkpoint file is written by rank 0 alone, so the other ranks' shards would be lost
+            raise NotImplementedError(
+                "FSDPStrategy(state_dict_type='sharded') is not supported yet: checkpoints are one file written by "
+                "rank 0. Use state_dict_type='full' (weights and optimizer state gathered on rank 0)."
             )
         self.sharding_strategy = sharding
         self.auto_wrap_policy = auto_wrap_policy
