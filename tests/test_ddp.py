@@ -90,6 +90,7 @@ def ddp_run(tmp_path_factory):
             "devices=2",
             "strategy=ddp",
             f"save={ckpt}",
+            "logs=1",
         ]
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -128,6 +129,16 @@ def test_ddp_sync_dist_validation_counts_each_sample_once(ddp_run):
 def test_ddp_sync_dist_step_value_is_reduced_at_once(ddp_run):
     ranks, _ = ddp_run
     assert ranks[0]["metrics"]["train_loss_step"] == pytest.approx(ranks[1]["metrics"]["train_loss_step"])
+
+
+def test_ddp_only_rank_zero_writes_logs_and_checkpoints(ddp_run):
+    ranks, ckpt = ddp_run
+    out = ckpt.parent
+    assert [p.name for p in (out / "lightning_logs").iterdir()] == ["version_0"]
+    assert len(list(out.rglob("metrics.csv"))) == 1
+    checkpoints = [p for p in out.rglob("*.ckpt") if p != ckpt]
+    assert [p.name for p in checkpoints] == ["epoch=0-step=4.ckpt"]
+    assert ranks[0]["best"] == ranks[1]["best"] == str(checkpoints[0])
 
 
 def test_ddp_all_gather_and_broadcast(ddp_run):

@@ -86,14 +86,16 @@ if __name__ == "__main__":
     kill_rank = options.pop("kill_rank", -1)
     save = options.pop("save", None)
     ckpt = options.pop("ckpt", None)
+    if options.pop("logs", 0):  # rank 0 alone should write these
+        from fulmen.loggers import CSVLogger
+
+        options.update(logger=CSVLogger(out_dir), enable_checkpointing=True, default_root_dir=out_dir)
     trainer = L.Trainer(
         max_epochs=options.pop("max_epochs", 1),
-        logger=False,
-        enable_checkpointing=False,
+        **{"logger": False, "enable_checkpointing": False, **options},
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        **options,
     )
     model = Model(fail_rank, kill_rank)
     trainer.fit(model, ckpt_path=ckpt)
@@ -113,6 +115,7 @@ if __name__ == "__main__":
             "gathered": gathered.tolist(),
             "broadcast": trainer.strategy.broadcast(f"from rank {trainer.global_rank}"),
             "env_rank": os.environ.get("RANK"),
+            "best": getattr(trainer.checkpoint_callback, "best_model_path", None),
         },
         os.path.join(out_dir, f"rank{trainer.global_rank}.pt"),
     )
