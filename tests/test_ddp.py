@@ -56,8 +56,8 @@ def _load(path):
     return torch.load(path, weights_only=False)
 
 
-def _expected_weights():
-    """A plain PyTorch loop over the same global batches (16 consecutive samples per step)."""
+def _expected_weights(per_step=16):
+    """A plain PyTorch loop over the same global batches (`per_step` consecutive samples per step)."""
     sys.path.insert(0, str(HELPERS))
     try:
         from ddp_fit import IndexedData, Model
@@ -65,9 +65,10 @@ def _expected_weights():
         sys.path.remove(str(HELPERS))
     model, data = Model(), IndexedData()
     opt = torch.optim.SGD(model.layer.parameters(), lr=0.1, momentum=0.9)
-    for k in range(4):
+    for k in range(64 // per_step):
         opt.zero_grad()
-        nn.functional.mse_loss(model(data.x[16 * k : 16 * k + 16]), data.y[16 * k : 16 * k + 16]).backward()
+        window = slice(per_step * k, per_step * (k + 1))
+        nn.functional.mse_loss(model(data.x[window]), data.y[window]).backward()
         opt.step()
     return model.state_dict()
 
@@ -161,6 +162,23 @@ def test_ddp_checkpoint_resumes_in_a_single_process(ddp_run, make_trainer):
     assert isinstance(trainer.strategy, SingleDeviceStrategy)
     assert trainer.current_epoch == 2
     assert trainer.global_step == 4 + 8  # resumed after the DDP epoch; one process takes 8 steps of 8
+
+
+def test_ddp_gradient_accumulation_skips_sync_but_matches_the_single_process_loop(tmp_path):
+    proc, _ = _run(
+        [
+            str(HELPERS / "ddp_fit.py"),
+            str(tmp_path),
+            "accelerator=cpu",
+            "devices=2",
+            "accumulate_grad_batches=2",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [_load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    assert [r["global_step"] for r in ranks] == [2, 2]
+    for r in ranks:  # 2 processes x 2 batches of 8 per step; the mean of per-batch means = a mean over 32
+        _assert_weights_equal(r["weights"], _expected_weights(per_step=32))
 
 
 # ---------------------------------------------------------------------------- other ways to start

@@ -213,7 +213,21 @@ class DDPStrategy(Strategy):
         with self.precision_plugin.forward_context():
             if wrapper is module:
                 return module.training_step(*args, **kwargs)
+            if self._accumulating(args):
+                # a batch that only accumulates: skip the all-reduce, the stepping batch averages the sum
+                with wrapper.no_sync():  # type: ignore[operator]
+                    return _call_through_wrapper(wrapper, module, module.training_step, args, kwargs)
             return _call_through_wrapper(wrapper, module, module.training_step, args, kwargs)
+
+    def _accumulating(self, args: tuple[Any, ...]) -> bool:
+        """True for a training batch of automatic optimization that is not the last of its accumulation window."""
+        trainer = self._trainer
+        if trainer is None or trainer.accumulate_grad_batches == 1 or len(args) < 2:
+            return False
+        if not isinstance(args[1], int) or not self._module.automatic_optimization:  # type: ignore[union-attr]
+            return False
+        batch_idx, every = args[1], trainer.accumulate_grad_batches
+        return (batch_idx + 1) % every != 0 and batch_idx + 1 != trainer.fit_loop.num_train_batches
 
     # ------------------------------------------------------------------ data
     def process_dataloader(self, dataloader: Any, shuffle: bool, training: bool = False) -> Any:
