@@ -153,3 +153,41 @@ def test_limits_never_fetch_a_batch_past_the_limit(tmp_path) -> None:
     )
     trainer.fit(Model())
     assert len(fetched) == 2 + 4 + 3  # sanity, train, validation: not one item more
+
+
+def test_should_stop_mid_epoch_validates_the_final_weights(tmp_path) -> None:
+    seen: list[tuple[int, int]] = []
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 2:
+                self.trainer.should_stop = True
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            seen.append((self.global_step, batch_idx))
+            return super().validation_step(batch, batch_idx)
+
+    trainer = L.Trainer(
+        max_epochs=2,
+        limit_train_batches=10,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Model())
+    assert seen == [(3, 0), (3, 1)]  # as Lightning 2.6: one validation run after the stopping step
+
+
+def test_lightning_optimizer_copies_without_recursion() -> None:
+    import copy
+
+    from fulmen.optim import LightningOptimizer
+
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    clone = copy.copy(LightningOptimizer(opt, trainer=None))  # type: ignore[arg-type]
+    assert clone.optimizer is opt

@@ -494,6 +494,8 @@ class FitLoop:
             return False
         if not self._validation_enabled_cached():
             return False
+        if t.should_stop and self._min_reached(t._progress.epoch):
+            return True  # stopping early (e.g. EarlyStopping in training): validate the final weights
         if every is None:
             return t._progress.total_batches % self._val_check_batch == 0
         is_last = batch_idx + 1 == self.num_train_batches

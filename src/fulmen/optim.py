@@ -156,6 +156,8 @@ class LightningOptimizer:
         return self._optimizer
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_optimizer":  # not set yet (e.g. during copy/unpickling): no infinite recursion
+            raise AttributeError(name)
         return getattr(self._optimizer, name)
 
     @property
