@@ -375,3 +375,20 @@ def test_collectives_without_a_process_group_are_identities():
     assert strategy.reduce(t) is t
     assert strategy.broadcast("x") == "x"
     assert strategy.reduce_boolean_decision(False) is False
+
+
+def test_sync_batchnorm_on_cpu_is_refused_before_training(make_trainer):
+    strategy = _strategy()
+    strategy._trainer = make_trainer(sync_batchnorm=True)
+    with pytest.raises(MisconfigurationException, match="needs GPUs: torch.s SyncBatchNorm"):
+        strategy._wrap(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)))
+
+
+def test_each_epoch_reaches_the_distributed_sampler():
+    from fulmen.data import set_sampler_epoch
+
+    loader = _strategy().process_dataloader(
+        DataLoader(list(range(8)), shuffle=True), shuffle=True, training=True
+    )
+    set_sampler_epoch(loader, 3)
+    assert loader.sampler.epoch == 3

@@ -196,7 +196,7 @@ class DDPStrategy(Strategy):
     def _wrap(self, module: nn.Module) -> nn.Module:
         trainer = self._trainer
         if trainer is not None and trainer.sync_batchnorm:
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            module = _convert_sync_batchnorm(module, self.root_device)
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **self._ddp_kwargs)
 
@@ -328,6 +328,17 @@ class DDPStrategy(Strategy):
         dist.all_reduce(votes, op=dist.ReduceOp.SUM)
         count = int(votes.item())
         return count == dist.get_world_size() if all else count > 0
+
+
+def _convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """BatchNorm layers that average their statistics over every process (torch supports this on GPUs)."""
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    if has_bn and device.type == "cpu":
+        raise MisconfigurationException(
+            "Trainer(sync_batchnorm=True) needs GPUs: torch's SyncBatchNorm does not run on the CPU. Remove "
+            "sync_batchnorm=True, or train with accelerator='gpu'."
+        )
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
 
 def _call_through_wrapper(

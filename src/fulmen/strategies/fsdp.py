@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from fulmen.strategies.ddp import DEFAULT_TIMEOUT, DDPStrategy
+from fulmen.strategies.ddp import DEFAULT_TIMEOUT, DDPStrategy, _convert_sync_batchnorm
 from fulmen.utilities import MisconfigurationException
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ class FSDPStrategy(DDPStrategy):
 
         trainer = self._trainer
         if trainer is not None and trainer.sync_batchnorm:
-            module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+            module = _convert_sync_batchnorm(module, self.root_device)
         options: dict[str, Any] = {
             "mesh": self._device_mesh(),
             "reshard_after_forward": self.sharding_strategy != "SHARD_GRAD_OP",
