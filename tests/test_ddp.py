@@ -392,3 +392,14 @@ def test_each_epoch_reaches_the_distributed_sampler():
     )
     set_sampler_epoch(loader, 3)
     assert loader.sampler.epoch == 3
+
+
+def test_ddp_spawn_with_an_unpicklable_model_names_the_alternatives(monkeypatch, make_trainer):
+    monkeypatch.setenv("MASTER_PORT", str(find_free_port()))  # so the launcher exports nothing lasting
+
+    class LocalModel(BoringModel):  # defined in a function: spawn cannot pickle it
+        pass
+
+    trainer = make_trainer(accelerator="cpu", devices=2, strategy="ddp_spawn")
+    with pytest.raises(MisconfigurationException, match="ddp_fork"):
+        trainer.fit(LocalModel())

@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import io
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -379,7 +380,11 @@ class SpawnLauncher(_InPlace):
                 join=False,
                 start_method=strategy.start_method,
             )
-        except (TypeError, AttributeError) as err:  # pickling the Trainer or the module failed
+        except (
+            TypeError,
+            AttributeError,
+            pickle.PicklingError,
+        ) as err:  # pickling the Trainer or module failed
             raise MisconfigurationException(
                 f"strategy='ddp_spawn' must pickle the Trainer and the model to start its processes, and that "
                 f"failed: {err}. Define the model at module level, or use strategy='ddp' (re-runs the script) or "
