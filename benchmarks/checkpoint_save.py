@@ -74,22 +74,20 @@ def main() -> None:
             enable_model_summary=False,
         )
         trainer.fit(model, DataLoader(TensorDataset(torch.randn(2, 1024)), batch_size=2))
-        timings: dict[str, list[float]] = {
-            "torch.save(state_dict)": [],
-            "torch.save + fsync": [],
-            "fulmen": [],
+        cases: dict[str, Any] = {
+            "torch.save(state_dict)": lambda p: _torch_save(model.state_dict(), p, fsync=False),
+            "torch.save + fsync": lambda p: _torch_save(model.state_dict(), p, fsync=True),
+            "fulmen": trainer.save_checkpoint,
         }
+        timings: dict[str, list[float]] = {name: [] for name in cases}
+        names = list(cases)
         for i in range(args.repeats):
-            path = os.path.join(root, f"x{i}")
-            timings["torch.save(state_dict)"].append(
-                _timed(_torch_save, model.state_dict(), path + ".pt", fsync=False)
-            )
-            timings["torch.save + fsync"].append(
-                _timed(_torch_save, model.state_dict(), path + ".fs.pt", fsync=True)
-            )
-            timings["fulmen"].append(_timed(trainer.save_checkpoint, path + ".ckpt"))
-            for suffix in (".pt", ".fs.pt", ".ckpt"):
-                os.unlink(path + suffix)
+            order = names[i % 3 :] + names[: i % 3]  # rotate, so no case always follows another
+            for name in order:
+                path = os.path.join(root, f"x{i}-{names.index(name)}.ckpt")
+                os.sync()  # no write-back of the previous file competes with this one
+                timings[name].append(_timed(cases[name], path))
+                os.unlink(path)
     base = statistics.median(timings["torch.save(state_dict)"])
     base_fsync = statistics.median(timings["torch.save + fsync"])
     print(f"model: {size_mb:.1f} MB of float32 weights, {args.repeats} interleaved repeats, median seconds")
