@@ -216,3 +216,16 @@ def test_ckpt_path_last_finds_the_previous_runs_file_in_another_logger_version(t
         tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     )
     assert resumed.global_step == 4
+
+
+def test_fsspec_url_as_dirpath_keeps_top_k_and_last(tmp_path):
+    fsspec = pytest.importorskip("fsspec")
+    mc = ModelCheckpoint(dirpath="memory://fulmen-mc/run", monitor="score", save_top_k=1, save_last=True)
+    _trainer(tmp_path, callbacks=[mc]).fit(ScoredModel())
+    fs = fsspec.filesystem("memory")
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls("/fulmen-mc/run", detail=False)) == [
+        "epoch=3-step=8.ckpt",
+        "last.ckpt",
+    ]
+    assert mc.best_model_path == "memory://fulmen-mc/run/epoch=3-step=8.ckpt"
+    fs.rm("/fulmen-mc", recursive=True)
