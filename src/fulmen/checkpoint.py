@@ -805,6 +805,7 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
         loops = _progress_from_lightning(ckpt, loops)
     epoch_start = loops.pop("epoch_start", None)
     pending_schedulers = loops.pop("pending_epoch_schedulers", None)
+    loops.pop("stage", None)  # where the saved run was; this run's loop sets its own stage as it goes
     if loops:
         trainer._progress.load_state_dict(loops)
     if pending_schedulers is not None and module.automatic_optimization:
