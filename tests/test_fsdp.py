@@ -83,6 +83,20 @@ def test_single_process_checkpoint_resumes_under_fsdp(tmp_path, make_trainer):
     assert _load(tmp_path / "rank0.pt")["global_step"] == 8 + 4
 
 
+def test_fsdp_no_shard_replicates_and_matches_the_single_process_loop(tmp_path):
+    proc, _ = _run(
+        [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "fsdp_sharding=NO_SHARD"]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_weights_equal(_load(tmp_path / "rank0.pt")["weights"], _expected_weights())
+
+
+def test_fsdp_cpu_offload_on_cpu_names_the_fix():
+    strategy = FSDPStrategy(cpu_offload=True, parallel_devices=[torch.device("cpu")] * 2)
+    with pytest.raises(MisconfigurationException, match="remove cpu_offload=True"):
+        strategy._wrap(nn.Linear(2, 2))
+
+
 def test_fsdp_strategy_name_selects_fsdp():
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="fsdp", logger=False)
     assert isinstance(trainer.strategy, FSDPStrategy)

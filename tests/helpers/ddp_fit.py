@@ -86,6 +86,13 @@ if __name__ == "__main__":
     kill_rank = options.pop("kill_rank", -1)
     save = options.pop("save", None)
     ckpt = options.pop("ckpt", None)
+    sharding = options.pop("fsdp_sharding", None)
+    if sharding is not None:  # FSDP with options: fsdp_sharding=NAME [cpu_offload=1]
+        from fulmen.strategies import FSDPStrategy
+
+        options["strategy"] = FSDPStrategy(
+            sharding_strategy=sharding, cpu_offload=bool(options.pop("cpu_offload", 0))
+        )
     if options.pop("logs", 0):  # rank 0 alone should write these
         from fulmen.loggers import CSVLogger
 

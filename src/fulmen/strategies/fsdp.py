@@ -109,6 +109,11 @@ class FSDPStrategy(DDPStrategy):
     def _wrap(self, module: nn.Module) -> nn.Module:
         from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
 
+        if self.cpu_offload and self.root_device.type == "cpu":
+            raise MisconfigurationException(
+                "FSDPStrategy(cpu_offload=True) moves shards from the GPU to the CPU, but this run already trains on "
+                "the CPU; remove cpu_offload=True (or train with accelerator='gpu')."
+            )
         trainer = self._trainer
         if trainer is not None and trainer.sync_batchnorm:
             module = _convert_sync_batchnorm(module, self.root_device)
