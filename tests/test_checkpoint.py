@@ -1,5 +1,6 @@
 """checkpoint.py: the checkpoint dict, safe loading, atomic and durable files, restoring every counter."""
 
+import contextlib
 import fractions
 import os
 import subprocess
@@ -544,6 +545,10 @@ def test_checkpoint_written_by_lightning_resumes_at_its_position(
     resumed = _trainer(
         tmp_path, enable_checkpointing=False, max_epochs=3, limit_train_batches=5, callbacks=[Peek()]
     )
-    resumed.fit(LoggingModel(), ckpt_path=tmp_path / "lightning.ckpt")
+    mid_epoch = (
+        expected_first_batch[1] > 0
+    )  # no epoch-start record: batches are read and skipped, with a warning
+    with pytest.warns(UserWarning, match="does not record where") if mid_epoch else contextlib.nullcontext():
+        resumed.fit(LoggingModel(), ckpt_path=tmp_path / "lightning.ckpt")
     assert first[0] == expected_first_batch
     assert resumed.global_step == 15
