@@ -182,14 +182,18 @@ def test_ddp_gradient_accumulation_skips_sync_but_matches_the_single_process_loo
 
 
 # ---------------------------------------------------------------------------- other ways to start
-def test_two_nodes_started_separately_with_node_rank(tmp_path):
-    """The article's recipe on one machine: MASTER_ADDR, MASTER_PORT, NODE_RANK and num_nodes=2."""
+@pytest.mark.parametrize("per_node", [1, 2])
+def test_two_nodes_started_separately_with_node_rank(tmp_path, per_node):
+    """The article's recipe on one machine: MASTER_ADDR, MASTER_PORT, NODE_RANK and num_nodes=2.
+
+    With 2 processes per node, each "node" also starts its second process itself (RANK = node * 2 + 1).
+    """
     port = str(find_free_port())
     args = [
         sys.executable,
         str(HELPERS / "ddp_fit.py"),
         str(tmp_path),
-        "num_processes=1",
+        f"num_processes={per_node}",
         "num_nodes=2",
         "accelerator=ddp",
     ]
@@ -209,9 +213,12 @@ def test_two_nodes_started_separately_with_node_rank(tmp_path):
         for p in procs:
             p.kill()
     assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    ranks = [_load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    assert [r["world_size"] for r in ranks] == [2, 2]
-    _assert_weights_equal(ranks[1]["weights"], _expected_weights())
+    world = 2 * per_node
+    ranks = [_load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    assert [r["world_size"] for r in ranks] == [world] * world
+    assert sorted(i for r in ranks for i in r["seen"]) == list(range(64))
+    for r in ranks:
+        _assert_weights_equal(r["weights"], _expected_weights(per_step=8 * world))
 
 
 def test_torchrun_two_processes(tmp_path):
