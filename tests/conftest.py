@@ -20,3 +20,25 @@ def make_trainer(tmp_path):
         return L.Trainer(**options)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _isolate_global_state():
+    """Each test starts from the same process-wide state: seed variables, determinism, rank."""
+    import os
+
+    import torch
+
+    from fulmen.utilities import rank_zero_only
+
+    saved_env = {k: os.environ.get(k) for k in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS")}
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    rank = rank_zero_only.rank
+    yield
+    for key, value in saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    torch.use_deterministic_algorithms(deterministic)
+    rank_zero_only.rank = rank
