@@ -172,3 +172,55 @@ def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
     assert trainer.optimizers[0].param_groups[0]["lr"] == ref_trainer.optimizers[0].param_groups[0]["lr"]
     assert torch.equal(reference.layer.weight, resumed.layer.weight)
+
+
+def _loader_with_generator():
+    from torch.utils.data import DataLoader
+
+    from fulmen.demos import RandomDataset
+
+    return DataLoader(
+        RandomDataset(32, 12), batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(5)
+    )
+
+
+def _loader_with_weighted_sampler():
+    from torch.utils.data import DataLoader, WeightedRandomSampler
+
+    from fulmen.demos import RandomDataset
+
+    sampler = WeightedRandomSampler(torch.linspace(0.1, 1.0, 12), num_samples=12)
+    return DataLoader(RandomDataset(32, 12), batch_size=2, sampler=sampler)
+
+
+@pytest.mark.parametrize("make_loader", [_loader_with_generator, _loader_with_weighted_sampler])
+def test_in_process_mid_epoch_resume_replays_generator_and_weighted_sampling(tmp_path, make_loader):
+    import fulmen as L
+    from fulmen.demos import BoringModel
+
+    class Stop(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.current_epoch == 1 and batch_idx == 2:
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                raise KeyboardInterrupt
+
+    def fit(callbacks=(), ckpt_path=None):
+        L.seed_everything(4, verbose=False)
+        model = BoringModel()
+        trainer = L.Trainer(
+            default_root_dir=tmp_path,
+            max_epochs=2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=list(callbacks),
+        )
+        trainer.fit(model, make_loader(), ckpt_path=ckpt_path)
+        return model
+
+    reference = fit()
+    with pytest.raises(KeyboardInterrupt):
+        fit([Stop()])
+    resumed = fit(ckpt_path=tmp_path / "mid.ckpt")
+    assert torch.equal(reference.layer.weight, resumed.layer.weight)
