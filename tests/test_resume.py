@@ -193,8 +193,39 @@ def _loader_with_weighted_sampler():
     return DataLoader(RandomDataset(32, 12), batch_size=2, sampler=sampler)
 
 
-@pytest.mark.parametrize("make_loader", [_loader_with_generator, _loader_with_weighted_sampler])
-def test_in_process_mid_epoch_resume_replays_generator_and_weighted_sampling(tmp_path, make_loader):
+class _StatefulSampler(torch.utils.data.Sampler):
+    """A new permutation per epoch from a counter: replayable only through state_dict/load_state_dict."""
+
+    def __init__(self, n):
+        self.n, self.epochs = n, 0
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(100 + self.epochs))
+        self.epochs += 1
+        return iter(order.tolist())
+
+    def __len__(self):
+        return self.n
+
+    def state_dict(self):
+        return {"epochs": self.epochs}
+
+    def load_state_dict(self, state):
+        self.epochs = state["epochs"]
+
+
+def _loader_with_stateful_sampler():
+    from torch.utils.data import DataLoader
+
+    from fulmen.demos import RandomDataset
+
+    return DataLoader(RandomDataset(32, 12), batch_size=2, sampler=_StatefulSampler(12))
+
+
+@pytest.mark.parametrize(
+    "make_loader", [_loader_with_generator, _loader_with_weighted_sampler, _loader_with_stateful_sampler]
+)
+def test_in_process_mid_epoch_resume_replays_generators_and_sampler_states(tmp_path, make_loader):
     import fulmen as L
     from fulmen.demos import BoringModel
 
