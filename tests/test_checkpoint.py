@@ -552,3 +552,11 @@ def test_checkpoint_written_by_lightning_resumes_at_its_position(
         resumed.fit(LoggingModel(), ckpt_path=tmp_path / "lightning.ckpt")
     assert first[0] == expected_first_batch
     assert resumed.global_step == 15
+
+
+def test_load_from_checkpoint_takes_hyper_parameters_from_an_hparams_file(tmp_path):
+    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    (tmp_path / "hparams.yaml").write_text("lr: 0.25\nsizes: [32, 2]\n")
+    loaded = LoggingModel.load_from_checkpoint(tmp_path / "a.ckpt", hparams_file=tmp_path / "hparams.yaml")
+    assert loaded.hparams.lr == 0.25 and list(loaded.hparams.sizes) == [32, 2]

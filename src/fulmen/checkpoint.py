@@ -858,11 +858,23 @@ def _finish_epoch_schedulers(trainer: Trainer, metrics: dict[str, float]) -> Non
 
 
 def load_module_from_checkpoint(
-    cls: Any, path: Any, map_location: Any = None, strict: bool | None = None, **overrides: Any
+    cls: Any,
+    path: Any,
+    map_location: Any = None,
+    strict: bool | None = None,
+    hparams_file: Any = None,
+    **overrides: Any,
 ) -> Any:
-    """Build `cls` from the checkpoint's hyper-parameters (updated by `overrides`) and load its weights."""
+    """Build `cls` from the checkpoint's hyper-parameters (then `hparams_file`'s, then `overrides`) and load its weights.
+
+    Args:
+        hparams_file: a YAML file of hyper-parameters (e.g. the loggers' `hparams.yaml`) that replace
+            the checkpoint's.
+    """
     ckpt = load(path, map_location=map_location or "cpu")
     hparams = dict(ckpt.get("hyper_parameters", {}))
+    if hparams_file is not None:
+        hparams.update(_read_hparams_file(hparams_file))
     hparams.update(overrides)
     try:
         module = cls(**hparams)
@@ -875,6 +887,16 @@ def load_module_from_checkpoint(
     module.on_load_checkpoint(ckpt)
     module.load_state_dict(ckpt["state_dict"], strict=True if strict is None else strict)
     return module
+
+
+def _read_hparams_file(path: Any) -> dict[str, Any]:
+    import yaml
+
+    with open(os.fspath(path)) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise CheckpointError(f"hparams_file={os.fspath(path)!r} must hold a YAML mapping of name: value.")
+    return data
 
 
 def load_datamodule_from_checkpoint(cls: Any, path: Any, map_location: Any = None, **overrides: Any) -> Any:

@@ -604,4 +604,4 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         """Rebuild the module from a checkpoint's hyper-parameters and load its weights."""
         from fulmen.checkpoint import load_module_from_checkpoint
 
-        return load_module_from_checkpoint(cls, checkpoint_path, map_location, strict, **kwargs)
+        return load_module_from_checkpoint(cls, checkpoint_path, map_location, strict, hparams_file, **kwargs)
