@@ -362,6 +362,12 @@ class SpawnLauncher(_InPlace):
             return super().launch(fn, *args, trainer=trainer)
         import torch.multiprocessing as mp
 
+        if strategy.start_method == "fork" and torch.cuda.is_initialized():
+            raise MisconfigurationException(
+                "strategy='ddp_fork'/'ddp_notebook' cannot start processes after CUDA was initialized in this process "
+                "(a forked child cannot use it). Do not touch CUDA before trainer.fit (e.g. no model.cuda() or "
+                "torch.cuda calls), restart the kernel, or use strategy='ddp_spawn'."
+            )
         n = strategy.num_processes
         node = strategy.node_rank
         variables = {
