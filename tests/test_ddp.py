@@ -283,6 +283,27 @@ def test_a_rank_killed_by_sigkill_ends_the_job_naming_it(tmp_path):
     assert elapsed < 60
 
 
+def test_main_process_stuck_after_a_child_died_is_stopped(tmp_path):
+    """Rank 0 is busy outside any collective (as if NCCL waited for its timeout) when rank 1 fails."""
+    proc, elapsed = _run(
+        [
+            str(HELPERS / "ddp_fit.py"),
+            str(tmp_path),
+            "accelerator=cpu",
+            "devices=2",
+            "fail_rank=1",
+            "stall_rank=0",
+        ]
+    )
+    assert proc.returncode == 1
+    assert (
+        "rank 1 (pid" in proc.stderr
+        and "exited with code 1" in proc.stderr
+        and "Stopping the job" in proc.stderr
+    )
+    assert elapsed < 60  # the stall lasts 120 s
+
+
 def test_spawned_rank_that_raises_is_named(tmp_path):
     proc, elapsed = _run([str(HELPERS / "ddp_spawn_fit.py"), str(tmp_path / "x.pt"), "ddp_spawn", "1"])
     assert proc.returncode != 0

@@ -7,6 +7,7 @@ the samples it trained on, global_step, world size and the metrics it saw.
 import os
 import signal
 import sys
+import time
 
 import torch
 from torch import nn
@@ -31,12 +32,13 @@ class IndexedData(Dataset):
 
 
 class Model(L.LightningModule):
-    def __init__(self, fail_rank=-1, kill_rank=-1):
+    def __init__(self, fail_rank=-1, kill_rank=-1, stall_rank=-1):
         super().__init__()
         torch.manual_seed(0)
         self.layer = nn.Linear(8, 1)
         self.fail_rank = fail_rank
         self.kill_rank = kill_rank
+        self.stall_rank = stall_rank
         self.seen = []
 
     def forward(self, x):
@@ -48,6 +50,8 @@ class Model(L.LightningModule):
             raise ZeroDivisionError(f"boom on rank {self.global_rank}")
         if self.global_rank == self.kill_rank and batch_idx == 1:
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.global_rank == self.stall_rank and batch_idx == 1:
+            time.sleep(120)  # stuck outside any collective, as a rank waiting on NCCL would be
         self.seen.extend(idx.tolist())
         loss = nn.functional.mse_loss(self(x), y)
         self.log("train_loss", loss, on_epoch=True, sync_dist=True)
@@ -84,6 +88,7 @@ if __name__ == "__main__":
     options = parse(sys.argv[2:])
     fail_rank = options.pop("fail_rank", -1)
     kill_rank = options.pop("kill_rank", -1)
+    stall_rank = options.pop("stall_rank", -1)
     save = options.pop("save", None)
     ckpt = options.pop("ckpt", None)
     sharding = options.pop("fsdp_sharding", None)
@@ -104,7 +109,7 @@ if __name__ == "__main__":
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-    model = Model(fail_rank, kill_rank)
+    model = Model(fail_rank, kill_rank, stall_rank)
     trainer.fit(model, ckpt_path=ckpt)
     if save:
         trainer.save_checkpoint(save)
