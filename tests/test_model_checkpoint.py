@@ -211,7 +211,8 @@ def test_ckpt_path_last_finds_the_previous_runs_file_in_another_logger_version(t
         return trainer
 
     run(1)
-    resumed = run(2, ckpt_path="last")  # a new run writes to version_1, the file is in version_0
+    with pytest.warns(UserWarning, match="folder changed"):  # a new run writes to version_1
+        resumed = run(2, ckpt_path="last")  # ... and finds the file in version_0
     assert resumed.ckpt_path == os.path.realpath(
         tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     )
