@@ -91,6 +91,24 @@ def test_fsdp_no_shard_replicates_and_matches_the_single_process_loop(tmp_path):
     _assert_weights_equal(_load(tmp_path / "rank0.pt")["weights"], _expected_weights())
 
 
+def test_fsdp_bf16_mixed_keeps_fp32_weights_close_to_the_fp32_loop(tmp_path):
+    proc, _ = _run(
+        [
+            str(HELPERS / "ddp_fit.py"),
+            str(tmp_path),
+            "accelerator=cpu",
+            "devices=2",
+            "strategy=fsdp",
+            "precision=bf16-mixed",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = _load(tmp_path / "rank0.pt")["weights"]
+    for key, value in _expected_weights().items():
+        assert weights[key].dtype == torch.float32  # sharded parameters stay fp32; compute runs in bf16
+        torch.testing.assert_close(weights[key], value, rtol=0, atol=2e-2)
+
+
 def test_fsdp_cpu_offload_on_cpu_names_the_fix():
     strategy = FSDPStrategy(cpu_offload=True, parallel_devices=[torch.device("cpu")] * 2)
     with pytest.raises(MisconfigurationException, match="remove cpu_offload=True"):
