@@ -195,8 +195,8 @@ class Trainer:
         self._results_val = ResultStore("validate")
         self._results_test = ResultStore("test")
         if self.strategy.world_size > 1:
-            for store in (self._results_train, self._results_val, self._results_test):
-                store.reduce_step = self._reduce_for_logging
+            # training only: every rank runs as many train batches, while evaluation shards may differ by one
+            self._results_train.reduce_step = self._reduce_for_logging
         self._results: ResultStore | None = None
         self._logged_metrics: dict[str, Any] = {}
         self._hooks: HookDispatcher = None  # type: ignore[assignment]
