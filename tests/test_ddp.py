@@ -390,6 +390,14 @@ def test_eval_loader_shards_without_padding():
     assert list(strategy.process_dataloader(loader, shuffle=False).sampler) == [1, 3, 5, 7, 9]
 
 
+def test_eval_loader_smaller_than_the_world_is_padded_so_no_rank_is_empty():
+    strategy = _strategy(world=3)
+    loader = DataLoader(list(range(2)), batch_size=4)
+    with pytest.warns(UserWarning, match="2 samples for 3 processes"):
+        shards = [strategy.process_dataloader(loader, shuffle=False) for strategy._global_rank in range(3)]
+    assert [list(s.sampler) for s in shards] == [[0], [1], [0]]
+
+
 def test_use_distributed_sampler_false_keeps_the_loader(make_trainer):
     strategy = _strategy()
     strategy._trainer = make_trainer(use_distributed_sampler=False)

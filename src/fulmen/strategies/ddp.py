@@ -266,6 +266,13 @@ class DDPStrategy(Strategy):
                 )
             else:
                 new_sampler = _EvenShard(sampler, replicas, rank)
+        elif len(sampler) < replicas:  # type: ignore[arg-type]
+            # unpadded, some rank would get no batch at all and wait forever in the epoch-end reduction
+            rank_zero_warn(
+                f"An evaluation dataloader has {len(sampler)} samples for {replicas} processes; samples are "  # type: ignore[arg-type]
+                "repeated so every process gets one, and sync_dist metrics count the repeats."
+            )
+            new_sampler = _EvenShard(sampler, replicas, rank)
         else:
             new_sampler = _UnevenShard(sampler, replicas, rank)
         return data.rebuild_dataloader(dataloader, new_sampler)
