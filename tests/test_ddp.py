@@ -56,7 +56,7 @@ def _load(path):
     return torch.load(path, weights_only=False)
 
 
-def _expected_weights(per_step=16):
+def _expected_weights(per_step=16, epochs=1):
     """A plain PyTorch loop over the same global batches (`per_step` consecutive samples per step)."""
     sys.path.insert(0, str(HELPERS))
     try:
@@ -65,7 +65,7 @@ def _expected_weights(per_step=16):
         sys.path.remove(str(HELPERS))
     model, data = Model(), IndexedData()
     opt = torch.optim.SGD(model.layer.parameters(), lr=0.1, momentum=0.9)
-    for k in range(64 // per_step):
+    for k in list(range(64 // per_step)) * epochs:
         opt.zero_grad()
         window = slice(per_step * k, per_step * (k + 1))
         nn.functional.mse_loss(model(data.x[window]), data.y[window]).backward()

@@ -126,9 +126,55 @@ def test_fsdp_invalid_sharding_strategy_names_the_choices():
         FSDPStrategy(sharding_strategy="ZERO4")
 
 
-def test_fsdp_sharded_checkpoints_are_refused_with_the_alternative():
-    with pytest.raises(NotImplementedError, match="state_dict_type='full'"):
-        FSDPStrategy(state_dict_type="sharded")
+@pytest.fixture(scope="module")
+def sharded_resume(tmp_path_factory):
+    """Save a sharded checkpoint after one epoch, then resume it for a second epoch (two FSDP jobs)."""
+    first, second = tmp_path_factory.mktemp("sharded1"), tmp_path_factory.mktemp("sharded2")
+    ckpt = first / "sharded.ckpt"
+    common = ["accelerator=cpu", "devices=2", "fsdp_sharded_checkpoint=1"]
+    proc, _ = _run([str(HELPERS / "ddp_fit.py"), str(first), *common, f"save={ckpt}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc, _ = _run([str(HELPERS / "ddp_fit.py"), str(second), *common, f"ckpt={ckpt}", "max_epochs=2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return ckpt, _load(second / "rank0.pt")
+
+
+def test_fsdp_sharded_checkpoint_is_a_file_plus_a_shard_folder(sharded_resume):
+    ckpt, _ = sharded_resume
+    saved = torch.load(ckpt, weights_only=True)
+    assert saved["state_dict"] == {"__fulmen_sharded__": True}
+    assert saved["global_step"] == 4
+    shards = ckpt.parent / (ckpt.name + ".shards")
+    assert (shards / ".metadata").exists() and len(list(shards.glob("*.distcp"))) == 2
+
+
+def test_fsdp_sharded_checkpoint_resumes_exactly_under_fsdp(sharded_resume):
+    _, resumed = sharded_resume
+    assert resumed["global_step"] == 8
+    # equal to two uninterrupted epochs: weights and SGD momentum came back from the shards
+    _assert_weights_equal(resumed["weights"], _expected_weights(epochs=2))
+
+
+def test_fsdp_sharded_checkpoint_in_one_process_names_the_fix(sharded_resume, make_trainer):
+    ckpt, _ = sharded_resume
+    sys.path.insert(0, str(HELPERS))
+    try:
+        from ddp_fit import Model
+    finally:
+        sys.path.remove(str(HELPERS))
+    trainer = make_trainer(max_epochs=2, num_sanity_val_steps=0, accelerator="cpu", devices=1)
+    with pytest.raises(MisconfigurationException, match="state_dict_type='full'"):
+        trainer.fit(Model(), ckpt_path=str(ckpt))
+
+
+def test_removing_a_checkpoint_removes_its_shard_folder(tmp_path):
+    from fulmen.checkpoint import remove
+
+    (tmp_path / "a.ckpt").write_bytes(b"x")
+    (tmp_path / "a.ckpt.shards").mkdir()
+    (tmp_path / "a.ckpt.shards" / ".metadata").write_bytes(b"x")
+    remove(tmp_path / "a.ckpt")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_fsdp_auto_wrap_policy_must_hold_module_classes():

@@ -514,6 +514,10 @@ def exists(path: str | os.PathLike[str]) -> bool:
     return os.path.exists(path.removeprefix("file://"))
 
 
+# the folder beside a checkpoint file where a sharded strategy (FSDP) puts its shards
+SHARDS_SUFFIX = ".shards"
+
+
 def remove(path: str | os.PathLike[str]) -> None:
     """Delete a checkpoint file (local or fsspec URL) if it exists."""
     path = os.fspath(path)
@@ -523,13 +527,16 @@ def remove(path: str | os.PathLike[str]) -> None:
             fs.rm(inner)
     elif os.path.exists(path):
         os.unlink(path)
+    if not _is_url(path) and os.path.isdir(path + SHARDS_SUFFIX):
+        import shutil
+
+        shutil.rmtree(path + SHARDS_SUFFIX, ignore_errors=True)
 
 
 def save(trainer: Trainer, path: str | os.PathLike[str], weights_only: bool = False) -> None:
     """Write the checkpoint of `trainer` to `path` on rank 0."""
     ckpt = dump(trainer, weights_only)
-    if trainer.is_global_zero:
-        atomic_save(ckpt, os.fspath(path))
+    trainer.strategy.save_checkpoint(ckpt, os.fspath(path))  # rank 0 writes; sharded strategies add shards
     trainer.strategy.barrier("save_checkpoint")
 
 

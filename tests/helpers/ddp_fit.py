@@ -92,11 +92,14 @@ if __name__ == "__main__":
     save = options.pop("save", None)
     ckpt = options.pop("ckpt", None)
     sharding = options.pop("fsdp_sharding", None)
-    if sharding is not None:  # FSDP with options: fsdp_sharding=NAME [cpu_offload=1]
+    sharded_ckpt = options.pop("fsdp_sharded_checkpoint", 0)
+    if sharding is not None or sharded_ckpt:  # FSDP with options
         from fulmen.strategies import FSDPStrategy
 
         options["strategy"] = FSDPStrategy(
-            sharding_strategy=sharding, cpu_offload=bool(options.pop("cpu_offload", 0))
+            sharding_strategy=sharding or "FULL_SHARD",
+            cpu_offload=bool(options.pop("cpu_offload", 0)),
+            state_dict_type="sharded" if sharded_ckpt else "full",
         )
     if options.pop("logs", 0):  # rank 0 alone should write these
         from fulmen.loggers import CSVLogger
@@ -115,6 +118,8 @@ if __name__ == "__main__":
         trainer.save_checkpoint(save)
     gathered = trainer.strategy.all_gather(torch.tensor([trainer.global_rank]))
     # full weights (FSDP gathers them on rank 0; other ranks get {})
+    if sharded_ckpt:
+        trainer.strategy.state_dict_type = "full"
     weights = {k: v.clone() for k, v in trainer.strategy.lightning_module_state_dict().items()}
     torch.save(
         {

@@ -7,7 +7,9 @@ go into and come out of a checkpoint:
 
 - `state_dict_type="full"` (default): the checkpoint holds ordinary full tensors gathered on rank 0, so
   it loads into a single process or another number of processes;
-- `state_dict_type="sharded"`: not supported yet (a checkpoint is one file written by rank 0); it raises.
+- `state_dict_type="sharded"`: every process writes its own shards of the weights and optimizer state
+  (torch.distributed.checkpoint) to a folder `<file>.shards/` beside the checkpoint file, which holds
+  everything else; resuming needs FSDP again (any number of processes: DCP reshards on load).
 
 The root's sharding hooks run in the module's `__call__`: compute through `self(x)` (or submodules the
 policy sharded) in `training_step`, as in any FSDP training loop.
@@ -16,6 +18,8 @@ policy sharded) in `training_step`, as in any FSDP training loop.
 from __future__ import annotations
 
 import datetime
+import os
+import shutil
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +28,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from fulmen.strategies.ddp import DEFAULT_TIMEOUT, DDPStrategy, _convert_sync_batchnorm
+from fulmen.strategies.strategy import SHARDED_MARKER
 from fulmen.utilities import MisconfigurationException
 
 if TYPE_CHECKING:
@@ -47,7 +52,7 @@ class FSDPStrategy(DDPStrategy):
         cpu_offload: keep the shards and the optimizer step on the CPU.
         mixed_precision: a `torch.distributed.fsdp.MixedPrecisionPolicy`; by default derived from the
             Trainer's precision ("bf16-mixed" / "16-mixed": compute in that dtype, reduce in fp32).
-        state_dict_type: "full" ("sharded" is not supported yet and raises; see the module docstring).
+        state_dict_type: "full" or "sharded" (see the module docstring).
         **kwargs: passed to `fully_shard`.
 
     The other arguments are DDPStrategy's.
@@ -80,12 +85,6 @@ class FSDPStrategy(DDPStrategy):
         if state_dict_type not in _STATE_DICT_TYPES:
             raise MisconfigurationException(
                 f"FSDPStrategy(state_dict_type={state_dict_type!r}) is not valid; use 'full' or 'sharded'."
-            )
-        if state_dict_type == "sharded":
-            # a checkpoint file is written by rank 0 alone, so the other ranks' shards would be lost
-            raise NotImplementedError(
-                "FSDPStrategy(state_dict_type='sharded') is not supported yet: checkpoints are one file written by "
-                "rank 0. Use state_dict_type='full' (weights and optimizer state gathered on rank 0)."
             )
         self.sharding_strategy = sharding
         self.auto_wrap_policy = auto_wrap_policy
@@ -157,33 +156,27 @@ class FSDPStrategy(DDPStrategy):
         return MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
 
     # ------------------------------------------------------------------ checkpoints
+    def _sharded(self) -> bool:
+        return self.state_dict_type == "sharded" and self._module is not None and _is_sharded(self._module)
+
     def lightning_module_state_dict(self) -> dict[str, Any]:
-        """Full weights gathered on rank 0 (other ranks get {}), or this rank's shards when "sharded"."""
+        """Full weights gathered on rank 0 (other ranks get {}); "sharded": a marker, the shards go to a folder."""
         module = self._module
         assert module is not None
-        if self.state_dict_type == "sharded" or not _is_sharded(module):
+        if self._sharded():
+            return {SHARDED_MARKER: True}
+        if not _is_sharded(module):
             return module.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
-    def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
-        """Load full (or, for "sharded", matching sharded) weights into the sharded module."""
-        module = self._module
-        assert module is not None
-        if not _is_sharded(module) or _holds_shards(state_dict):
-            module.load_state_dict(state_dict, strict=strict)
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        set_model_state_dict(
-            module, state_dict, options=StateDictOptions(full_state_dict=True, strict=strict)
-        )
-
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
-        """The optimizer's state, gathered to full tensors on rank 0 unless `state_dict_type="sharded"`."""
+        """The optimizer's state gathered to full tensors on rank 0; "sharded": a marker (see save_checkpoint)."""
         module = self._module
-        if self.state_dict_type == "sharded" or module is None or not _is_sharded(module):
+        if self._sharded():
+            return {SHARDED_MARKER: True}
+        if module is None or not _is_sharded(module):
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
@@ -191,14 +184,79 @@ class FSDPStrategy(DDPStrategy):
             module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
 
-    def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
-        """Load an optimizer state saved by `optimizer_state` (full or sharded)."""
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        """Rank 0 writes the file; "sharded" also writes every process's shards to `<path>.shards/` (DCP)."""
+        if self._sharded():
+            import torch.distributed.checkpoint as dcp
+
+            from fulmen.checkpoint import SHARDS_SUFFIX
+
+            folder = path + SHARDS_SUFFIX
+            if self.is_global_zero and os.path.isdir(folder):
+                shutil.rmtree(folder)  # a checkpoint saved again under the same name
+            self.barrier("fsdp_shards")
+            dcp.save(self._shard_state(), checkpoint_id=folder)
+        super().save_checkpoint(checkpoint, path)
+
+    def _shard_state(self) -> dict[str, Any]:
+        """Weights and optimizer states as this process's shards, keyed for torch.distributed.checkpoint."""
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
+
         module = self._module
-        if module is None or not _is_sharded(module) or _holds_shards(state.get("state", {})):
+        assert module is not None
+        state: dict[str, Any] = {"model": get_model_state_dict(module)}
+        for i, optimizer in enumerate(self.optimizers):
+            state[f"optimizer_{i}"] = get_optimizer_state_dict(module, optimizer)
+        return state
+
+    def _load_shards(self, keys: tuple[str, ...]) -> dict[str, Any]:
+        import torch.distributed.checkpoint as dcp
+
+        from fulmen.checkpoint import SHARDS_SUFFIX
+
+        trainer = self._trainer
+        assert trainer is not None and trainer.ckpt_path is not None
+        folder = os.path.realpath(trainer.ckpt_path) + SHARDS_SUFFIX
+        if not os.path.isdir(folder):
+            raise MisconfigurationException(
+                f"{trainer.ckpt_path!r} was saved with sharded weights, but their folder {folder!r} is missing; "
+                "copy it along with the checkpoint file."
+            )
+        state = {k: v for k, v in self._shard_state().items() if k in keys}
+        dcp.load(
+            state, checkpoint_id=folder
+        )  # fills the shards in place, resharding if the job changed shape
+        return state
+
+    def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Load full weights (or, for a sharded checkpoint, this process's shards) into the sharded module."""
+        module = self._module
+        assert module is not None
+        if not _is_sharded(module):
+            super().load_model_state_dict(state_dict, strict=strict)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        if SHARDED_MARKER in state_dict:
+            state = self._load_shards(("model",))["model"]
+            set_model_state_dict(module, state, options=StateDictOptions(strict=strict))
+            return
+        set_model_state_dict(
+            module, state_dict, options=StateDictOptions(full_state_dict=True, strict=strict)
+        )
+
+    def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
+        """Load an optimizer state saved by `optimizer_state` (full, or this process's shards)."""
+        module = self._module
+        if module is None or not _is_sharded(module):
             optimizer.load_state_dict(state)
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
+        if SHARDED_MARKER in state:
+            key = f"optimizer_{self.optimizers.index(optimizer)}"
+            set_optimizer_state_dict(module, optimizer, self._load_shards((key,))[key])
+            return
         if not state.get("state"):
             # nothing per parameter (e.g. plain SGD): only the group settings (torch's loader rejects this case)
             for saved, current in zip(state.get("param_groups", []), optimizer.param_groups):
@@ -250,16 +308,3 @@ def _is_sharded(module: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(module, FSDPModule)
-
-
-def _holds_shards(state: Any) -> bool:
-    """True when a state dict (or an optimizer's per-parameter state) contains DTensor shards."""
-    from torch.distributed.tensor import DTensor
-
-    values = state.values() if isinstance(state, dict) else []
-    for value in values:
-        if isinstance(value, DTensor):
-            return True
-        if isinstance(value, dict) and _holds_shards(value):
-            return True
-    return False

@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 
 from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
 from fulmen.precision import Precision
+from fulmen.utilities import MisconfigurationException
 
 if TYPE_CHECKING:
     from fulmen.accelerators import Accelerator
@@ -201,7 +202,19 @@ class Strategy:
     def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
         """Load checkpointed weights into the module."""
         assert self._module is not None
+        if SHARDED_MARKER in state_dict:
+            raise MisconfigurationException(
+                "This checkpoint keeps its weights in per-process shards (saved with FSDPStrategy(state_dict_type="
+                "'sharded')); resume it with that strategy, or save with state_dict_type='full' to load it elsewhere."
+            )
         self._module.load_state_dict(state_dict, strict=strict)
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        """Write the checkpoint dict to `path`: one file, written by rank 0."""
+        if self.is_global_zero:
+            from fulmen.checkpoint import atomic_save
+
+            atomic_save(checkpoint, path)
 
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         """The optimizer's state as it goes into a checkpoint (FSDP gathers its shards)."""
@@ -210,6 +223,9 @@ class Strategy:
     def load_optimizer_state_dict(self, optimizer: Optimizer, state: dict[str, Any]) -> None:
         """Load a checkpointed optimizer state (the mirror of `optimizer_state`)."""
         optimizer.load_state_dict(state)
+
+
+SHARDED_MARKER = "__fulmen_sharded__"  # stands in for weights/optimizer state kept in a shard folder
 
 
 def _no_op() -> None:
