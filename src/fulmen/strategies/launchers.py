@@ -11,8 +11,8 @@ Failing fast. Every process runs the Trainer through `run_reporting_failures`: a
 raises writes "rank R: <error>" into the rendezvous store and exits (a launcher that started other local
 processes stops them first). The others, blocked in a collective with it, get a connection error at once
 (gloo) or at the collective timeout (NCCL); they look in the store and raise `ProcessFailedError` naming
-the rank that failed and why. A process that
-dies without a word (SIGKILL, the OOM killer) is named by the launcher that started it, from its exit code.
+the rank that failed and why. A process that dies without a word (SIGKILL, the OOM killer) is named by
+the launcher that started it, from its exit code.
 """
 
 from __future__ import annotations
