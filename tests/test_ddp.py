@@ -304,6 +304,16 @@ def test_main_process_stuck_after_a_child_died_is_stopped(tmp_path):
     assert elapsed < 60  # the stall lasts 120 s
 
 
+def test_main_script_dying_after_fit_does_not_wait_for_its_children(tmp_path):
+    """Rank 0's script raises after fit while rank 1 goes on to its next collective: the job still ends."""
+    proc, elapsed = _run(
+        [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "raise_after_fit_rank=0"]
+    )
+    assert proc.returncode == 1
+    assert "ValueError: after fit, on rank 0 only" in proc.stderr
+    assert elapsed < 60
+
+
 def test_spawned_rank_that_raises_is_named(tmp_path):
     proc, elapsed = _run([str(HELPERS / "ddp_spawn_fit.py"), str(tmp_path / "x.pt"), "ddp_spawn", "1"])
     assert proc.returncode != 0

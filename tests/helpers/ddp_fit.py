@@ -89,6 +89,7 @@ if __name__ == "__main__":
     fail_rank = options.pop("fail_rank", -1)
     kill_rank = options.pop("kill_rank", -1)
     stall_rank = options.pop("stall_rank", -1)
+    raise_after_fit_rank = options.pop("raise_after_fit_rank", -1)
     save = options.pop("save", None)
     ckpt = options.pop("ckpt", None)
     sharding = options.pop("fsdp_sharding", None)
@@ -116,6 +117,8 @@ if __name__ == "__main__":
     trainer.fit(model, ckpt_path=ckpt)
     if save:
         trainer.save_checkpoint(save)
+    if trainer.global_rank == raise_after_fit_rank:
+        raise ValueError(f"after fit, on rank {trainer.global_rank} only")
     gathered = trainer.strategy.all_gather(torch.tensor([trainer.global_rank]))
     # full weights (FSDP gathers them on rank 0; other ranks get {})
     if sharded_ckpt:

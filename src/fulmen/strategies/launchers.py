@@ -338,6 +338,11 @@ class _Children:
         if self._stopped:
             return
         self._stopped = True
+        if hasattr(sys, "last_value"):
+            # this script died of an uncaught exception: its children would wait for it in their next collective
+            self._wait(timeout_s=_REPORT_WAIT_S)
+            self.kill()
+            return
         self._wait(timeout_s=None)  # a child stuck in a collective ends at the process group's timeout
         reason = self.failure()
         if reason is not None:
