@@ -7,7 +7,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from fulmen.loggers.logger import Logger, next_version, rank_zero_experiment
+from fulmen.loggers.logger import FolderLogger, rank_zero_experiment
 from fulmen.utilities import rank_zero_only
 
 
@@ -75,7 +75,7 @@ class _CSVWriter:
             yaml.safe_dump(_plain(self.hparams), f)
 
 
-class CSVLogger(Logger):
+class CSVLogger(FolderLogger):
     """Writes metrics to `<save_dir>/<name>/version_<N>/metrics.csv` and hyper-parameters to hparams.yaml."""
 
     def __init__(
@@ -93,29 +93,6 @@ class CSVLogger(Logger):
         self._flush_every = flush_logs_every_n_steps
         self._writer: _CSVWriter | None = None
         self._rows_since_flush = 0
-
-    @property
-    def name(self) -> str:  # noqa: D102
-        return self._name
-
-    @property
-    def version(self) -> int | str:  # noqa: D102
-        if self._version is None:
-            self._version = next_version(self.root_dir)
-        return self._version
-
-    @property
-    def save_dir(self) -> str:  # noqa: D102
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:  # noqa: D102
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def log_dir(self) -> str:  # noqa: D102
-        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
-        return os.path.join(self.root_dir, version)
 
     @property
     @rank_zero_experiment

@@ -65,6 +65,40 @@ class Logger:
         """Called after a checkpoint was written."""
 
 
+class FolderLogger(Logger):
+    """A logger writing under `<save_dir>/<name>/version_<N>/`: the folder rules CSV and TensorBoard share.
+
+    Subclasses set `_save_dir`, `_name` and `_version` (None: the next free number) in `__init__`.
+    """
+
+    _save_dir: str
+    _name: str
+    _version: int | str | None
+
+    @property
+    def name(self) -> str:  # noqa: D102
+        return self._name
+
+    @property
+    def version(self) -> int | str:  # noqa: D102
+        if self._version is None:
+            self._version = next_version(self.root_dir)
+        return self._version
+
+    @property
+    def save_dir(self) -> str:  # noqa: D102
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:  # noqa: D102
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def log_dir(self) -> str:  # noqa: D102
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        return os.path.join(self.root_dir, version)
+
+
 def rank_zero_experiment(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Return the real experiment on rank 0 and a do-nothing stand-in elsewhere."""
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fulmen.loggers.csv_logs import _plain
-from fulmen.loggers.logger import Logger, next_version, rank_zero_experiment
+from fulmen.loggers.logger import FolderLogger, rank_zero_experiment
 from fulmen.utilities import rank_zero_only, rank_zero_warn
 
 # SummaryWriter options a user may pass through, as with Lightning's **kwargs.
@@ -60,7 +60,7 @@ def _as_params(params: Mapping[str, Any] | Namespace | None) -> dict[str, Any]:
     return dict(params)
 
 
-class TensorBoardLogger(Logger):
+class TensorBoardLogger(FolderLogger):
     """Logs to TensorBoard event files in `<save_dir>/<name>/version_<N>[/<sub_dir>]`.
 
     Args:
@@ -108,24 +108,6 @@ class TensorBoardLogger(Logger):
 
     # ------------------------------------------------------------------ where
     @property
-    def name(self) -> str:  # noqa: D102
-        return self._name
-
-    @property
-    def version(self) -> int | str:  # noqa: D102
-        if self._version is None:
-            self._version = next_version(self.root_dir)
-        return self._version
-
-    @property
-    def save_dir(self) -> str:  # noqa: D102
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:  # noqa: D102
-        return os.path.join(self._save_dir, self._name)
-
-    @property
     def sub_dir(self) -> str | None:
         """The folder inside the version folder that receives the event files, if any."""
         return self._sub_dir
@@ -133,8 +115,7 @@ class TensorBoardLogger(Logger):
     @property
     def log_dir(self) -> str:
         """`<save_dir>/<name>/version_<N>[/<sub_dir>]`."""
-        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
-        path = os.path.join(self.root_dir, version)
+        path = super().log_dir
         if self._sub_dir:
             path = os.path.join(path, self._sub_dir)
         return os.path.expandvars(os.path.expanduser(path))
