@@ -97,6 +97,10 @@ class HookDispatcher:
         finally:
             module._current_fx_name = prev
 
+    def has(self, name: str) -> bool:
+        """True when some callback or the module overrides hook `name` (so calling it does something)."""
+        return bool(self._cb[name]) or self._mod.get(name, _UNLISTED) is not None
+
     def both(self, name: str, *args: Any) -> None:
         """Run hook `name` on the callbacks, then on the module."""
         self.callbacks(name, *args)

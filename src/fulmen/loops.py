@@ -246,6 +246,7 @@ class FitLoop:
         self.explicit_train: Any = None
         self.num_train_batches: float = math.inf
         self.batch_idx = -1
+        self._wants_outputs = True
         self._deadline: float | None = None
         self._train_loaded_epoch: int | None = None
         self._val_loaded_epoch: int | None = None
@@ -263,6 +264,7 @@ class FitLoop:
             self._sanity_check()
 
         self.setup_train_data()
+        self._wants_outputs = hooks.has("on_train_batch_end")
         hooks.both("on_train_start")
         while not self._done():
             self._run_epoch()
@@ -376,8 +378,8 @@ class FitLoop:
         else:
             closure()
         output, loss = box["output"], box["loss"]
-        if loss is None:
-            return {}, step_now
+        if loss is None or not self._wants_outputs:
+            return {}, step_now  # nobody reads on_train_batch_end's outputs: skip the detach and dict
         if isinstance(output, Mapping):
             outputs = {k: v for k, v in output.items() if k != "loss"}
             outputs["loss"] = loss.detach()
