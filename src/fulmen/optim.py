@@ -147,8 +147,6 @@ class LightningOptimizer:
     def __init__(self, optimizer: Optimizer, trainer: Trainer) -> None:
         self._optimizer = optimizer
         self._trainer = trainer
-        self._on_before_step: Callable[[], None] = lambda: None
-        self._on_after_step: Callable[[], None] = lambda: None
 
     @property
     def optimizer(self) -> Optimizer:
@@ -175,9 +173,7 @@ class LightningOptimizer:
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
         """Step through the strategy and precision: runs `closure`, the pre-step hooks, then the step."""
         trainer = self._trainer
-        self._on_before_step()
         out = trainer.strategy.optimizer_step(self._optimizer, closure, **kwargs)
-        self._on_after_step()
         trainer._progress.global_step += 1
         return out
 
