@@ -285,7 +285,7 @@ class Trainer:
     @property
     def world_size(self) -> int:
         """Number of processes in the run."""
-        return self.strategy.world_size * 1
+        return self.strategy.world_size
 
     @property
     def global_rank(self) -> int:
