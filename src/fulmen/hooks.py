@@ -97,6 +97,14 @@ class HookDispatcher:
         finally:
             module._current_fx_name = prev
 
+    @property
+    def active(self) -> frozenset[str]:
+        """Names of the hooks someone listens to: the hot loop tests membership instead of calling."""
+        names = {n for n, fns in self._cb.items() if fns} | {
+            n for n, fn in self._mod.items() if fn is not None
+        }
+        return frozenset(names)
+
     def has(self, name: str) -> bool:
         """True when some callback or the module overrides hook `name` (so calling it does something)."""
         return bool(self._cb[name]) or self._mod.get(name, _UNLISTED) is not None

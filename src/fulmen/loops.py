@@ -247,6 +247,8 @@ class FitLoop:
         self.num_train_batches: float = math.inf
         self.batch_idx = -1
         self._wants_outputs = True
+        self._active: frozenset[str] = frozenset()
+        self._automatic = True
         self._deadline: float | None = None
         self._train_loaded_epoch: int | None = None
         self._val_loaded_epoch: int | None = None
@@ -265,6 +267,7 @@ class FitLoop:
 
         self.setup_train_data()
         self._wants_outputs = hooks.has("on_train_batch_end")
+        self._active = hooks.active  # which hooks anyone listens to, resolved once per fit
         hooks.both("on_train_start")
         while not self._done():
             self._run_epoch()
@@ -283,6 +286,7 @@ class FitLoop:
         results = t._results_for("train")
         results.reset_epoch()
         hooks.both("on_train_epoch_start")
+        self._automatic = t.lightning_module.automatic_optimization  # read once per epoch, not per batch
 
         start = progress.epoch_batches
         batch_iter = t._train_batches(self.train_dataloader, start)
@@ -308,23 +312,26 @@ class FitLoop:
         batch = t._transfer(batch, 0)
         results = t._results_train
         results.new_batch(batch)
-        hooks.callbacks("on_train_batch_start", batch, batch_idx)
-        if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
-            return _STOP_EPOCH
+        active = self._active
+        if "on_train_batch_start" in active:
+            hooks.callbacks("on_train_batch_start", batch, batch_idx)
+            if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
+                return _STOP_EPOCH
 
-        module = t.lightning_module
-        if module.automatic_optimization:
+        automatic = self._automatic
+        if automatic:
             outputs, stepped = self._automatic_step(batch, batch_idx)
         else:
             outputs, stepped = self._manual_step(batch, batch_idx)
-        if stepped and module.automatic_optimization:
+        if stepped and automatic and t.strategy.lr_scheduler_configs:
             t._step_schedulers("step")
 
-        hooks.callbacks("on_train_batch_end", outputs, batch, batch_idx)
-        hooks.module("on_train_batch_end", outputs, batch, batch_idx)
+        if "on_train_batch_end" in active:
+            hooks.callbacks("on_train_batch_end", outputs, batch, batch_idx)
+            hooks.module("on_train_batch_end", outputs, batch, batch_idx)
         if t._progress_bar is not None:
             t._progress_bar._on_train_batch(t)
-        if stepped or not module.automatic_optimization:
+        if stepped or not automatic:
             if t.loggers and (progress.batches_that_stepped + 1) % t.log_every_n_steps == 0:
                 t._log_step_metrics(results)
             progress.batches_that_stepped += 1
@@ -338,6 +345,7 @@ class FitLoop:
         hooks = t._hooks
         epoch = t._progress.epoch
         accumulate = t.accumulate_grad_batches
+        active = self._active
         if not strategy.lightning_optimizers:
             module._current_fx_name = "training_step"
             strategy.training_step(batch, batch_idx)  # no optimizer: run the step, nothing to update
@@ -354,18 +362,21 @@ class FitLoop:
             box["output"] = output
             box["loss"] = loss
             if zero_grad_now:
-                hooks.callbacks("on_before_zero_grad", optimizer)
-                hooks.module("on_before_zero_grad", optimizer)
+                if "on_before_zero_grad" in active:
+                    hooks.callbacks("on_before_zero_grad", optimizer)
+                    hooks.module("on_before_zero_grad", optimizer)
                 module.optimizer_zero_grad(epoch, batch_idx, optimizer)
             if loss is None:
                 return None
             if accumulate > 1:
                 loss = loss / accumulate
-            hooks.callbacks("on_before_backward", loss)
-            hooks.module("on_before_backward", loss)
+            if "on_before_backward" in active:
+                hooks.callbacks("on_before_backward", loss)
+                hooks.module("on_before_backward", loss)
             strategy.backward(loss, optimizer)
-            hooks.callbacks("on_after_backward")
-            hooks.module("on_after_backward")
+            if "on_after_backward" in active:
+                hooks.callbacks("on_after_backward")
+                hooks.module("on_after_backward")
             return loss
 
         if step_now:

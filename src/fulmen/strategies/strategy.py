@@ -155,9 +155,10 @@ class Strategy:
         assert module is not None and trainer is not None
 
         def after_closure() -> None:
-            trainer._hooks.callbacks("on_before_optimizer_step", optimizer)
-            trainer._hooks.module("on_before_optimizer_step", optimizer)
-            if module.automatic_optimization:
+            hooks = trainer._hooks
+            hooks.callbacks("on_before_optimizer_step", optimizer)
+            hooks.module("on_before_optimizer_step", optimizer)
+            if trainer._clip_needed and module.automatic_optimization:
                 trainer._clip_gradients(module, optimizer)
 
         return self.precision_plugin.optimizer_step(
