@@ -302,7 +302,9 @@ def test_logging_a_torchmetrics_metric_computes_it_over_the_epoch(make_trainer):
     assert trainer.validate(model, _pairs([True, True, True, False])) == [{"acc": 0.75}]
 
 
-@pytest.mark.parametrize("hook", ["on_fit_start", "on_train_end", "on_fit_end"])
+@pytest.mark.parametrize(
+    "hook", ["setup", "configure_optimizers", "on_fit_start", "on_train_end", "on_fit_end"]
+)
 def test_logging_in_a_forbidden_hook_names_the_hook(make_trainer, hook):
     class Model(BoringModel):
         pass

@@ -8,23 +8,6 @@ import fulmen as L
 from fulmen.demos import BoringModel, RandomDataset
 
 
-@pytest.mark.parametrize("hook", ["setup", "configure_optimizers"])
-def test_logging_in_a_forbidden_hook_names_the_hook(make_trainer, hook):
-    class Model(BoringModel):
-        pass
-
-    base = getattr(BoringModel, hook)
-
-    def logging_hook(self, *args, **kwargs):
-        self.log("x", 1.0)
-        return base(self, *args, **kwargs)
-
-    setattr(Model, hook, logging_hook)
-    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
-    with pytest.raises(Exception, match=hook):
-        trainer.fit(Model())
-
-
 def test_add_dataloader_idx_false_keeps_each_key_in_its_own_dataloader_dict(make_trainer):
     class Model(BoringModel):
         def val_dataloader(self):
