@@ -982,6 +982,14 @@ def sync_sigterm(trainer: Trainer, batch_idx: int) -> None:
         handle_sigterm(trainer, agreed=True)
 
 
+def poll_sigterm(trainer: Trainer, batch_idx: int, synced: bool) -> None:
+    """At a train batch's end: act on a pending SIGTERM (agreed across ranks when `synced`)."""
+    if synced:
+        sync_sigterm(trainer, batch_idx)
+    elif _Sigterm.received:
+        handle_sigterm(trainer)
+
+
 def handle_sigterm(trainer: Trainer, agreed: bool = False) -> None:
     """If SIGTERM arrived: write one checkpoint to every checkpointing callback's interrupt path, then exit.
 

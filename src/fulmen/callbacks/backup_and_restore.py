@@ -87,10 +87,7 @@ class BackupAndRestore(Callback):
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Back up every `every_n_train_steps` steps; honour a pending SIGTERM."""
-        if self._sigterm_sync:
-            _ckpt.sync_sigterm(trainer, batch_idx)
-        elif _ckpt._Sigterm.received:
-            _ckpt.handle_sigterm(trainer)
+        _ckpt.poll_sigterm(trainer, batch_idx, self._sigterm_sync)
         n = self.every_n_train_steps
         if n is not None and trainer.global_step % n == 0 and trainer.global_step != self._last_step_saved:
             self._backup(trainer)

@@ -207,10 +207,7 @@ class ModelCheckpoint(Callback):
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Save every `every_n_train_steps` steps or `train_time_interval`; honour a pending SIGTERM."""
-        if self._sigterm_sync:
-            _ckpt.sync_sigterm(trainer, batch_idx)
-        elif _ckpt._Sigterm.received:
-            _ckpt.handle_sigterm(trainer)
+        _ckpt.poll_sigterm(trainer, batch_idx, self._sigterm_sync)
         if self._every_n_train_steps == 0 and self._train_time_interval is None:
             return
         if self._should_skip_saving(trainer):
