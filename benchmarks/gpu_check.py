@@ -1,19 +1,22 @@
 """GPU check for fulmen's precision modes: does mixed precision train, and what does fulmen cost on a GPU?
 
-Run on a machine with CUDA (about a minute on one H100; well under 5 minutes on any recent GPU):
+Run on a machine with CUDA (about three minutes on one H100, Lightning included when installed):
 
     PYTHONPATH=src python benchmarks/gpu_check.py
 
-It prints two markdown tables and exits 1 if a check failed:
+It prints three markdown tables and exits 1 if a training check failed:
 
 1. Training checks. An MLP (784-128-64-10) and a small CNN train on learnable synthetic data under
    "16-mixed" and "bf16-mixed": the loss must fall, the weights stay fp32, the step runs in the half
    dtype, and for "16-mixed" the grad scaler must hold a finite scale and skip a step whose loss is
    inf (weights unchanged, scale halved).
-2. Throughput. Steps per second of a hand-written PyTorch loop and of fulmen on the same model, data,
-   optimizer and precision (fp32, bf16-mixed, 16-mixed), measured alternately (plain, fulmen, plain,
-   ...) several times; the table shows medians and the ratio fulmen/plain in time per step. The
-   batches are already on the GPU and neither loop synchronizes with the host inside the timed window.
+2. Host synchronizations. A short fit per precision with CUDA's sync debug mode raising after the
+   warm-up steps: names the first call inside a step that waits for the GPU ("none" is the goal).
+3. Throughput. Time per step of a hand-written PyTorch loop, of fulmen and (when `lightning` is
+   installed) of Lightning on the same model, data, optimizer and precision (fp32, bf16-mixed,
+   16-mixed), measured alternately (plain, fulmen, lightning, plain, ...) several times; the table
+   shows medians and the ratios to the plain loop. The batches are already on the GPU and no loop
+   synchronizes with the host inside the timed window.
 
 On a machine without CUDA it says so and exits 0. `--device cpu` runs the same code on the CPU with
 tiny step counts ("16-mixed" through a CPU grad scaler) to check the script itself.
@@ -82,36 +85,61 @@ class Batches:
         return len(self.batches)
 
 
-class Classifier(L.LightningModule):
-    """A LightningModule around one of MODELS, with the loss kept on the device (no .item())."""
+def framework_classes(pkg: Any) -> tuple[type, type]:
+    """The benchmark's LightningModule and step clock, built on `pkg` (fulmen, or lightning to compare)."""
 
-    def __init__(self, net: nn.Module, lr: float = 0.01) -> None:
-        super().__init__()
-        self.net = net
-        self.lr = lr
-        self.losses: list[torch.Tensor] = []
-        self.step_dtype: torch.dtype | None = None
-        self.record = False
+    class Classifier(pkg.LightningModule):  # type: ignore[misc,name-defined]
+        """A LightningModule around one of MODELS, with the loss kept on the device (no .item())."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        def __init__(self, net: nn.Module, lr: float = 0.01) -> None:
+            super().__init__()
+            self.net = net
+            self.lr = lr
+            self.losses: list[torch.Tensor] = []
+            self.step_dtype: torch.dtype | None = None
+            self.record = False
 
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        loss = nn.functional.cross_entropy(logits, y)
-        if self.record:
-            self.step_dtype = logits.dtype
-            self.losses.append(loss.detach())
-        return loss
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
 
-    def configure_optimizers(self) -> Any:
-        return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            logits = self(x)
+            loss = nn.functional.cross_entropy(logits, y)
+            if self.record:
+                self.step_dtype = logits.dtype
+                self.losses.append(loss.detach())
+            return loss
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.9)
+
+    class Clock(pkg.Callback):  # type: ignore[misc,name-defined]
+        """Times the steps after `warmup`, synchronizing the device only at both ends of the window."""
+
+        def __init__(self, warmup: int, device: str) -> None:
+            self.warmup = warmup
+            self.device = device
+            self.start = self.end = 0.0
+
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if batch_idx == self.warmup:
+                sync(self.device)
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            sync(self.device)
+            self.end = time.perf_counter()
+
+    return Classifier, Clock
 
 
-def quiet_trainer(device: str, precision: Any, **kwargs: Any) -> L.Trainer:
-    """A Trainer with the logger, progress bar, checkpointing and summary off."""
-    return L.Trainer(
+Classifier, _Clock = framework_classes(L)
+
+
+def quiet_trainer(device: str, precision: Any, pkg: Any = L, **kwargs: Any) -> Any:
+    """A Trainer (of `pkg`) with the logger, progress bar, checkpointing and summary off."""
+    return pkg.Trainer(
         accelerator=device,
         devices=1,
         precision=precision,
@@ -197,6 +225,34 @@ def check_overflow_skip(model: Classifier, trainer: L.Trainer, data: Batches) ->
     return problems
 
 
+def check_no_sync(precision: str, device: str, steps: int = 30) -> str:
+    """Train with CUDA's sync debug mode set to raise after a few warm-up steps: "none", or where it synchronized."""
+    if device != "cuda":
+        return "- (needs CUDA)"
+
+    class Strict(L.Callback):
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            if batch_idx == 5:
+                torch.cuda.set_sync_debug_mode("error")
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            torch.cuda.set_sync_debug_mode("default")
+
+    data = Batches(steps, 32, torch.device(device), seed=2)
+    trainer = quiet_trainer(device, precision, max_epochs=1, callbacks=[Strict()])
+    try:
+        trainer.fit(Classifier(MODELS["mlp"]()), data)
+    except RuntimeError as err:
+        torch.cuda.set_sync_debug_mode("default")
+        import traceback
+
+        frames = traceback.extract_tb(err.__traceback__)
+        return (
+            f"synchronized in {frames[-1].name} ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno})"
+        )
+    return "none"
+
+
 # ------------------------------------------------------------------ 2. throughput
 
 
@@ -236,42 +292,44 @@ def plain_loop(model_name: str, precision: str, device: str, data: Batches, warm
     return (time.perf_counter() - start) / (len(data) - warmup)
 
 
-class _Clock(L.Callback):
-    def __init__(self, warmup: int, device: str) -> None:
-        self.warmup = warmup
-        self.device = device
-        self.start = self.end = 0.0
-
-    def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
-        if batch_idx == self.warmup:
-            sync(self.device)
-            self.start = time.perf_counter()
-
-    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-        sync(self.device)
-        self.end = time.perf_counter()
-
-
-def fulmen_loop(model_name: str, precision: str, device: str, data: Batches, warmup: int) -> float:
-    """Seconds per step of fulmen on the same setup (timed between two synchronizations)."""
+def framework_loop(
+    model_name: str, precision: str, device: str, data: Batches, warmup: int, pkg: Any = L
+) -> float:
+    """Seconds per step of fulmen (or `pkg`) on the same setup, timed between two synchronizations."""
+    module_class, clock_class = (Classifier, _Clock) if pkg is L else framework_classes(pkg)
     torch.manual_seed(0)
-    clock = _Clock(warmup, device)
-    model = Classifier(MODELS[model_name]())
-    trainer = quiet_trainer(device, precision_flag(precision, device), max_epochs=1, callbacks=[clock])
+    clock = clock_class(warmup, device)
+    model = module_class(MODELS[model_name]())
+    flag = precision_flag(precision, device) if pkg is L else precision
+    trainer = quiet_trainer(device, flag, pkg, max_epochs=1, callbacks=[clock])
     trainer.fit(model, data)
     return (clock.end - clock.start) / (len(data) - warmup)
 
 
-def measure(model_name: str, batch_size: int, precision: str, device: str, steps: int, repeats: int) -> dict:
-    """Alternate plain and fulmen runs `repeats` times; medians of seconds per step."""
+def lightning_package() -> Any:
+    """`lightning` (or `pytorch_lightning`) when installed, to measure it in the same run; else None."""
+    for name in ("lightning", "pytorch_lightning"):
+        try:
+            return __import__(name)
+        except ImportError:
+            continue
+    return None
+
+
+def measure(
+    model_name: str, batch_size: int, precision: str, device: str, steps: int, repeats: int, other: Any
+) -> dict:
+    """Alternate plain, fulmen (and `other`, e.g. lightning) runs `repeats` times; medians of seconds per step."""
     warmup = max(5, steps // 5)
     data = Batches(steps + warmup, batch_size, torch.device(device), seed=1)
-    plain, ours = [], []
+    times: dict[str, list[float]] = {"plain": [], "fulmen": [], "other": []}
     for _ in range(repeats):
-        plain.append(plain_loop(model_name, precision, device, data, warmup))
-        ours.append(fulmen_loop(model_name, precision, device, data, warmup))
-    p, f = statistics.median(plain), statistics.median(ours)
-    return {"model": model_name, "batch": batch_size, "precision": precision, "plain": p, "fulmen": f}
+        times["plain"].append(plain_loop(model_name, precision, device, data, warmup))
+        times["fulmen"].append(framework_loop(model_name, precision, device, data, warmup))
+        if other is not None:
+            times["other"].append(framework_loop(model_name, precision, device, data, warmup, other))
+    medians = {k: statistics.median(v) if v else float("nan") for k, v in times.items()}
+    return {"model": model_name, "batch": batch_size, "precision": precision, **medians}
 
 
 # ------------------------------------------------------------------ main
@@ -309,17 +367,27 @@ def main() -> int:
             f"| {r['model']} | {r['precision']} | {r['first']:.3f} | {r['last']:.3f} | {r['scale']} | {verdict} |"
         )
 
+    print("\n## Host synchronizations inside a training step (CUDA sync debug mode)\n")
+    print("| precision | synchronizing call |")
+    print("|---|---|")
+    for precision in ["32-true", *modes]:
+        print(f"| {precision} | {check_no_sync(precision, device)} |")
+    print("\n(16-mixed: torch's GradScaler.step reads found_inf on the host, in a hand-written loop too.)")
+
+    other = lightning_package() if device == "cuda" else None
+    other_name = f"{other.__name__} {other.__version__}" if other is not None else "lightning (not installed)"
     print("\n## Throughput (median of alternating runs; lower ms/step is better)\n")
-    print("| model | batch | precision | plain ms/step | fulmen ms/step | fulmen/plain |")
-    print("|---|---|---|---|---|---|")
+    print(
+        f"| model | batch | precision | plain ms/step | fulmen ms/step | fulmen/plain | {other_name} / plain |"
+    )
+    print("|---|---|---|---|---|---|---|")
     cases = [("mlp", 32), ("mlp", 256), ("cnn", 64)]
     for model_name, batch in cases:
         for precision in ["32-true", *modes]:
-            r = measure(model_name, batch, precision, device, bench_steps, args.repeats)
-            ratio = r["fulmen"] / r["plain"]
+            r = measure(model_name, batch, precision, device, bench_steps, args.repeats, other)
             print(
                 f"| {model_name} | {batch} | {precision} | {1e3 * r['plain']:.3f} | {1e3 * r['fulmen']:.3f} "
-                f"| {ratio:.3f}x |",
+                f"| {r['fulmen'] / r['plain']:.3f}x | {r['other'] / r['plain']:.2f}x |",
                 flush=True,
             )
     failed = [r for r in results if not r["ok"]]

@@ -5,10 +5,15 @@ import fulmen as L
 
 @pytest.fixture
 def make_trainer(tmp_path):
-    """A factory for a quiet, fast Trainer: no logger, checkpointing, progress bar or summary."""
+    """A factory for a quiet, fast Trainer on the CPU: no logger, checkpointing, progress bar or summary.
+
+    The CPU is pinned so that the suite checks the same thing on a machine with a GPU (where "auto" would
+    pick it); GPU tests ask for accelerator="gpu" themselves.
+    """
 
     def make(**kwargs):
         options = dict(
+            accelerator="cpu",
             default_root_dir=tmp_path,
             max_epochs=1,
             logger=False,

@@ -40,6 +40,7 @@ class LoggingModel(BoringModel):
 
 def _trainer(tmp_path, **kwargs):
     options = dict(
+        accelerator="cpu",
         default_root_dir=tmp_path,
         max_epochs=1,
         limit_train_batches=4,

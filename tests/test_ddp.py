@@ -323,7 +323,10 @@ def test_spawned_rank_that_raises_is_named(tmp_path):
 
 
 # ---------------------------------------------------------------------------- in-process units
-def test_devices_2_selects_ddp_that_reruns_the_script():
+def test_devices_2_selects_ddp_that_reruns_the_script(monkeypatch):
+    import fulmen.strategies
+
+    monkeypatch.setattr(fulmen.strategies, "_interactive", lambda: False)  # as from a script (xdist is not)
     trainer = L.Trainer(accelerator="cpu", devices=2, logger=False)
     assert isinstance(trainer.strategy, DDPStrategy)
     assert trainer.strategy.start_method == "popen"

@@ -84,6 +84,7 @@ def _noise_seen(seed: int, tmp_path) -> list[float]:
 
     L.seed_everything(seed, workers=True, verbose=False)
     trainer = L.Trainer(
+        accelerator="cpu",
         max_epochs=1,
         default_root_dir=tmp_path,
         logger=False,

@@ -41,6 +41,7 @@ class Classifier(L.LightningModule):
 
 def quiet_trainer(tmp_path):
     return L.Trainer(
+        accelerator="cpu",
         default_root_dir=tmp_path,
         max_epochs=1,
         logger=False,

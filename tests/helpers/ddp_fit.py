@@ -139,6 +139,7 @@ if __name__ == "__main__":
             "gathered": gathered.tolist(),
             "broadcast": trainer.strategy.broadcast(f"from rank {trainer.global_rank}"),
             "env_rank": os.environ.get("RANK"),
+            "backend": torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
             "best": getattr(trainer.checkpoint_callback, "best_model_path", None),
         },
         os.path.join(out_dir, f"rank{trainer.global_rank}.pt"),

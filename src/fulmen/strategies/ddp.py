@@ -290,7 +290,7 @@ class DDPStrategy(Strategy):
         else:
             raise ValueError(f"reduce_op={reduce_op!r} is not supported; use 'mean', 'sum', 'max' or 'min'.")
         mean = op_name in ("mean", "avg")
-        out = tensor.detach().clone()
+        out = self._collective_ready(tensor.detach(), group).clone()
         if mean and not out.is_floating_point():
             out = out.float()
         dist.all_reduce(out, op=op, group=group)
@@ -304,9 +304,15 @@ class DDPStrategy(Strategy):
             return data
 
         def gather(t: torch.Tensor) -> torch.Tensor:
-            return _all_gather_tensor(t, group, sync_grads)
+            return _all_gather_tensor(self._collective_ready(t, group), group, sync_grads)
 
         return apply_to_collection(data, gather)
+
+    def _collective_ready(self, tensor: torch.Tensor, group: Any) -> torch.Tensor:
+        """`tensor` where the process group's backend can reach it: NCCL only moves CUDA tensors."""
+        if tensor.device.type != "cuda" and dist.get_backend(group) == "nccl":
+            return tensor.to(self.root_device)
+        return tensor
 
     def barrier(self, name: str | None = None) -> None:
         """Wait until every process reaches this point."""
