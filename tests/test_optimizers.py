@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import fulmen as L
 from fulmen.demos import BoringModel, RandomDataset
 
 
@@ -392,3 +393,72 @@ def test_global_step_counts_optimizer_steps_not_batches(make_trainer):
     )
     trainer.fit(Model())
     assert trainer.global_step == 4
+
+
+class _Listens(L.Callback):
+    """A step hook with a listener: the loop must take the general closure path."""
+
+    def on_after_backward(self, trainer, pl_module):
+        pass
+
+
+class _SometimesSkips(BoringModel):
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+    def training_step(self, batch, batch_idx):
+        return None if batch_idx == 2 else super().training_step(batch, batch_idx)
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_direct_and_closure_steps_train_identically(make_trainer, accumulate):
+    """The default-only step skips the closure plumbing; with a step hook listening it cannot. Same result."""
+    runs = []
+    for callbacks in ([], [_Listens()]):
+        torch.manual_seed(0)
+        model = _SometimesSkips()
+        trainer = make_trainer(
+            limit_train_batches=7,
+            limit_val_batches=0,
+            accumulate_grad_batches=accumulate,
+            callbacks=callbacks,
+        )
+        trainer.fit(model)
+        runs.append((trainer.fit_loop._direct is not None, trainer.global_step, _weights(model)))
+    (direct, steps, weights), (general, steps_general, weights_general) = runs
+    assert direct and not general
+    assert steps == steps_general == (7 if accumulate == 1 else 4)
+    for a, b in zip(weights, weights_general):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["optimizer_step", "optimizer_zero_grad", "backward", "clip", "profiler", "bf16-mixed"],
+)
+def test_any_override_or_extra_keeps_the_general_step(make_trainer, override):
+    class Model(_SometimesSkips):
+        if override == "optimizer_step":
+
+            def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
+                optimizer.step(closure=optimizer_closure)
+
+        if override == "optimizer_zero_grad":
+
+            def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
+                optimizer.zero_grad()
+
+        if override == "backward":
+
+            def backward(self, loss, *args, **kwargs):
+                loss.backward(*args, **kwargs)
+
+    options = {
+        "clip": {"gradient_clip_val": 1.0},
+        "profiler": {"profiler": "simple"},
+        "bf16-mixed": {"precision": "bf16-mixed"},
+    }.get(override, {})
+    trainer = make_trainer(limit_train_batches=2, limit_val_batches=0, **options)
+    trainer.fit(Model())
+    assert trainer.fit_loop._direct is None
+    assert trainer.global_step == 2

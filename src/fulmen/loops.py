@@ -64,6 +64,40 @@ def _loss_from(output: Any, automatic: bool) -> torch.Tensor | None:
     return loss
 
 
+_STEP_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def _direct_optimizer(trainer: Trainer, active: frozenset[str]) -> Any:
+    """The raw optimizer if this fit's automatic step may skip the closure plumbing, else None.
+
+    True when the step would only call defaults: the module's `optimizer_step`, `optimizer_zero_grad`
+    and `backward`, the base strategy's and fp32-style precision's step methods, no step hook with a
+    listener, no clipping, no profiler, and a torch optimizer that does not need its closure.
+    """
+    from fulmen.module import LightningModule
+    from fulmen.optim import LightningOptimizer
+    from fulmen.precision import Precision, _closure_optional
+    from fulmen.strategies.strategy import Strategy
+
+    module, strategy, precision = trainer.lightning_module, trainer.strategy, trainer.precision_plugin
+    if len(strategy.lightning_optimizers) != 1 or trainer._clip_needed or trainer.profiler.enabled:
+        return None
+    if any(name in active for name in _STEP_HOOKS):
+        return None
+    defaults = [
+        (module, LightningModule, ("optimizer_step", "optimizer_zero_grad", "backward")),
+        (strategy, Strategy, ("training_step", "backward", "optimizer_step")),
+        (precision, Precision, ("backward", "optimizer_step")),
+        (strategy.lightning_optimizers[0], LightningOptimizer, ("step", "zero_grad")),
+    ]
+    for obj, base, names in defaults:
+        for name in names:
+            if name in vars(obj) or getattr(type(obj), name) is not getattr(base, name):
+                return None
+    optimizer = strategy.optimizers[0]
+    return optimizer if _closure_optional(optimizer) else None
+
+
 def _first(items: Iterable[Any], count: float, loader: Any, start: int = 0) -> Iterable[Any]:
     """The first `count` items, without fetching one more (a limit never costs an extra batch).
 
@@ -248,6 +282,7 @@ class FitLoop:
         self.batch_idx = -1
         self._wants_outputs = True
         self._active: frozenset[str] = frozenset()
+        self._direct: Any = None  # the raw optimizer when the step can skip the closure plumbing (see run)
         self._automatic = True
         self._deadline: float | None = None
         self._train_loaded_epoch: int | None = None
@@ -268,6 +303,7 @@ class FitLoop:
         self.setup_train_data()
         self._wants_outputs = hooks.has("on_train_batch_end")
         self._active = hooks.active  # which hooks anyone listens to, resolved once per fit
+        self._direct = _direct_optimizer(t, self._active)
         hooks.both("on_train_start")
         while not self._done():
             self._run_epoch()
@@ -338,7 +374,32 @@ class FitLoop:
         return None
 
     def _automatic_step(self, batch: Any, batch_idx: int) -> tuple[Any, bool]:
-        """One batch of automatic optimization: the closure does forward, zero_grad and backward."""
+        """One batch of automatic optimization: forward, zero_grad and backward in a closure, then the step."""
+        t = self.trainer
+        strategy = t.strategy
+        if not strategy.lightning_optimizers:
+            t.lightning_module._current_fx_name = "training_step"
+            strategy.training_step(batch, batch_idx)  # no optimizer: run the step, nothing to update
+            return {}, False
+        accumulate = t.accumulate_grad_batches
+        zero_grad_now = batch_idx % accumulate == 0
+        step_now = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == self.num_train_batches
+        if self._direct is not None:
+            output, loss = self._direct_step(batch, batch_idx, zero_grad_now, step_now)
+        else:
+            output, loss = self._closure_step(batch, batch_idx, zero_grad_now, step_now)
+        if loss is None or not self._wants_outputs:
+            return {}, step_now  # nobody reads on_train_batch_end's outputs: skip the detach and dict
+        if isinstance(output, Mapping):
+            outputs = {k: v for k, v in output.items() if k != "loss"}
+            outputs["loss"] = loss.detach()
+            return outputs, step_now
+        return {"loss": loss.detach()}, step_now
+
+    def _closure_step(
+        self, batch: Any, batch_idx: int, zero_grad_now: bool, step_now: bool
+    ) -> tuple[Any, Any]:
+        """The general step: `optimizer_step` runs a closure, with every hook and override on the way."""
         t = self.trainer
         module = t.lightning_module
         strategy = t.strategy
@@ -346,13 +407,7 @@ class FitLoop:
         epoch = t._progress.epoch
         accumulate = t.accumulate_grad_batches
         active = self._active
-        if not strategy.lightning_optimizers:
-            module._current_fx_name = "training_step"
-            strategy.training_step(batch, batch_idx)  # no optimizer: run the step, nothing to update
-            return {}, False
         optimizer = strategy.lightning_optimizers[0]
-        zero_grad_now = batch_idx % accumulate == 0
-        step_now = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == self.num_train_batches
         box: dict[str, Any] = {}
 
         def closure() -> torch.Tensor | None:
@@ -388,14 +443,32 @@ class FitLoop:
                 )
         else:
             closure()
-        output, loss = box["output"], box["loss"]
-        if loss is None or not self._wants_outputs:
-            return {}, step_now  # nobody reads on_train_batch_end's outputs: skip the detach and dict
-        if isinstance(output, Mapping):
-            outputs = {k: v for k, v in output.items() if k != "loss"}
-            outputs["loss"] = loss.detach()
-            return outputs, step_now
-        return {"loss": loss.detach()}, step_now
+        return box["output"], box["loss"]
+
+    def _direct_step(
+        self, batch: Any, batch_idx: int, zero_grad_now: bool, step_now: bool
+    ) -> tuple[Any, Any]:
+        """What `_closure_step` does when nothing in it is overridden or listened to, without the plumbing.
+
+        `_direct_optimizer` allows this path only when every call `_closure_step` would make through
+        the module, strategy, precision and LightningOptimizer is the default one, so both compute the
+        same thing in the same order (tests/test_optimizers.py checks they give identical weights).
+        """
+        t = self.trainer
+        t.lightning_module._current_fx_name = "training_step"
+        output = t.strategy.training_step(batch, batch_idx)
+        loss = _loss_from(output, True)
+        optimizer = self._direct
+        if zero_grad_now:
+            optimizer.zero_grad(set_to_none=True)
+        if loss is not None:
+            if t.accumulate_grad_batches > 1:
+                loss = loss / t.accumulate_grad_batches
+            loss.backward()
+        if step_now:
+            optimizer.step()
+            t._progress.global_step += 1
+        return output, loss
 
     def _manual_step(self, batch: Any, batch_idx: int) -> tuple[Any, bool]:
         """One batch of manual optimization: training_step drives the optimizers itself."""
