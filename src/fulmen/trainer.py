@@ -609,6 +609,7 @@ class Trainer:
                     self._results = self._results_train
                     self._hooks.both("on_fit_start")
                     self.fit_loop.run()
+                    self._finish_checkpoint_writes()
                     self._hooks.both("on_fit_end")
                     result = None
                 elif fn in ("validate", "test"):
@@ -653,7 +654,20 @@ class Trainer:
                     "step the optimizer every N batches yourself in training_step."
                 )
 
+    def _finish_checkpoint_writes(self) -> None:
+        """Checkpoints written in the background are on disk, on every rank, before on_fit_end runs."""
+        from fulmen import checkpoint
+
+        checkpoint.finish_writes()
+        self.strategy.barrier("checkpoint_writes")
+
     def _on_exception(self, exc: BaseException, fn: str) -> None:
+        from fulmen import checkpoint
+
+        try:  # the last checkpoints handed to the background writer still land
+            checkpoint.finish_writes()
+        except Exception as err:
+            rank_zero_warn(f"A checkpoint could not be written while the run was failing: {err}")
         hooks = self._hooks
         if hooks is not None:
             with contextlib.suppress(Exception):

@@ -20,7 +20,8 @@ import torch
 
 from fulmen import checkpoint as _ckpt
 from fulmen.callbacks.callback import Callback
-from fulmen.utilities import MisconfigurationException, rank_zero_info, rank_zero_warn
+from fulmen.loggers.logger import Logger
+from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_info, rank_zero_warn
 
 Trainer = Any
 Module = Any
@@ -368,12 +369,15 @@ class ModelCheckpoint(Callback):
             self._remove(trainer, previous)
 
     def _save(self, trainer: Trainer, filepath: str) -> None:
-        trainer.save_checkpoint(filepath, self.save_weights_only)
+        # serialized now, written and fsync'd in the background while training goes on (checkpoint.py)
+        _ckpt.save(trainer, filepath, self.save_weights_only, wait=False)
         self._last_global_step_saved = trainer.global_step
         self._last_saved_this_step = filepath
-        for logger in trainer.loggers:  # e.g. MLFlowLogger(log_model=...) uploads the file
-            if hasattr(logger, "after_save_checkpoint"):
-                logger.after_save_checkpoint(self)
+        readers = [lg for lg in trainer.loggers if is_overridden("after_save_checkpoint", lg, Logger)]
+        if readers:  # e.g. MLFlowLogger(log_model=...) uploads the file: it has to be on disk
+            _ckpt.finish_writes()
+        for logger in readers:
+            logger.after_save_checkpoint(self)
 
     def _remove(self, trainer: Trainer, filepath: str) -> None:
         if trainer.is_global_zero and filepath not in (self.best_model_path, self.last_model_path):

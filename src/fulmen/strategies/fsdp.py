@@ -184,7 +184,7 @@ class FSDPStrategy(DDPStrategy):
             module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str, wait: bool = True) -> None:
         """Rank 0 writes the file; "sharded" also writes every process's shards to `<path>.shards/` (DCP)."""
         if self._sharded():
             import torch.distributed.checkpoint as dcp
@@ -196,7 +196,7 @@ class FSDPStrategy(DDPStrategy):
                 shutil.rmtree(folder)  # a checkpoint saved again under the same name
             self.barrier("fsdp_shards")
             dcp.save(self._shard_state(), checkpoint_id=folder)
-        super().save_checkpoint(checkpoint, path)
+        super().save_checkpoint(checkpoint, path, wait=wait)
 
     def _shard_state(self) -> dict[str, Any]:
         """Weights and optimizer states as this process's shards, keyed for torch.distributed.checkpoint."""

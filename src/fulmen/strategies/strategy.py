@@ -210,12 +210,12 @@ class Strategy:
             )
         self._module.load_state_dict(state_dict, strict=strict)
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
-        """Write the checkpoint dict to `path`: one file, written by rank 0."""
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str, wait: bool = True) -> None:
+        """Write the checkpoint dict to `path`: one file, written by rank 0 (`wait=False`: finished in the background)."""
         if self.is_global_zero:
             from fulmen.checkpoint import atomic_save
 
-            atomic_save(checkpoint, path)
+            atomic_save(checkpoint, path, wait=wait)
 
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         """The optimizer's state as it goes into a checkpoint (FSDP gathers its shards)."""

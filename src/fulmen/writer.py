@@ -1,0 +1,78 @@
+"""One background thread that finishes file writes in the order they were handed over.
+
+`ModelCheckpoint` saves during training. Serializing the state has to happen on the training thread
+(it is the snapshot), but the rest of a durable save is waiting on the disk: writing the bytes, fsync,
+rename, fsync of the folder, deleting the checkpoint it replaces. Those waits release the GIL, so a
+thread can do them while training goes on. Tasks run strictly in order, and after a task fails the
+ones behind it are dropped, so a deletion queued after a write never runs unless that write landed:
+the newest complete checkpoint is always on disk, whenever the process dies.
+
+Whoever reads what was written calls `flush` first (fulmen does before loading a checkpoint, at the
+end of fit and at exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import threading
+from collections.abc import Callable
+
+
+class BackgroundWriteError(RuntimeError):
+    """A background write failed; raised on the training thread at the next submit or flush."""
+
+
+class BackgroundWriter:
+    """Runs submitted callables one by one on a daemon thread; `flush` waits for all of them."""
+
+    def __init__(self, name: str = "fulmen-writer") -> None:
+        self._name = name
+        self._pid = -1
+        self._queue: queue.Queue[tuple[Callable[[], None], str]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._atexit = False
+
+    def submit(self, task: Callable[[], None], what: str) -> None:
+        """Queue `task` (described by `what` in error messages) behind everything submitted before."""
+        self._raise_error()
+        if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
+            self._pid = os.getpid()
+            self._queue = queue.Queue()
+            self._thread = None
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
+            self._thread.start()
+            if not self._atexit:
+                atexit.register(self.flush)
+                self._atexit = True
+        self._queue.put((task, what))
+
+    def pending(self) -> bool:
+        """True while a submitted task has not finished."""
+        return self._pid == os.getpid() and self._queue.unfinished_tasks > 0
+
+    def flush(self) -> None:
+        """Wait until every submitted task has run; raise if one failed."""
+        if self._pid == os.getpid() and self._thread is not None:
+            self._queue.join()
+        self._raise_error()
+
+    def _work(self) -> None:
+        while True:
+            task, what = self._queue.get()
+            try:
+                if self._error is None:  # after a failure, drop what follows (e.g. deleting the older file)
+                    task()
+            except BaseException as err:  # handed to the training thread, which raises it
+                self._error = BackgroundWriteError(f"Writing {what} failed: {type(err).__name__}: {err}")
+                self._error.__cause__ = err
+            finally:
+                self._queue.task_done()
+
+    def _raise_error(self) -> None:
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
