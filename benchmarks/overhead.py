@@ -356,6 +356,22 @@ def _tables(results: dict, impls: list[str]) -> list[str]:
             cells.append(f"{best * 1e3:.3f}" + ("" if impl == "plain" else f" ({best / plain:.2f}x)"))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
+    # Each repetition runs every implementation back to back, so the ratio within a repetition cancels
+    # the drift between repetitions; its median is the most stable figure on a noisy machine.
+    lines += [
+        "Paired ratio (median over repetitions of impl / plain of the same repetition; [min, max]):",
+        "",
+    ]
+    lines.append("| configuration | " + " | ".join(i for i in impls if i != "plain") + " |")
+    lines.append("|" + "---|" * len(impls))
+    for config in results["configs"]:
+        plain_runs = [r["sec_per_step"] for r in train[(config, "plain")]]
+        cells = [config.label]
+        for impl in impls[1:]:
+            ratios = [r["sec_per_step"] / p for r, p in zip(train[(config, impl)], plain_runs)]
+            cells.append(f"{_median(ratios):.3f}x [{min(ratios):.2f}, {max(ratios):.2f}]")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
     for impl in impls:
         if impl.endswith("-defaults"):
             counts = sorted({r["checkpoints"] for (_, i), runs in train.items() if i == impl for r in runs})
