@@ -67,8 +67,10 @@ class HookDispatcher:
         if not fns:
             return
         module = self._module
-        prev = module._current_fx_name
-        module._current_fx_name = name
+        # through __dict__: the name is set around every hook call, and __setattr__ is a Python call
+        state = module.__dict__
+        prev = state.get("_current_fx_name")
+        state["_current_fx_name"] = name
         trainer = self._trainer
         if self._profiler is None:
             for fn in fns:
@@ -77,7 +79,7 @@ class HookDispatcher:
             for fn in fns:
                 with self._profiler.profile(f"[Callback]{type(getattr(fn, '__self__', fn)).__name__}.{name}"):
                     fn(trainer, module, *args, **kwargs)
-        module._current_fx_name = prev
+        state["_current_fx_name"] = prev
 
     def module(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Run module hook `name` if the user overrode it (the defaults of these hooks do nothing)."""
@@ -87,15 +89,16 @@ class HookDispatcher:
         if fn is _UNLISTED:
             fn = getattr(self._module, name)
         module = self._module
-        prev = module._current_fx_name
-        module._current_fx_name = name
+        state = module.__dict__
+        prev = state.get("_current_fx_name")
+        state["_current_fx_name"] = name
         try:
             if self._profiler is None:
                 return fn(*args, **kwargs)
             with self._profiler.profile(f"[LightningModule]{type(module).__name__}.{name}"):
                 return fn(*args, **kwargs)
         finally:
-            module._current_fx_name = prev
+            state["_current_fx_name"] = prev
 
     @property
     def active(self) -> frozenset[str]:

@@ -260,12 +260,14 @@ class ResultStore:
                 slot.stepped = slot.last is not None
             return
         if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                raise ValueError(
-                    f"self.log({name!r}, ...) got a tensor with {value.numel()} elements; log a scalar "
-                    "(e.g. `value.mean()`) or log each element under its own name."
-                )
-            value = value.detach().reshape(())
+            value = value.detach()
+            if value.dim():  # a loss is already 0-dim: reshape costs a microsecond, twice the rest of this
+                if value.numel() != 1:
+                    raise ValueError(
+                        f"self.log({name!r}, ...) got a tensor with {value.numel()} elements; log a scalar "
+                        "(e.g. `value.mean()`) or log each element under its own name."
+                    )
+                value = value.reshape(())
         elif isinstance(value, (int, float, bool)):
             value = torch.tensor(float(value))
         else:
