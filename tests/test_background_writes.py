@@ -159,3 +159,20 @@ def test_trainer_save_checkpoint_is_on_disk_when_it_returns(tmp_path, fit_traine
     trainer.save_checkpoint(tmp_path / "now.ckpt")
     assert (tmp_path / "now.ckpt").exists()
     assert slow_disk == [("now.ckpt", threading.current_thread().name)]  # written on the caller's thread
+
+
+def test_a_strategy_with_lightnings_save_signature_still_saves(tmp_path, fit_trainer):
+    """A user's strategy overriding save_checkpoint(checkpoint, filepath, storage_options=None) keeps working."""
+    from fulmen.strategies import SingleDeviceStrategy
+
+    calls = []
+
+    class Custom(SingleDeviceStrategy):
+        def save_checkpoint(self, checkpoint, filepath, storage_options=None):
+            calls.append(os.path.basename(filepath))
+            super().save_checkpoint(checkpoint, filepath)
+
+    trainer = fit_trainer(strategy=Custom("cpu"), max_epochs=2)
+    trainer.fit(BoringModel())
+    assert calls == ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt"]
+    assert _ckpts(tmp_path / "checkpoints") == ["epoch=1-step=4.ckpt"]

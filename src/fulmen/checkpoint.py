@@ -557,9 +557,26 @@ def save(
 ) -> None:
     """Write the checkpoint of `trainer` to `path` on rank 0 (`wait=False`: finish the file in the background)."""
     ckpt = dump(trainer, weights_only)
-    # rank 0 writes; sharded strategies add shards
-    trainer.strategy.save_checkpoint(ckpt, os.fspath(path), wait=wait)
-    trainer.strategy.barrier("save_checkpoint")
+    strategy = trainer.strategy  # rank 0 writes; sharded strategies add shards
+    if wait or not _takes_wait(type(strategy)):  # a user's strategy with Lightning's signature writes at once
+        strategy.save_checkpoint(ckpt, os.fspath(path))
+    else:
+        strategy.save_checkpoint(ckpt, os.fspath(path), wait=False)
+    strategy.barrier("save_checkpoint")
+
+
+_TAKES_WAIT: dict[Any, bool] = {}
+
+
+def _takes_wait(strategy_type: Any) -> bool:
+    known = _TAKES_WAIT.get(strategy_type)
+    if known is None:
+        import inspect
+
+        known = _TAKES_WAIT[strategy_type] = (
+            "wait" in inspect.signature(strategy_type.save_checkpoint).parameters
+        )
+    return known
 
 
 def finish_writes() -> None:

@@ -85,10 +85,10 @@ def select_strategy(
             )
         from fulmen.strategies.xla import SingleDeviceXLAStrategy
 
-        return SingleDeviceXLAStrategy(accelerator, device_objs[0], precision)
+        return SingleDeviceXLAStrategy(device_objs[0], accelerator, precision)
     if name in ("auto", "single_device") and not multi:
         device = device_objs[0] if accelerator.name != "cpu" else torch.device("cpu")
-        return SingleDeviceStrategy(accelerator, device, precision)
+        return SingleDeviceStrategy(device, accelerator, precision)
     if name == "single_device":
         raise MisconfigurationException(
             f"strategy='single_device' runs one process, but devices={devices} and num_nodes={num_nodes} ask for "

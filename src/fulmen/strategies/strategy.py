@@ -235,3 +235,12 @@ def _no_op() -> None:
 
 class SingleDeviceStrategy(Strategy):
     """One process, one device: the default."""
+
+    def __init__(
+        self,
+        device: str | torch.device = "cpu",
+        accelerator: Accelerator | None = None,
+        precision: Precision | None = None,
+    ) -> None:
+        # Lightning's argument order (`SingleDeviceStrategy("cuda:0")`), and a device given as a string
+        super().__init__(accelerator, torch.device(device), precision)
