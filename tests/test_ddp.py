@@ -452,3 +452,25 @@ def test_ddp_spawn_with_an_unpicklable_model_names_the_alternatives(monkeypatch,
     trainer = make_trainer(accelerator="cpu", devices=2, strategy="ddp_spawn")
     with pytest.raises(MisconfigurationException, match="ddp_fork"):
         trainer.fit(LocalModel())
+
+
+@pytest.mark.parametrize(("backend", "expected"), [("nccl", "meta"), ("gloo", "cpu")])
+def test_collectives_move_cpu_tensors_to_the_device_only_under_nccl(monkeypatch, backend, expected):
+    """NCCL only moves CUDA tensors: a CPU value handed to reduce goes to the process's device first.
+
+    Without a GPU, torch.distributed is replaced by recorders and the "device" is `meta`; tests/test_gpu.py
+    runs the real thing over NCCL.
+    """
+    import fulmen.strategies.ddp as ddp_module
+
+    seen = []
+    dist = ddp_module.dist
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda group=None: backend)
+    monkeypatch.setattr(dist, "get_world_size", lambda group=None: 2)
+    monkeypatch.setattr(dist, "all_reduce", lambda tensor, op=None, group=None: seen.append(tensor.device))
+    strategy = DDPStrategy()
+    strategy._root_device = torch.device("meta")
+    out = strategy.reduce(torch.tensor(3.0), "sum")
+    assert seen == [torch.device(expected)]
+    assert out.device == torch.device(expected)
