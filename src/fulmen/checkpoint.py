@@ -18,6 +18,7 @@ batch (epoch) is complete; the hook name the dispatcher records says which case 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import pickle
@@ -83,9 +84,8 @@ def rng_states() -> dict[str, Any]:
 def set_rng_states(state: dict[str, Any]) -> None:
     """Restore what `rng_states` returned."""
     version, internal, gauss = state["python"]
-    words = (
-        internal.tolist() if isinstance(internal, torch.Tensor) else internal
-    )  # older fulmen files hold a list
+    # a tensor since the words are stored as one; older fulmen files hold a list
+    words = internal.tolist() if isinstance(internal, torch.Tensor) else internal
     random.setstate((version, tuple(words), gauss))
     torch.set_rng_state(state["torch"])
     if "numpy" in state:
@@ -558,25 +558,20 @@ def save(
     """Write the checkpoint of `trainer` to `path` on rank 0 (`wait=False`: finish the file in the background)."""
     ckpt = dump(trainer, weights_only)
     strategy = trainer.strategy  # rank 0 writes; sharded strategies add shards
-    if wait or not _takes_wait(type(strategy)):  # a user's strategy with Lightning's signature writes at once
+    if wait or not _takes_wait(
+        type(strategy).save_checkpoint
+    ):  # a user's strategy with Lightning's signature writes at once
         strategy.save_checkpoint(ckpt, os.fspath(path))
     else:
         strategy.save_checkpoint(ckpt, os.fspath(path), wait=False)
     strategy.barrier("save_checkpoint")
 
 
-_TAKES_WAIT: dict[Any, bool] = {}
+@functools.cache
+def _takes_wait(save_checkpoint: Any) -> bool:
+    import inspect
 
-
-def _takes_wait(strategy_type: Any) -> bool:
-    known = _TAKES_WAIT.get(strategy_type)
-    if known is None:
-        import inspect
-
-        known = _TAKES_WAIT[strategy_type] = (
-            "wait" in inspect.signature(strategy_type.save_checkpoint).parameters
-        )
-    return known
+    return "wait" in inspect.signature(save_checkpoint).parameters
 
 
 def finish_writes() -> None:
@@ -607,10 +602,9 @@ def atomic_save(obj: dict[str, Any], path: str, wait: bool = True) -> None:
         _WRITER.flush()  # a queued write of the same path must not land after this newer one
         _write_atomically(path, lambda f: torch.save(obj, f))
         return
+    # the snapshot is taken here, on the calling thread: training changes the tensors right after
     buffer = io.BytesIO()
-    torch.save(
-        obj, buffer
-    )  # the snapshot, on this thread: training changes the tensors as soon as this returns
+    torch.save(obj, buffer)
     data = buffer.getbuffer()
     _WRITER.submit(lambda: _write_atomically(path, lambda f: f.write(data)), f"checkpoint {path!r}")
 
@@ -765,7 +759,7 @@ def check_ckpt_path(ckpt_path: Any) -> None:
 
 def _find_last(trainer: Trainer) -> str | None:
     """The newest `last*.ckpt` of the checkpoint callbacks (this process's, else on disk)."""
-    _WRITER.flush()
+    _WRITER.flush()  # the candidates below are read with os.path, not `exists`
     candidates: list[str] = []
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "last_model_path", "") and exists(cb.last_model_path):
