@@ -1,5 +1,9 @@
 """The exact order in which Trainer calls module and callback hooks (Lightning 2.x)."""
 
+import contextlib
+from unittest import mock
+
+import pytest
 import torch
 
 import fulmen as L
@@ -74,21 +78,44 @@ def _entry(owner, name, args, kwargs):
     return f"{owner}.{name}"
 
 
-def _recording_callback(calls):
+# The same hooks, recorded three ways: overridden on a subclass, assigned on the instance, and patched
+# with unittest.mock.patch.object. A user's hook runs whichever way it was attached (issue 10).
+WAYS = ("class", "instance", "patch")
+
+
+def _attach(obj, name, make_hook, way, patches):
+    """Attach the recording hook `name` to `obj` (or its class) the given way."""
+    if way == "class":
+        setattr(type(obj), name, make_hook())
+    elif way == "instance":
+        hook = make_hook()
+        setattr(obj, name, lambda *args, **kwargs: hook(obj, *args, **kwargs))
+    else:
+        hook = make_hook()
+        patches.enter_context(
+            mock.patch.object(obj, name, side_effect=lambda *args, **kwargs: hook(obj, *args, **kwargs))
+        )
+
+
+def _recording_callback(calls, way="class", patches=None):
     class Recorder(L.Callback):
         pass
 
+    recorder = Recorder()
     for name in CALLBACK_HOOKS:
 
-        def hook(self, *args, _name=name, **kwargs):
-            calls.append(_entry("cb", _name, args, kwargs))
-            return getattr(L.Callback, _name)(self, *args, **kwargs)
+        def make_hook(_name=name):
+            def hook(self, *args, **kwargs):
+                calls.append(_entry("cb", _name, args, kwargs))
+                return getattr(L.Callback, _name)(self, *args, **kwargs)
 
-        setattr(Recorder, name, hook)
-    return Recorder()
+            return hook
+
+        _attach(recorder, name, make_hook, way, patches)
+    return recorder
 
 
-def _recording_model(calls):
+def _recording_model(calls, way="class", patches=None):
     class Recorded(BoringModel):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
@@ -96,16 +123,20 @@ def _recording_model(calls):
         def predict_step(self, batch, batch_idx, dataloader_idx=0):
             return self(batch)
 
+    model = Recorded()
     for name in MODULE_HOOKS:
         base = getattr(Recorded, name)
 
-        def hook(self, *args, _name=name, _base=base, **kwargs):
-            # every hook, including backward/optimizer_step/... calls the parent implementation
-            calls.append(_entry("m", _name, args, kwargs))
-            return _base(self, *args, **kwargs)
+        def make_hook(_name=name, _base=base):
+            def hook(self, *args, **kwargs):
+                # every hook, including backward/optimizer_step/... calls the parent implementation
+                calls.append(_entry("m", _name, args, kwargs))
+                return _base(self, *args, **kwargs)
 
-        setattr(Recorded, name, hook)
-    return Recorded()
+            return hook
+
+        _attach(model, name, make_hook, way, patches)
+    return model
 
 
 def _pair(name):
@@ -154,18 +185,21 @@ TRAIN_BATCH = [
 ]
 
 
-def _run(make_trainer, fn, **trainer_kwargs):
+def _run(make_trainer, fn, way="class", **trainer_kwargs):
     calls = []
-    model = _recording_model(calls)
-    trainer = make_trainer(callbacks=[_recording_callback(calls)], **trainer_kwargs)
-    getattr(trainer, fn)(model)
+    with contextlib.ExitStack() as patches:
+        model = _recording_model(calls, way, patches)
+        trainer = make_trainer(callbacks=[_recording_callback(calls, way, patches)], **trainer_kwargs)
+        getattr(trainer, fn)(model)
     return calls
 
 
-def test_fit_hook_order(make_trainer):
+@pytest.mark.parametrize("way", WAYS)
+def test_fit_hook_order(make_trainer, way):
     calls = _run(
         make_trainer,
         "fit",
+        way,
         max_epochs=1,
         limit_train_batches=2,
         limit_val_batches=1,
@@ -231,8 +265,9 @@ def test_two_epochs_repeat_epoch_hooks(make_trainer):
     assert calls.count("m.training_step") == 2
 
 
-def test_validate_hook_order(make_trainer):
-    calls = _run(make_trainer, "validate", limit_val_batches=2)
+@pytest.mark.parametrize("way", WAYS)
+def test_validate_hook_order(make_trainer, way):
+    calls = _run(make_trainer, "validate", way, limit_val_batches=2)
     expected = [
         "m.configure_callbacks",
         "m.prepare_data",
@@ -247,8 +282,9 @@ def test_validate_hook_order(make_trainer):
     assert calls == expected
 
 
-def test_test_hook_order(make_trainer):
-    calls = _run(make_trainer, "test", limit_test_batches=2)
+@pytest.mark.parametrize("way", WAYS)
+def test_test_hook_order(make_trainer, way):
+    calls = _run(make_trainer, "test", way, limit_test_batches=2)
     expected = [
         "m.configure_callbacks",
         "m.prepare_data",
@@ -263,8 +299,9 @@ def test_test_hook_order(make_trainer):
     assert calls == expected
 
 
-def test_predict_hook_order(make_trainer):
-    calls = _run(make_trainer, "predict", limit_predict_batches=2)
+@pytest.mark.parametrize("way", WAYS)
+def test_predict_hook_order(make_trainer, way):
+    calls = _run(make_trainer, "predict", way, limit_predict_batches=2)
     expected = [
         "m.configure_callbacks",
         "m.prepare_data",

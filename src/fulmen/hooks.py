@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fulmen.utilities import overriding
+
 if TYPE_CHECKING:
     from fulmen.callbacks.callback import Callback
     from fulmen.module import LightningModule
@@ -29,36 +31,38 @@ class HookDispatcher:
     """Calls hooks by name on the trainer's callbacks and module, with the overrides resolved up front."""
 
     def __init__(self, trainer: Trainer, module: LightningModule, callbacks: list[Callback]) -> None:
-        from fulmen.callbacks.callback import Callback
-        from fulmen.module import LightningModule
-        from fulmen.utilities import is_overridden
-
         self._trainer = trainer
         self._module = module
         self._callbacks = callbacks
         self._profiler = trainer.profiler if getattr(trainer.profiler, "enabled", False) else None
+        self.resolve()
+
+    def resolve(self) -> None:
+        """Look every hook up again (instance first, then class): the run plan calls this at its fixed points."""
+        from fulmen.callbacks.callback import Callback
+        from fulmen.module import LightningModule
+
         names = [n for n in dir(Callback) if n.startswith("on_") or n in ("setup", "teardown")]
+        listeners = {
+            n: [(cb, fn) for cb in self._callbacks if (fn := overriding(n, cb, Callback)) is not None]
+            for n in names
+        }
         self._cb: dict[str, list[Callable[..., Any]]] = {
-            n: [getattr(cb, n) for cb in callbacks if is_overridden(n, cb, Callback)] for n in names
+            n: [fn for _, fn in pairs] for n, pairs in listeners.items()
         }
         self._cb_regular: dict[str, list[Callable[..., Any]]] = {
-            n: [
-                getattr(cb, n)
-                for cb in callbacks
-                if is_overridden(n, cb, Callback) and not _is_monitoring(cb)
-            ]
-            for n in names
+            n: [fn for cb, fn in pairs if not _is_monitoring(cb)] for n, pairs in listeners.items()
         }
         self._cb_monitoring: dict[str, list[Callable[..., Any]]] = {
-            n: [getattr(cb, n) for cb in callbacks if is_overridden(n, cb, Callback) and _is_monitoring(cb)]
-            for n in names
+            n: [fn for cb, fn in pairs if _is_monitoring(cb)] for n, pairs in listeners.items()
         }
+        module = self._module
         self._mod: dict[str, Callable[..., Any] | None] = {}
         for n in dir(LightningModule):
             if n.endswith(("_model_eval", "_model_train")):
                 continue  # these default to model.eval()/train(): always called, never skipped
             if n.startswith("on_") or n in ("setup", "teardown", "configure_model", "prepare_data"):
-                self._mod[n] = getattr(module, n) if is_overridden(n, module, LightningModule) else None
+                self._mod[n] = overriding(n, module, LightningModule)
 
     def callbacks(self, name: str, *args: Any, monitoring: bool | None = None, **kwargs: Any) -> None:
         """Run callback hook `name` (all callbacks, or only the (non-)monitoring ones)."""
@@ -107,10 +111,6 @@ class HookDispatcher:
             n for n, fn in self._mod.items() if fn is not None
         }
         return frozenset(names)
-
-    def has(self, name: str) -> bool:
-        """True when some callback or the module overrides hook `name` (so calling it does something)."""
-        return bool(self._cb[name]) or self._mod.get(name, _UNLISTED) is not None
 
     def both(self, name: str, *args: Any) -> None:
         """Run hook `name` on the callbacks, then on the module."""

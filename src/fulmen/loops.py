@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fulmen import data
-from fulmen.utilities import MisconfigurationException, rank_zero_warn
+from fulmen.module import LightningModule
+from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
@@ -62,40 +63,6 @@ def _loss_from(output: Any, automatic: bool) -> torch.Tensor | None:
                 "it from the model's output and do not call `.detach()`/`.item()` on it."
             )
     return loss
-
-
-_STEP_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step")
-
-
-def _direct_optimizer(trainer: Trainer, active: frozenset[str]) -> Any:
-    """The raw optimizer if this fit's automatic step may skip the closure plumbing, else None.
-
-    True when the step would only call defaults: the module's `optimizer_step`, `optimizer_zero_grad`
-    and `backward`, the base strategy's and fp32-style precision's step methods, no step hook with a
-    listener, no clipping, no profiler, and a torch optimizer that does not need its closure.
-    """
-    from fulmen.module import LightningModule
-    from fulmen.optim import LightningOptimizer
-    from fulmen.precision import Precision, _closure_optional
-    from fulmen.strategies.strategy import Strategy
-
-    module, strategy, precision = trainer.lightning_module, trainer.strategy, trainer.precision_plugin
-    if len(strategy.lightning_optimizers) != 1 or trainer._clip_needed or trainer.profiler.enabled:
-        return None
-    if any(name in active for name in _STEP_HOOKS):
-        return None
-    defaults = [
-        (module, LightningModule, ("optimizer_step", "optimizer_zero_grad", "backward")),
-        (strategy, Strategy, ("training_step", "backward", "optimizer_step")),
-        (precision, Precision, ("backward", "optimizer_step")),
-        (strategy.lightning_optimizers[0], LightningOptimizer, ("step", "zero_grad")),
-    ]
-    for obj, base, names in defaults:
-        for name in names:
-            if name in vars(obj) or getattr(type(obj), name) is not getattr(base, name):
-                return None
-    optimizer = strategy.optimizers[0]
-    return optimizer if _closure_optional(optimizer) else None
 
 
 def _first(items: Iterable[Any], count: float, loader: Any, start: int = 0) -> Iterable[Any]:
@@ -301,9 +268,10 @@ class FitLoop:
             self._sanity_check()
 
         self.setup_train_data()
-        self._wants_outputs = hooks.has("on_train_batch_end")
-        self._active = hooks.active  # which hooks anyone listens to, resolved once per fit
-        self._direct = _direct_optimizer(t, self._active)
+        plan = t._plan  # who listens and which shortcuts are safe, decided once per fit (plan.py)
+        self._active = plan.active
+        self._wants_outputs = "on_train_batch_end" in plan.active
+        self._direct = plan.direct_optimizer
         hooks.both("on_train_start")
         while not self._done():
             self._run_epoch()
@@ -450,7 +418,7 @@ class FitLoop:
     ) -> tuple[Any, Any]:
         """What `_closure_step` does when nothing in it is overridden or listened to, without the plumbing.
 
-        `_direct_optimizer` allows this path only when every call `_closure_step` would make through
+        `plan._direct_optimizer` allows this path only when every call `_closure_step` would make through
         the module, strategy, precision and LightningOptimizer is the default one, so both compute the
         same thing in the same order (tests/test_optimizers.py checks they give identical weights).
         """
@@ -551,9 +519,6 @@ class FitLoop:
     def _validation_possible(self) -> bool:
         """The flags and the module allow validation (the dataloader is not asked for yet)."""
         t = self.trainer
-        from fulmen.module import LightningModule
-        from fulmen.utilities import is_overridden
-
         return t.limit_val_batches != 0 and is_overridden(
             "validation_step", t.lightning_module, LightningModule
         )

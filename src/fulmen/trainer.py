@@ -23,12 +23,13 @@ from fulmen.flags import check_choice, check_limit, map_legacy_flags, parse_max_
 from fulmen.hooks import HookDispatcher
 from fulmen.loops import EvaluationLoop, FitLoop, PredictionLoop
 from fulmen.module import LightningModule
+from fulmen.plan import RunPlan, make_plan
 from fulmen.precision import Precision, resolve_precision
 from fulmen.profilers import Profiler, _profiled_run, resolve_profiler
 from fulmen.progress import Progress
 from fulmen.results import ResultStore
 from fulmen.strategies import Strategy, select_strategy
-from fulmen.utilities import MisconfigurationException, rank_zero_only, rank_zero_warn
+from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_only, rank_zero_warn
 
 
 class Trainer:
@@ -201,8 +202,7 @@ class Trainer:
         self._logged_metrics: dict[str, Any] = {}
         self._hooks: HookDispatcher = None  # type: ignore[assignment]
         self._progress_bar: Any = None
-        self._fast_transfer = False
-        self._clip_needed = True
+        self._plan = RunPlan()
         self.fit_loop = FitLoop(self)
         self.validate_loop = self.fit_loop.val_loop
         self.test_loop = EvaluationLoop(self, "test")
@@ -595,10 +595,7 @@ class Trainer:
                 self._call_setup(fn)
                 self._hooks.module("configure_model")
                 self.strategy.setup(self)
-                self._fast_transfer = self._can_skip_transfer()
-                self._clip_needed = bool(self.gradient_clip_val) or _overrides(
-                    module, "configure_gradient_clipping"
-                )
+                self._plan = make_plan(self, self._hooks, optimizers_ready=False)
                 checkpoint = self._load_checkpoint(ckpt_path, fn)
                 if fn == "fit":
                     self.strategy.setup_optimizers(self)
@@ -608,6 +605,7 @@ class Trainer:
                     self._log_hyperparams()
                     self._results = self._results_train
                     self._hooks.both("on_fit_start")
+                    self._plan = make_plan(self, self._hooks, optimizers_ready=True)
                     self.fit_loop.run()
                     self._finish_checkpoint_writes()
                     self._hooks.both("on_fit_end")
@@ -759,56 +757,24 @@ class Trainer:
             stage
         ]
 
-    def _can_skip_transfer(self) -> bool:
-        from fulmen.utilities import is_overridden
-
-        module = self.lightning_module
-        return (
-            self.strategy.root_device.type == "cpu"
-            and type(self.precision_plugin).convert_input is Precision.convert_input
-            and not any(
-                is_overridden(n, module, LightningModule)
-                for n in ("transfer_batch_to_device", "on_before_batch_transfer", "on_after_batch_transfer")
-            )
-            and (
-                self.datamodule is None
-                or not any(
-                    is_overridden(n, self.datamodule, LightningDataModule)
-                    for n in (
-                        "transfer_batch_to_device",
-                        "on_before_batch_transfer",
-                        "on_after_batch_transfer",
-                    )
-                )
-            )
-        )
-
     def _transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Move a batch to the device through the batch-transfer hooks (skipped when they would do nothing)."""
-        if self._fast_transfer:
+        plan = self._plan
+        if plan.fast_transfer:
             return batch
-        hooks_owner: Any = self.lightning_module
-        dm = self.datamodule
-        if (
-            dm is not None
-            and type(dm).on_before_batch_transfer is not LightningDataModule.on_before_batch_transfer
-        ):
-            batch = dm.on_before_batch_transfer(batch, dataloader_idx)
-        batch = hooks_owner.on_before_batch_transfer(batch, dataloader_idx)
-        if (
-            dm is not None
-            and type(dm).transfer_batch_to_device is not LightningDataModule.transfer_batch_to_device
-        ):
-            batch = dm.transfer_batch_to_device(batch, self.strategy.root_device, dataloader_idx)
+        module = self.lightning_module
+        dm_before, dm_to_device, dm_after = plan.datamodule_transfer
+        if dm_before is not None:
+            batch = dm_before(batch, dataloader_idx)
+        batch = module.on_before_batch_transfer(batch, dataloader_idx)
+        if dm_to_device is not None:
+            batch = dm_to_device(batch, self.strategy.root_device, dataloader_idx)
         else:
             batch = self.strategy.batch_to_device(batch, dataloader_idx)
         batch = self.precision_plugin.convert_input(batch)
-        if (
-            dm is not None
-            and type(dm).on_after_batch_transfer is not LightningDataModule.on_after_batch_transfer
-        ):
-            batch = dm.on_after_batch_transfer(batch, dataloader_idx)
-        return hooks_owner.on_after_batch_transfer(batch, dataloader_idx)
+        if dm_after is not None:
+            batch = dm_after(batch, dataloader_idx)
+        return module.on_after_batch_transfer(batch, dataloader_idx)
 
     def _train_batches(self, loader: Any, start: int) -> Iterable[tuple[int, Any]]:
         """Enumerate the train loader from batch `start` of the epoch (recording the epoch's start for resume)."""
@@ -817,7 +783,7 @@ class Trainer:
         return checkpoint.train_batches(self, loader, start)
 
     def _clip_gradients(self, module: LightningModule, optimizer: Any) -> None:
-        if not self._clip_needed:
+        if not self._plan.clip:
             return
         module._current_fx_name = "configure_gradient_clipping"
         module.configure_gradient_clipping(
@@ -890,15 +856,7 @@ class _State:
         return f"TrainerState(fn={self.fn!r}, stage={self.stage!r})"
 
 
-def _overrides(module: LightningModule, name: str) -> bool:
-    from fulmen.utilities import is_overridden
-
-    return is_overridden(name, module, LightningModule)
-
-
 def _require_step(module: LightningModule, step: str, fn: str) -> None:
-    from fulmen.utilities import is_overridden
-
     if not is_overridden(step, module, LightningModule):
         raise MisconfigurationException(
             f"trainer.{fn}() needs `{type(module).__name__}.{step}(self, batch, batch_idx)`; it is not defined."

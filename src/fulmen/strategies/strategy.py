@@ -158,7 +158,7 @@ class Strategy:
             hooks = trainer._hooks
             hooks.callbacks("on_before_optimizer_step", optimizer)
             hooks.module("on_before_optimizer_step", optimizer)
-            if trainer._clip_needed and module.automatic_optimization:
+            if trainer._plan.clip and module.automatic_optimization:
                 trainer._clip_gradients(module, optimizer)
 
         return self.precision_plugin.optimizer_step(

@@ -134,10 +134,37 @@ def extract_batch_size(batch: Any) -> int | None:
     return None
 
 
-def is_overridden(name: str, instance: object, parent: type) -> bool:
-    """True when `instance`'s class redefines method `name` of `parent`."""
+_MISSING: Any = object()
+
+
+def overriding(name: str, instance: object, parent: type) -> Callable[..., Any] | None:
+    """What `instance.<name>` calls when it is not `parent`'s default implementation, else None.
+
+    The one rule behind every "does anyone listen / may this be skipped?" decision: the attribute is
+    looked up as Python would (the instance's `__dict__` first, then its class), so a function
+    assigned on the instance, one set by `unittest.mock.patch.object` and a subclass override all
+    count. An attribute set to None (`model.validation_step = None`) means: not defined.
+    """
+    own = getattr(instance, "__dict__", {}).get(name, _MISSING)
+    if own is not _MISSING:
+        if own is None:
+            return None
+        func = getattr(
+            own, "__func__", own
+        )  # a bound default re-assigned to the instance is still the default
+        base = getattr(parent, name, None)
+        if base is not None and getattr(func, "__code__", func) is getattr(base, "__code__", base):
+            return None
+        return own
     attr = getattr(type(instance), name, None)
+    if attr is None:
+        return None
     base = getattr(parent, name, None)
-    if attr is None or base is None:
-        return attr is not None
-    return getattr(attr, "__code__", attr) is not getattr(base, "__code__", base)
+    if base is not None and getattr(attr, "__code__", attr) is getattr(base, "__code__", base):
+        return None
+    return getattr(instance, name)
+
+
+def is_overridden(name: str, instance: object, parent: type) -> bool:
+    """True when `instance.<name>` is not `parent`'s default (see `overriding` for the lookup rule)."""
+    return overriding(name, instance, parent) is not None
