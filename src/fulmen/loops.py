@@ -275,7 +275,6 @@ class FitLoop:
         hooks.both("on_train_start")
         while not self._done():
             self._run_epoch()
-        progress.stage = "done"
         hooks.both("on_train_end")
 
     def _run_epoch(self) -> None:
@@ -285,7 +284,6 @@ class FitLoop:
         if _due(t.reload_dataloaders_every_n_epochs, self._train_loaded_epoch, progress.epoch):
             self.setup_train_data(reload=True)
         data.set_sampler_epoch(self.train_dataloader, progress.epoch)
-        progress.stage = "train"
         t.lightning_module.train()
         results = t._results_for("train")
         results.reset_epoch()
@@ -564,24 +562,21 @@ class FitLoop:
         t = self.trainer
         progress = t._progress
         self._load_val_data()
-        progress.stage = "validate"
+        t.validating = True
         self.val_loop.run()
         progress.val_checks += 1
-        progress.stage = "train"
+        t.training = True
 
     def _sanity_check(self) -> None:
         t = self.trainer
-        progress = t._progress
-        progress.stage = "sanity_check"
         t.sanity_checking = True
         t._hooks.callbacks("on_sanity_check_start")
         self._load_val_data()
         if self.val_loop.dataloaders:
             self.val_loop.run(sanity=True)
         t._hooks.callbacks("on_sanity_check_end")
-        t.sanity_checking = False
+        t.training = True
         t._results_for("validate").clear()
-        progress.stage = "idle"
 
     # ------------------------------------------------------------------ stopping
     def _time_up(self) -> bool:

@@ -8,10 +8,9 @@ from typing import Any
 
 @dataclass
 class Progress:
-    """Where a fit stands. `stage` is stored explicitly so a resume never guesses it from counters.
+    """Where a fit stands (the counters a checkpoint stores; what the trainer is doing is `trainer.state`).
 
     Attributes:
-        stage: "idle", "sanity_check", "train", "validate", "test", "predict" or "done".
         epoch: the current epoch (`trainer.current_epoch`).
         epoch_batches: training batches of the current epoch already processed.
         global_step: optimizer steps taken (`trainer.global_step`).
@@ -20,7 +19,6 @@ class Progress:
         val_checks: validation runs completed during this fit.
     """
 
-    stage: str = "idle"
     epoch: int = 0
     epoch_batches: int = 0
     global_step: int = 0

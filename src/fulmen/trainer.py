@@ -28,8 +28,24 @@ from fulmen.precision import Precision, resolve_precision
 from fulmen.profilers import Profiler, _profiled_run, resolve_profiler
 from fulmen.progress import Progress
 from fulmen.results import ResultStore
+from fulmen.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from fulmen.strategies import Strategy, select_strategy
 from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_only, rank_zero_warn
+
+
+def _stage_flag(stage: RunningStage, doc: str) -> Any:
+    """A Trainer property that is True in `stage`; setting it True enters the stage, False leaves it."""
+
+    def get(trainer: Trainer) -> bool:
+        return trainer.state.stage == stage
+
+    def set_(trainer: Trainer, value: bool) -> None:
+        if value:
+            trainer.state.stage = stage
+        elif trainer.state.stage == stage:
+            trainer.state.stage = None
+
+    return property(get, set_, doc=doc)
 
 
 class Trainer:
@@ -187,9 +203,8 @@ class Trainer:
 
         # --- run state
         self._progress = Progress()
+        self.state = TrainerState()
         self.should_stop = False
-        self.sanity_checking = False
-        self.training = self.validating = self.testing = self.predicting = False
         self.lightning_module: LightningModule = None  # type: ignore[assignment]
         self.datamodule: LightningDataModule | None = None
         self._results_train = ResultStore("train")
@@ -444,12 +459,14 @@ class Trainer:
         """What was last sent to the loggers."""
         return dict(self._logged_metrics)
 
-    @property
-    def state(self) -> Any:
-        """What the trainer is doing: `.fn` ("fit", "validate", ...) and `.stage`."""
-        return _State(self._fn, self._progress.stage)
-
-    _fn: str | None = None
+    # The stage flags read and write `state.stage` (fulmen/states.py), as Lightning's do (see _stage_flag).
+    training = _stage_flag(RunningStage.TRAINING, "True while training batches run (stage 'train').")
+    sanity_checking = _stage_flag(
+        RunningStage.SANITY_CHECKING, "True during the sanity check that starts fit."
+    )
+    validating = _stage_flag(RunningStage.VALIDATING, "True during validation (in validate() or inside fit).")
+    testing = _stage_flag(RunningStage.TESTING, "True during test().")
+    predicting = _stage_flag(RunningStage.PREDICTING, "True during predict().")
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -561,7 +578,9 @@ class Trainer:
         if datamodule is not None:
             datamodule.trainer = self
         self.strategy.connect(model)
-        self._fn = fn
+        self.state.fn = TrainerFn(fn)
+        self.state.stage = _FIRST_STAGE[self.state.fn]
+        self.state.status = TrainerStatus.RUNNING
 
     def _launch(self, fn: Callable[..., Any], *args: Any) -> Any:
         launcher = self.strategy.launcher
@@ -573,12 +592,7 @@ class Trainer:
     def _run(self, fn: str, ckpt_path: Any = None, *extra: Any) -> Any:
         module = self.lightning_module
         self.should_stop = False
-        self.training, self.validating, self.testing, self.predicting = (
-            fn == "fit",
-            fn == "validate",
-            fn == "test",
-            fn == "predict",
-        )
+        self.state.stage = _FIRST_STAGE[TrainerFn(fn)]
         for store in (self._results_train, self._results_val, self._results_test):
             store.clear()
         self._logged_metrics = {}
@@ -613,22 +627,22 @@ class Trainer:
                 elif fn in ("validate", "test"):
                     _require_step(module, "validation_step" if fn == "validate" else "test_step", fn)
                     loop = self.validate_loop if fn == "validate" else self.test_loop
-                    self._progress.stage = fn
                     self._results = self._results_for(fn)
                     self._log_hyperparams()
                     loop.setup_data(reload=True)
                     result = loop.run()
                 else:
-                    self._progress.stage = "predict"
                     result = self.predict_loop.run(*extra)
-                self._progress.stage = "idle"
                 self._call_teardown(fn)
                 self._finalize_loggers("success")
+                self.state.status = TrainerStatus.FINISHED
                 return result
         except BaseException as exc:
+            self.state.status = TrainerStatus.INTERRUPTED
             self._on_exception(exc, fn)
             raise
         finally:
+            self.state.stage = None
             self._results = None
             self.strategy.teardown()
 
@@ -697,16 +711,18 @@ class Trainer:
                     lg._version = self.strategy.broadcast(lg.version)
         for lg in self.loggers:
             _ = getattr(lg, "experiment", None)  # create the logger's folder before user code runs
+        stage = TrainerFn(fn)  # hooks get the enum, as in Lightning; it compares equal to "fit", ...
         if self.datamodule is not None:
-            self.datamodule.setup(stage=fn)
-        self._hooks.callbacks("setup", stage=fn)
-        self._hooks.module("setup", stage=fn)
+            self.datamodule.setup(stage=stage)
+        self._hooks.callbacks("setup", stage=stage)
+        self._hooks.module("setup", stage=stage)
 
     def _call_teardown(self, fn: str) -> None:
+        stage = TrainerFn(fn)
         if self.datamodule is not None:
-            self.datamodule.teardown(stage=fn)
-        self._hooks.callbacks("teardown", stage=fn)
-        self._hooks.module("teardown", stage=fn)
+            self.datamodule.teardown(stage=stage)
+        self._hooks.callbacks("teardown", stage=stage)
+        self._hooks.module("teardown", stage=stage)
 
     def _finalize_loggers(self, status: str) -> None:
         for lg in self.loggers:
@@ -846,14 +862,13 @@ class Trainer:
                 lg.log_metrics(scalars, step=step)
 
 
-class _State:
-    def __init__(self, fn: str | None, stage: str) -> None:
-        self.fn = fn
-        self.stage = stage
-        self.finished = stage == "done"
-
-    def __repr__(self) -> str:
-        return f"TrainerState(fn={self.fn!r}, stage={self.stage!r})"
+# the stage each Trainer method starts in (fit moves on to sanity checking and validating from there)
+_FIRST_STAGE = {
+    TrainerFn.FITTING: RunningStage.TRAINING,
+    TrainerFn.VALIDATING: RunningStage.VALIDATING,
+    TrainerFn.TESTING: RunningStage.TESTING,
+    TrainerFn.PREDICTING: RunningStage.PREDICTING,
+}
 
 
 def _require_step(module: LightningModule, step: str, fn: str) -> None:
