@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import fulmen as L
-from fulmen import checkpoint
 from fulmen.callbacks import ModelCheckpoint
+from fulmen.checkpoint import files
 from fulmen.demos import BoringModel
 from fulmen.writer import BackgroundWriteError, BackgroundWriter
 
@@ -75,7 +75,7 @@ def test_writer_runs_off_the_calling_thread():
 @pytest.fixture
 def slow_disk(monkeypatch):
     """Every checkpoint write takes 0.2 s; records (file name, writing thread) as each one lands."""
-    real = checkpoint._write_atomically
+    real = files._write_atomically
     log = []
 
     def slow(path, write):
@@ -83,7 +83,7 @@ def slow_disk(monkeypatch):
         real(path, write)
         log.append((os.path.basename(path), threading.current_thread().name))
 
-    monkeypatch.setattr(checkpoint, "_write_atomically", slow)
+    monkeypatch.setattr(files, "_write_atomically", slow)
     return log
 
 
@@ -137,7 +137,7 @@ def test_a_checkpoint_written_in_the_background_holds_the_state_of_its_step(tmp_
 def test_a_failed_background_write_stops_the_fit_and_keeps_the_last_good_file(
     tmp_path, fit_trainer, monkeypatch
 ):
-    real = checkpoint._write_atomically
+    real = files._write_atomically
     writes = []
 
     def disk_full_after_the_first(path, write):
@@ -146,7 +146,7 @@ def test_a_failed_background_write_stops_the_fit_and_keeps_the_last_good_file(
             raise OSError(28, "No space left on device")
         real(path, write)
 
-    monkeypatch.setattr(checkpoint, "_write_atomically", disk_full_after_the_first)
+    monkeypatch.setattr(files, "_write_atomically", disk_full_after_the_first)
     trainer = fit_trainer(max_epochs=5)
     with pytest.raises(BackgroundWriteError, match=r"epoch=1-step=4.ckpt.*No space left on device"):
         trainer.fit(BoringModel())

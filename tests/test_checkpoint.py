@@ -1,4 +1,4 @@
-"""checkpoint.py: the checkpoint dict, safe loading, atomic and durable files, restoring every counter."""
+"""checkpoint/: the checkpoint dict, safe loading, atomic and durable files, restoring every counter."""
 
 import contextlib
 import fractions

@@ -25,6 +25,6 @@ class LightningDataModule(HyperparametersMixin, DataHooks):
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> Any:
         """Rebuild the datamodule from the hyper-parameters stored in a checkpoint."""
-        from fulmen.checkpoint import load_datamodule_from_checkpoint
+        from fulmen.checkpoint.state import load_datamodule_from_checkpoint
 
         return load_datamodule_from_checkpoint(cls, checkpoint_path, map_location, **kwargs)

@@ -602,6 +602,6 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         **kwargs: Any,
     ) -> Any:
         """Rebuild the module from a checkpoint's hyper-parameters and load its weights."""
-        from fulmen.checkpoint import load_module_from_checkpoint
+        from fulmen.checkpoint.state import load_module_from_checkpoint
 
         return load_module_from_checkpoint(cls, checkpoint_path, map_location, strict, hparams_file, **kwargs)

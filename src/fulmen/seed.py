@@ -1,9 +1,11 @@
-"""Seeding every random number generator a training run touches."""
+"""Seeding every random number generator a training run touches, and capturing/restoring their states."""
 
 from __future__ import annotations
 
 import os
 import random
+import sys
+from typing import Any
 
 import torch
 
@@ -46,3 +48,34 @@ def worker_init_fn(worker_id: int) -> None:
         np.random.seed(base)
     except ImportError:
         pass
+
+
+def rng_states() -> dict[str, Any]:
+    """The python, numpy (if imported), torch CPU and CUDA (if initialized) RNG states, as plain data."""
+    version, internal, gauss = random.getstate()
+    # the 625 words of Python's Mersenne Twister as one tensor: pickling 625 ints costs a millisecond
+    words = torch.tensor(internal, dtype=torch.int64)
+    state: dict[str, Any] = {"python": [version, words, gauss], "torch": torch.get_rng_state()}
+    np = sys.modules.get("numpy")
+    if np is not None:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state["numpy"] = [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_states(state: dict[str, Any]) -> None:
+    """Restore what `rng_states` returned."""
+    version, internal, gauss = state["python"]
+    # a tensor since the words are stored as one; older fulmen files hold a list
+    words = internal.tolist() if isinstance(internal, torch.Tensor) else internal
+    random.setstate((version, tuple(words), gauss))
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -744,7 +744,7 @@ class Trainer:
                 lg.log_graph(module)
             lg.save()
 
-    # ------------------------------------------------------------------ checkpoints (see checkpoint.py)
+    # ------------------------------------------------------------------ checkpoints (see checkpoint/)
     def _load_checkpoint(self, ckpt_path: Any, fn: str) -> dict[str, Any] | None:
         from fulmen import checkpoint
 
@@ -794,9 +794,9 @@ class Trainer:
 
     def _train_batches(self, loader: Any, start: int) -> Iterable[tuple[int, Any]]:
         """Enumerate the train loader from batch `start` of the epoch (recording the epoch's start for resume)."""
-        from fulmen import checkpoint
+        from fulmen import epoch_replay
 
-        return checkpoint.train_batches(self, loader, start)
+        return epoch_replay.train_batches(self, loader, start)
 
     def _clip_gradients(self, module: LightningModule, optimizer: Any) -> None:
         if not self._plan.clip:

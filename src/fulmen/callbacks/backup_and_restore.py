@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fulmen import checkpoint as _ckpt
+from fulmen import preemption
 from fulmen.callbacks.callback import Callback
+from fulmen.checkpoint import files as _files
 from fulmen.utilities import MisconfigurationException, rank_zero_info
 
 Trainer = Any
@@ -65,13 +66,13 @@ class BackupAndRestore(Callback):
             self.backup_dir = os.path.join(trainer.default_root_dir, "backup")
         self._sigterm_sync = trainer.world_size > 1
         if stage == "fit" and not self._installed:
-            _ckpt.install_sigterm_handler()
+            preemption.install_sigterm_handler()
             self._installed = True
 
     def teardown(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
         """Give SIGTERM back to the previous handler."""
         if self._installed:
-            _ckpt.uninstall_sigterm_handler()
+            preemption.uninstall_sigterm_handler()
             self._installed = False
 
     def on_exception(self, trainer: Trainer, pl_module: Module, exception: BaseException) -> None:
@@ -87,7 +88,7 @@ class BackupAndRestore(Callback):
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Back up every `every_n_train_steps` steps; honour a pending SIGTERM."""
-        _ckpt.poll_sigterm(trainer, batch_idx, self._sigterm_sync)
+        preemption.poll_sigterm(trainer, batch_idx, self._sigterm_sync)
         n = self.every_n_train_steps
         if n is not None and trainer.global_step % n == 0 and trainer.global_step != self._last_step_saved:
             self._backup(trainer)
@@ -95,15 +96,15 @@ class BackupAndRestore(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: Module) -> None:
         """Training finished: the backup is no longer needed."""
         if self.delete_on_success and trainer.is_global_zero and self.backup_dir is not None:
-            _ckpt.remove(self.backup_path)
+            _files.remove(self.backup_path)
 
     def _backup(self, trainer: Trainer) -> None:
         trainer.save_checkpoint(self.backup_path)
         self._last_step_saved = trainer.global_step
 
-    # ------------------------------------------------------------------ used by checkpoint.py
+    # ------------------------------------------------------------------ used by checkpoint/paths.py and preemption.py
     def _backup_to_resume(self, trainer: Trainer) -> str | None:
-        if self.backup_dir is None or not _ckpt.exists(self.backup_path):
+        if self.backup_dir is None or not _files.exists(self.backup_path):
             return None
         rank_zero_info(f"BackupAndRestore: resuming from {self.backup_path!r}")
         return self.backup_path

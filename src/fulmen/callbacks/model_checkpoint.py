@@ -18,8 +18,10 @@ from typing import Any
 
 import torch
 
-from fulmen import checkpoint as _ckpt
+from fulmen import preemption
 from fulmen.callbacks.callback import Callback
+from fulmen.checkpoint import files as _files
+from fulmen.checkpoint import state as _state
 from fulmen.loggers.logger import Logger
 from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_info, rank_zero_warn
 
@@ -187,13 +189,13 @@ class ModelCheckpoint(Callback):
         if stage == "fit":
             self._validation_ran = False
             self._sigterm_sync = trainer.world_size > 1
-            _ckpt.install_sigterm_handler()
+            preemption.install_sigterm_handler()
             self._sigterm_installed = True
 
     def teardown(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
         """Give SIGTERM back to the handler that was there before fit."""
         if getattr(self, "_sigterm_installed", False):
-            _ckpt.uninstall_sigterm_handler()
+            preemption.uninstall_sigterm_handler()
             self._sigterm_installed = False
 
     def on_exception(self, trainer: Trainer, pl_module: Module, exception: BaseException) -> None:
@@ -208,7 +210,7 @@ class ModelCheckpoint(Callback):
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Save every `every_n_train_steps` steps or `train_time_interval`; honour a pending SIGTERM."""
-        _ckpt.poll_sigterm(trainer, batch_idx, self._sigterm_sync)
+        preemption.poll_sigterm(trainer, batch_idx, self._sigterm_sync)
         if self._every_n_train_steps == 0 and self._train_time_interval is None:
             return
         if self._should_skip_saving(trainer):
@@ -354,12 +356,12 @@ class ModelCheckpoint(Callback):
         filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
-            while _ckpt.exists(filepath) and filepath != self.last_model_path:
+            while _files.exists(filepath) and filepath != self.last_model_path:
                 filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST, ver=version)
                 version += 1
         previous, self.last_model_path = self.last_model_path, filepath
         target = self._last_saved_this_step
-        if self.save_last == "link" and target and not _ckpt._is_url(filepath):
+        if self.save_last == "link" and target and not _files._is_url(filepath):
             if trainer.is_global_zero:
                 _link(target, filepath)
             self._last_global_step_saved = trainer.global_step
@@ -369,13 +371,13 @@ class ModelCheckpoint(Callback):
             self._remove(trainer, previous)
 
     def _save(self, trainer: Trainer, filepath: str) -> None:
-        # serialized now, written and fsync'd in the background while training goes on (checkpoint.py)
-        _ckpt.save(trainer, filepath, self.save_weights_only, wait=False)
+        # serialized now, written and fsync'd in the background while training goes on (checkpoint/files.py)
+        _state.save(trainer, filepath, self.save_weights_only, wait=False)
         self._last_global_step_saved = trainer.global_step
         self._last_saved_this_step = filepath
         readers = [lg for lg in trainer.loggers if is_overridden("after_save_checkpoint", lg, Logger)]
         if readers:  # e.g. MLFlowLogger(log_model=...) uploads the file: it has to be on disk
-            _ckpt.finish_writes()
+            _files.finish_writes()
         for logger in readers:
             logger.after_save_checkpoint(self)
 
@@ -386,14 +388,14 @@ class ModelCheckpoint(Callback):
             if os.path.islink(filepath):
                 os.unlink(filepath)
             else:
-                _ckpt.remove(filepath)
+                _files.remove(filepath)
 
     def _free_name(self, metrics: dict[str, Any], trainer: Trainer, replaceable: str | None) -> str:
         """The formatted file name, with `-vN` added while a file of that name exists (unless replaceable)."""
         filepath = self.format_checkpoint_name(metrics)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
-            while _ckpt.exists(filepath) and filepath != replaceable:
+            while _files.exists(filepath) and filepath != replaceable:
                 filepath = self.format_checkpoint_name(metrics, ver=version)
                 version += 1
         return filepath
@@ -446,15 +448,15 @@ class ModelCheckpoint(Callback):
     @staticmethod
     def _normalize_dir(dirpath: str | os.PathLike[str]) -> str:
         path = os.fspath(dirpath)
-        return path if _ckpt._is_url(path) else os.path.realpath(os.path.expanduser(path))
+        return path if _files._is_url(path) else os.path.realpath(os.path.expanduser(path))
 
     def _last_candidates(self, trainer: Trainer) -> list[str]:
         """`last*.ckpt` files in this folder, else in the sibling version folders of the logger."""
-        if self.dirpath is None or _ckpt._is_url(self.dirpath):
+        if self.dirpath is None or _files._is_url(self.dirpath):
             found = []
             if self.dirpath is not None:
                 path = os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
-                found = [path] if _ckpt.exists(path) else []
+                found = [path] if _files.exists(path) else []
             return found
         pattern = self.CHECKPOINT_NAME_LAST + "*" + self.FILE_EXTENSION
         found = glob.glob(os.path.join(glob.escape(self.dirpath), pattern))

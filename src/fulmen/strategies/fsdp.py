@@ -189,7 +189,7 @@ class FSDPStrategy(DDPStrategy):
         if self._sharded():
             import torch.distributed.checkpoint as dcp
 
-            from fulmen.checkpoint import SHARDS_SUFFIX
+            from fulmen.checkpoint.files import SHARDS_SUFFIX
 
             folder = path + SHARDS_SUFFIX
             if self.is_global_zero and os.path.isdir(folder):
@@ -212,7 +212,7 @@ class FSDPStrategy(DDPStrategy):
     def _load_shards(self, keys: tuple[str, ...]) -> dict[str, Any]:
         import torch.distributed.checkpoint as dcp
 
-        from fulmen.checkpoint import SHARDS_SUFFIX
+        from fulmen.checkpoint.files import SHARDS_SUFFIX
 
         trainer = self._trainer
         assert trainer is not None and trainer.ckpt_path is not None

@@ -213,7 +213,7 @@ class Strategy:
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str, wait: bool = True) -> None:
         """Write the checkpoint dict to `path`: one file, written by rank 0 (`wait=False`: finished in the background)."""
         if self.is_global_zero:
-            from fulmen.checkpoint import atomic_save
+            from fulmen.checkpoint.files import atomic_save
 
             atomic_save(checkpoint, path, wait=wait)
 

@@ -18,6 +18,10 @@ class MisconfigurationException(Exception):
     """Raised when the user configured something fulmen cannot run (a flag, a hook's return value)."""
 
 
+class SIGTERMException(SystemExit):
+    """Raised (exit status 0) after the checkpoint that a SIGTERM asked for was written."""
+
+
 class AttributeDict(dict):
     """A dict whose keys are also attributes (`hparams.lr`)."""
 

@@ -1,0 +1,268 @@
+"""Checkpoint files: what the format allows, atomic and durable writes, safe loading, local paths and URLs.
+
+A checkpoint holds only plain containers, numbers, strings and tensors (`check_plain`), so that it is
+always read back with `torch.load(weights_only=True)`: loading a checkpoint never runs code. Files are
+written atomically (temporary file in the same folder, fsync, rename). ModelCheckpoint's files are
+finished on a background writer (see writer.py); every reader here waits for the writes in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import socket
+import tempfile
+import threading
+from collections import Counter, OrderedDict
+from typing import Any
+
+import torch
+
+from fulmen.utilities import MisconfigurationException
+from fulmen.writer import BackgroundWriter
+
+# finishes the checkpoints ModelCheckpoint writes during training (see writer.py and `atomic_save`)
+_WRITER = BackgroundWriter("fulmen-checkpoint-writer")
+
+
+class CheckpointError(MisconfigurationException):
+    """A checkpoint file that cannot be used (missing, damaged, or unsafe to load)."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The file holds pickled objects that could run code; it is refused unless trusted explicitly."""
+
+
+_PLAIN_LEAVES = (type(None), bool, int, float, complex, str, bytes, bytearray, torch.dtype, torch.device)
+_PLAIN_MAPPINGS = (dict, OrderedDict, Counter)
+_PLAIN_SEQUENCES = (list, tuple, torch.Size, set)
+
+
+def check_plain(obj: Any, where: str = "checkpoint") -> None:
+    """Raise when `obj` holds anything `torch.load(weights_only=True)` would refuse (naming the key)."""
+    kind = type(obj)
+    if kind in _PLAIN_LEAVES or isinstance(obj, torch.Tensor):
+        return
+    if kind in _PLAIN_MAPPINGS:
+        for key, value in obj.items():
+            if type(key) not in _PLAIN_LEAVES:
+                raise MisconfigurationException(
+                    f"{where} has a key of type {type(key).__name__} ({key!r}); checkpoints only hold plain "
+                    "keys (str, int, float, bool) so that they load safely. Convert the key, e.g. to str."
+                )
+            check_plain(value, f"{where}[{key!r}]")
+        return
+    if kind in _PLAIN_SEQUENCES:
+        for i, value in enumerate(obj):
+            check_plain(value, f"{where}[{i}]")
+        return
+    raise MisconfigurationException(
+        f"{where} is a {kind.__module__}.{kind.__qualname__}, which a checkpoint cannot hold: files are loaded "
+        "with torch.load(weights_only=True), which refuses arbitrary objects because unpickling them can run "
+        "code. Store plain values instead (numbers, strings, tensors, lists, dicts) and rebuild the object from "
+        "them when loading."
+    )
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _fs_for(path: str) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError as err:
+        raise MisconfigurationException(
+            f"{path!r} is a URL; reading and writing URLs needs fsspec: `pip install fsspec` (plus the "
+            "filesystem's package, e.g. s3fs)."
+        ) from err
+    fs, inner = fsspec.core.url_to_fs(path)
+    return fs, inner
+
+
+def exists(path: str | os.PathLike[str]) -> bool:
+    """True when the local path or fsspec URL exists (once the writes in flight have landed)."""
+    _WRITER.flush()
+    path = os.fspath(path)
+    if _is_url(path):
+        fs, inner = _fs_for(path)
+        return bool(fs.exists(inner))
+    return os.path.exists(path.removeprefix("file://"))
+
+
+# the folder beside a checkpoint file where a sharded strategy (FSDP) puts its shards
+SHARDS_SUFFIX = ".shards"
+
+
+def remove(path: str | os.PathLike[str]) -> None:
+    """Delete a checkpoint file (local or fsspec URL) if it exists; after the writes in flight, if any."""
+    path = os.fspath(path)
+    if _WRITER.pending():  # it may be the file a queued write replaces: delete it only once that write landed
+        _WRITER.submit(lambda: _remove_now(path), f"the removal of {path!r}")
+    else:
+        _WRITER.flush()  # raises if the last background write failed: then the file it replaces must stay
+        _remove_now(path)
+
+
+def _remove_now(path: str) -> None:
+    if _is_url(path):
+        fs, inner = _fs_for(path)
+        if fs.exists(inner):
+            fs.rm(inner)
+    elif os.path.exists(path):
+        os.unlink(path)
+    if not _is_url(path) and os.path.isdir(path + SHARDS_SUFFIX):
+        import shutil
+
+        shutil.rmtree(path + SHARDS_SUFFIX, ignore_errors=True)
+
+
+def finish_writes() -> None:
+    """Wait for the checkpoint files still being written in the background (raises if one failed)."""
+    _WRITER.flush()
+
+
+def atomic_save(obj: dict[str, Any], path: str, wait: bool = True) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A process killed at any moment leaves either the previous file or the new one, never a partial one.
+    With `wait=False` (local paths) `obj` is serialized now, and the write, fsyncs and rename happen on
+    the background writer, in order with the other writes and removals handed to it.
+    """
+    if _is_url(path):
+        _WRITER.flush()
+        fs, inner = _fs_for(path)
+        parent = inner.rsplit("/", 1)[0] if "/" in inner else ""
+        if parent:
+            fs.makedirs(parent, exist_ok=True)
+        tmp = f"{parent}/.tmp-{os.getpid()}-{threading.get_ident()}.ckpt" if parent else ".tmp.ckpt"
+        with fs.open(tmp, "wb") as f:
+            torch.save(obj, f)
+        fs.mv(tmp, inner)
+        return
+    path = path.removeprefix("file://")
+    if wait:
+        _WRITER.flush()  # a queued write of the same path must not land after this newer one
+        _write_atomically(path, lambda f: torch.save(obj, f))
+        return
+    # the snapshot is taken here, on the calling thread: training changes the tensors right after
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getbuffer()
+    _WRITER.submit(lambda: _write_atomically(path, lambda f: f.write(data)), f"checkpoint {path!r}")
+
+
+def _write_atomically(path: str, write: Any) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_tmp_prefix()}{os.getpid()}-", suffix=".ckpt")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_folder(folder)
+    _remove_stale_temporaries(folder)
+
+
+def _tmp_prefix() -> str:
+    return f".tmp-{socket.gethostname()}-"
+
+
+def _remove_stale_temporaries(folder: str) -> None:
+    """Delete half-written files left by processes of this host that were killed while saving."""
+    prefix = _tmp_prefix()
+    for name in os.listdir(folder):
+        if not (name.startswith(prefix) and name.endswith(".ckpt")):
+            continue
+        pid = name[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but not ours to signal
+        return True
+    return True
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make the rename itself durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(path: str | os.PathLike[str], map_location: Any = "cpu", trusted: bool = False) -> dict[str, Any]:
+    """Read a checkpoint safely with `torch.load(weights_only=True)`; errors name the file.
+
+    Args:
+        path: a local path or an fsspec URL.
+        map_location: as for `torch.load`.
+        trusted: load with `weights_only=False`, which can run code stored in the file. Only for files
+            you made yourself or trust completely.
+    """
+    path = os.fspath(path)
+    if not exists(path):
+        raise CheckpointError(f"Checkpoint file not found: {path!r}. Check the path.")
+    try:
+        if _is_url(path):
+            fs, inner = _fs_for(path)
+            with fs.open(inner, "rb") as f:
+                ckpt = torch.load(f, map_location=map_location, weights_only=not trusted)
+        else:
+            ckpt = torch.load(
+                path.removeprefix("file://"), map_location=map_location, weights_only=not trusted
+            )
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Weights only" in str(err):
+            raise UnsafeCheckpointError(
+                f"Refusing to load checkpoint {path!r}: it holds pickled Python objects, and unpickling them can "
+                f"run arbitrary code ({_first_line(err)}). If you made this file yourself or trust its source, "
+                "either allow the named class with `torch.serialization.add_safe_globals([TheClass])`, or load it "
+                "with `fulmen.checkpoint.load(path, trusted=True)`."
+            ) from err
+        raise _damaged(path, err) from err
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as err:
+        raise _damaged(path, err) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path!r} is not a fulmen/Lightning checkpoint: it has no 'state_dict' entry. For a bare state dict "
+            "use `module.load_state_dict(torch.load(path, weights_only=True))`."
+        )
+    return ckpt
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    for line in text:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.strip()
+    return text[0] if text else type(err).__name__
+
+
+def _damaged(path: str, err: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"Checkpoint {path!r} is damaged or truncated and cannot be read ({type(err).__name__}: "
+        f"{_first_line(err)}). Resume from an earlier checkpoint."
+    )

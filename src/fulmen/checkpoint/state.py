@@ -1,0 +1,371 @@
+"""The checkpoint dict: every piece of state a resume needs, gathered by `dump`, restored by its mirror.
+
+`dump` gathers the run's resumable state into one named dict; `restore_module`, `restore_datamodule`,
+`restore_callbacks` and `restore_training_state` put it back, in the order a run needs it.
+
+Exact resume. Besides the counters of `progress.py`, a checkpoint holds, per rank:
+  * the RNG states (python, numpy, torch CPU and CUDA) at the moment of saving (`seed.rng_states`);
+  * the RNG and sampler states at the start of the current epoch, captured by
+    `epoch_replay.train_batches` before the epoch's DataLoader iterator was made. On resume the same
+    permutation is replayed and the batches already trained are skipped at the sampler;
+  * the gradients accumulated so far when the checkpoint falls inside an accumulation window.
+A checkpoint written in `on_train_batch_end` or `on_train_epoch_end` describes the state once that
+batch (epoch) is complete; the hook name the dispatcher records says which case applies.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from fulmen.checkpoint.files import CheckpointError, check_plain, load
+from fulmen.epoch_replay import _resume_state
+from fulmen.seed import rng_states
+from fulmen.utilities import MisconfigurationException, rank_zero_warn
+
+if TYPE_CHECKING:
+    from fulmen.trainer import Trainer
+
+FORMAT_VERSION = "2.5.0"  # the Lightning checkpoint layout these files follow
+
+
+def _version() -> str:
+    from fulmen import __version__
+
+    return __version__
+
+
+def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
+    """Everything needed to rebuild the module and, unless `weights_only`, resume the run exactly."""
+    module = trainer.lightning_module
+    progress = _resume_progress(trainer)
+    ckpt: dict[str, Any] = {
+        "epoch": trainer._progress.epoch,
+        "global_step": progress["global_step"],
+        "pytorch-lightning_version": FORMAT_VERSION,
+        "fulmen_version": _version(),
+        "state_dict": trainer.strategy.lightning_module_state_dict(),
+        "loops": {"fit_loop": progress},
+    }
+    if not weights_only:
+        ckpt["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
+        ckpt["optimizer_states"] = [trainer.strategy.optimizer_state(opt) for opt in trainer.optimizers]
+        ckpt["lr_schedulers"] = [cfg.scheduler.state_dict() for cfg in trainer.lr_scheduler_configs]
+        precision_state = trainer.precision_plugin.state_dict()
+        if precision_state:
+            ckpt[type(trainer.precision_plugin).__name__] = precision_state
+        rs = _resume_state(trainer)
+        ckpt["rng_states"] = _per_rank(trainer, rng_states())
+        epoch_start = rs.pending_epoch_start if rs.pending_epoch_start is not None else rs.epoch_start
+        if progress["epoch_batches"] > 0 and epoch_start is not None:
+            progress["epoch_start"] = _per_rank(trainer, epoch_start)
+        grads = _accumulated_grads(trainer, progress["epoch_batches"])
+        if grads:
+            ckpt["accumulated_grads"] = grads
+        if progress.pop("_epoch_end_pending", False):
+            progress["pending_epoch_schedulers"] = _plateau_metrics(trainer)
+    if module.hparams:
+        ckpt["hparams_name"] = "kwargs"
+        ckpt["hyper_parameters"] = _plain_hparams(module.hparams, "hyper_parameters", type(module).__name__)
+    dm = trainer.datamodule
+    if dm is not None:
+        if dm.hparams:
+            ckpt["datamodule_hparams_name"] = "kwargs"
+            ckpt["datamodule_hyper_parameters"] = _plain_hparams(
+                dm.hparams, "datamodule_hyper_parameters", type(dm).__name__
+            )
+        ckpt[type(dm).__qualname__] = dm.state_dict()
+    if not weights_only:
+        for cb in trainer.callbacks:
+            cb.on_save_checkpoint(trainer, module, ckpt)
+    if dm is not None:
+        dm.on_save_checkpoint(ckpt)
+    module.on_save_checkpoint(ckpt)
+    check_plain(ckpt)
+    return ckpt
+
+
+def _resume_progress(trainer: Trainer) -> dict[str, Any]:
+    """The loop counters as a resume should see them.
+
+    Inside `on_train_batch_end` the batch is trained but the loop has not counted it yet; inside
+    `on_train_epoch_end` the epoch is done but not counted and its epoch-interval schedulers have not
+    stepped. The dispatcher records which hook runs (`_current_fx_name`), so the saved counters say
+    "this batch (epoch) is complete" explicitly.
+    """
+    state = trainer._progress.state_dict()
+    module = trainer.lightning_module
+    hook = getattr(module, "_current_fx_name", None)
+    if hook == "on_train_batch_end":
+        state["epoch_batches"] += 1
+        state["total_batches"] += 1
+        automatic = module.automatic_optimization
+        batch_idx = state["epoch_batches"] - 1
+        steps = (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or state[
+            "epoch_batches"
+        ] == trainer.num_training_batches
+        if not automatic or (trainer.optimizers and steps):
+            state["batches_that_stepped"] += 1
+    elif hook == "on_train_epoch_end":
+        state["epoch"] += 1
+        state["epoch_batches"] = 0
+        state["_epoch_end_pending"] = True
+    return state
+
+
+def _accumulated_grads(trainer: Trainer, epoch_batches: int) -> dict[str, torch.Tensor]:
+    """Gradients summed so far when the checkpoint falls inside an accumulation window."""
+    module = trainer.lightning_module
+    accumulate = trainer.accumulate_grad_batches
+    if accumulate == 1 or not module.automatic_optimization or epoch_batches % accumulate == 0:
+        return {}
+    return {name: p.grad.detach().clone() for name, p in module.named_parameters() if p.grad is not None}
+
+
+def _plateau_metrics(trainer: Trainer) -> dict[str, float]:
+    metrics = trainer.callback_metrics
+    out: dict[str, float] = {}
+    for cfg in trainer.lr_scheduler_configs:
+        if cfg.interval == "epoch" and cfg.reduce_on_plateau and cfg.monitor in metrics:
+            out[cfg.monitor] = float(metrics[cfg.monitor])
+    return out
+
+
+def _per_rank(trainer: Trainer, obj: Any) -> list[Any]:
+    """`obj` from every rank, indexed by global rank (a one-item list in a single process)."""
+    if trainer.world_size == 1 or not (
+        torch.distributed.is_available() and torch.distributed.is_initialized()
+    ):
+        return [obj]
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _for_rank(trainer: Trainer, per_rank: list[Any] | None) -> Any:
+    if not per_rank:
+        return None
+    rank = trainer.global_rank
+    if len(per_rank) != trainer.world_size:
+        rank_zero_warn(
+            f"The checkpoint was saved by {len(per_rank)} processes and is resumed by {trainer.world_size}; "
+            "random states and data positions are restored from rank 0's, so the resume is not exact."
+        )
+        rank = 0
+    return per_rank[min(rank, len(per_rank) - 1)]
+
+
+def _plain_hparams(hparams: Any, key: str, owner: str) -> dict[str, Any]:
+    out = _to_plain_dicts(hparams)
+    for name, value in out.items():
+        try:
+            check_plain(value, f"{key}[{name!r}]")
+        except MisconfigurationException as err:
+            raise MisconfigurationException(
+                f"{owner}'s hyper-parameter {name!r} is a {type(value).__qualname__}, which cannot be saved in a "
+                "safe checkpoint (they load with torch.load(weights_only=True)). Pass plain values (numbers, "
+                f"strings, lists, dicts) to __init__ and build the object there, or leave it out with "
+                f"`self.save_hyperparameters(ignore=[{name!r}])`. Details: {err}"
+            ) from None
+    return out
+
+
+def _to_plain_dicts(obj: Any) -> Any:
+    if isinstance(obj, dict) and not isinstance(obj, OrderedDict):
+        return {k: _to_plain_dicts(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_plain_dicts(v) for v in obj]
+    return obj
+
+
+def save(
+    trainer: Trainer, path: str | os.PathLike[str], weights_only: bool = False, wait: bool = True
+) -> None:
+    """Write the checkpoint of `trainer` to `path` on rank 0 (`wait=False`: finish the file in the background)."""
+    ckpt = dump(trainer, weights_only)
+    strategy = trainer.strategy  # rank 0 writes; sharded strategies add shards
+    if wait or not _takes_wait(
+        type(strategy).save_checkpoint
+    ):  # a user's strategy with Lightning's signature writes at once
+        strategy.save_checkpoint(ckpt, os.fspath(path))
+    else:
+        strategy.save_checkpoint(ckpt, os.fspath(path), wait=False)
+    strategy.barrier("save_checkpoint")
+
+
+@functools.cache
+def _takes_wait(save_checkpoint: Any) -> bool:
+    import inspect
+
+    return "wait" in inspect.signature(save_checkpoint).parameters
+
+
+def restore_module(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+    """Load the weights (and the module's own on_load_checkpoint) from `ckpt`."""
+    module = trainer.lightning_module
+    module.on_load_checkpoint(ckpt)
+    trainer.strategy.load_model_state_dict(ckpt["state_dict"])
+
+
+def restore_datamodule(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+    """The datamodule's on_load_checkpoint and saved state."""
+    dm = trainer.datamodule
+    if dm is not None:
+        dm.on_load_checkpoint(ckpt)
+        state = ckpt.get(type(dm).__qualname__)
+        if state:
+            dm.load_state_dict(state)
+
+
+def restore_callbacks(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+    """Each callback's on_load_checkpoint, then its state (found by `state_key`)."""
+    module = trainer.lightning_module
+    states = ckpt.get("callbacks", {})
+    for cb in trainer.callbacks:
+        cb.on_load_checkpoint(trainer, module, ckpt)
+        state = states.get(cb.state_key)
+        if state is not None:
+            cb.load_state_dict(state)
+
+
+def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
+    """Restore optimizers, schedulers, precision, loop progress, RNG and data position from `ckpt`.
+
+    Runs after configure_optimizers; the module, datamodule and callbacks were restored before it.
+    """
+    module = trainer.lightning_module
+    if "optimizer_states" not in ckpt and ckpt.get("loops"):
+        rank_zero_warn(
+            f"{trainer.ckpt_path!r} was saved with weights_only=True: only the weights are restored; optimizer, "
+            "scheduler and loop state start fresh."
+        )
+        return
+    optimizer_states = ckpt.get("optimizer_states", [])
+    if optimizer_states and len(optimizer_states) != len(trainer.optimizers):
+        raise CheckpointError(
+            f"{trainer.ckpt_path!r} holds {len(optimizer_states)} optimizer states but configure_optimizers "
+            f"returned {len(trainer.optimizers)}; resume with the same optimizer setup."
+        )
+    for opt, state in zip(trainer.optimizers, optimizer_states):
+        trainer.strategy.load_optimizer_state_dict(opt, state)
+    for cfg, state in zip(trainer.lr_scheduler_configs, ckpt.get("lr_schedulers", [])):
+        cfg.scheduler.load_state_dict(state)
+    if ckpt.get("global_step", 0) > 0:
+        for opt in trainer.optimizers:  # it has stepped before: no "scheduler before optimizer" warning
+            opt._opt_called = True  # type: ignore[attr-defined]
+    precision_state = ckpt.get(type(trainer.precision_plugin).__name__)
+    if precision_state:
+        trainer.precision_plugin.load_state_dict(precision_state)
+    loops = dict(ckpt.get("loops", {}).get("fit_loop") or {})
+    if "epoch_progress" in loops:  # written by Lightning
+        loops = _progress_from_lightning(ckpt, loops)
+    epoch_start = loops.pop("epoch_start", None)
+    pending_schedulers = loops.pop("pending_epoch_schedulers", None)
+    loops.pop("stage", None)  # where the saved run was; this run's loop sets its own stage as it goes
+    if loops:
+        trainer._progress.load_state_dict(loops)
+    if pending_schedulers is not None and module.automatic_optimization:
+        _finish_epoch_schedulers(trainer, pending_schedulers)
+    grads = ckpt.get("accumulated_grads")
+    if grads:
+        params = dict(module.named_parameters())
+        for name, grad in grads.items():
+            if name in params:
+                params[name].grad = grad.to(device=params[name].device, dtype=params[name].dtype)
+    rs = _resume_state(trainer)
+    rs.pending_rng = _for_rank(trainer, ckpt.get("rng_states"))
+    rs.pending_epoch_start = _for_rank(trainer, epoch_start)
+
+
+def _progress_from_lightning(ckpt: dict[str, Any], fit_loop: dict[str, Any]) -> dict[str, Any]:
+    """fulmen's counters from a Lightning 2.x checkpoint's loop progress (so its runs resume here too).
+
+    Lightning counts a batch (an epoch) as "processed" once trained and "completed" after its end
+    hooks; a checkpoint written inside those hooks has processed > completed, which still means done.
+    """
+    epochs = fit_loop["epoch_progress"]["current"]
+    batches = fit_loop.get("epoch_loop.batch_progress", {})
+    in_epoch = epochs.get("started", 0) > epochs.get("processed", 0)  # saved before the epoch's end
+    stepped = fit_loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", 0)
+    current, total = batches.get("current", {}), batches.get("total", {})
+    return {
+        "stage": "train",
+        "epoch": epochs.get("processed", ckpt.get("epoch", 0)),
+        "epoch_batches": current.get("processed", 0) if in_epoch else 0,
+        "global_step": ckpt.get("global_step", 0),
+        "batches_that_stepped": stepped + current.get("processed", 0) - current.get("completed", 0),
+        "total_batches": total.get("processed", 0),
+    }
+
+
+def _finish_epoch_schedulers(trainer: Trainer, metrics: dict[str, float]) -> None:
+    """Step the epoch-interval schedulers that the interrupted epoch end had not stepped yet."""
+    module = trainer.lightning_module
+    finished_epoch = trainer._progress.epoch  # already counted as complete
+    for cfg in trainer.lr_scheduler_configs:
+        if cfg.interval != "epoch" or finished_epoch % cfg.frequency != 0:
+            continue
+        metric = None
+        if cfg.reduce_on_plateau:
+            if cfg.monitor not in metrics:
+                continue
+            metric = torch.tensor(metrics[cfg.monitor])
+        module.lr_scheduler_step(cfg.scheduler, metric)
+
+
+def load_module_from_checkpoint(
+    cls: Any,
+    path: Any,
+    map_location: Any = None,
+    strict: bool | None = None,
+    hparams_file: Any = None,
+    **overrides: Any,
+) -> Any:
+    """Build `cls` from the checkpoint's hyper-parameters (then `hparams_file`'s, then `overrides`) and load its weights.
+
+    Args:
+        hparams_file: a YAML file of hyper-parameters (e.g. the loggers' `hparams.yaml`) that replace
+            the checkpoint's.
+    """
+    ckpt = load(path, map_location=map_location or "cpu")
+    hparams = dict(ckpt.get("hyper_parameters", {}))
+    if hparams_file is not None:
+        hparams.update(_read_hparams_file(hparams_file))
+    hparams.update(overrides)
+    try:
+        module = cls(**hparams)
+    except TypeError as err:
+        raise CheckpointError(
+            f"{cls.__name__}(**hyper_parameters) failed for {os.fspath(path)!r}: {err}. The checkpoint holds "
+            f"{sorted(hparams)}; call `self.save_hyperparameters()` in __init__, or pass the missing arguments to "
+            "load_from_checkpoint(path, name=value)."
+        ) from err
+    module.on_load_checkpoint(ckpt)
+    module.load_state_dict(ckpt["state_dict"], strict=True if strict is None else strict)
+    return module
+
+
+def _read_hparams_file(path: Any) -> dict[str, Any]:
+    import yaml
+
+    with open(os.fspath(path)) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise CheckpointError(f"hparams_file={os.fspath(path)!r} must hold a YAML mapping of name: value.")
+    return data
+
+
+def load_datamodule_from_checkpoint(cls: Any, path: Any, map_location: Any = None, **overrides: Any) -> Any:
+    """Build a datamodule from the hyper-parameters stored in a checkpoint."""
+    ckpt = load(path, map_location=map_location or "cpu")
+    hparams = dict(ckpt.get("datamodule_hyper_parameters", {}))
+    hparams.update(overrides)
+    dm = cls(**hparams)
+    state = ckpt.get(cls.__qualname__)
+    if state:
+        dm.load_state_dict(state)
+    return dm
