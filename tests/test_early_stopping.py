@@ -122,3 +122,48 @@ def test_state_dict_round_trip_restores_patience_bookkeeping():
 def test_invalid_mode_is_a_clear_error():
     with pytest.raises(Exception, match="mode='avg'"):
         EarlyStopping(monitor="m", mode="avg")
+
+
+# ---------------------------------------------------------------- stopping_reason (Lightning 2.6)
+from fulmen.callbacks.early_stopping import EarlyStoppingReason  # noqa: E402
+
+
+def test_stopping_reason_is_not_stopped_while_the_metric_improves(tmp_path):
+    es, _ = _fit(tmp_path, [1.0, 0.9, 0.8], patience=3)
+    assert es.stopping_reason is EarlyStoppingReason.NOT_STOPPED
+    assert es.stopping_reason_message is None
+
+
+def test_stopping_reason_patience_exhausted(tmp_path):
+    es, _ = _fit(tmp_path, [1.0, 1.1, 1.2, 1.3], patience=2)
+    assert es.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED
+    assert es.stopping_reason_message.startswith(
+        "Monitored metric metric did not improve in the last 2 records"
+    )
+
+
+def test_stopping_reason_thresholds_and_non_finite(tmp_path):
+    es, _ = _fit(tmp_path / "a", [0.9, 0.05, 0.01], stopping_threshold=0.1)
+    assert es.stopping_reason is EarlyStoppingReason.STOPPING_THRESHOLD
+    assert es.stopping_reason_message.startswith("Stopping threshold reached: metric = ")
+    es, _ = _fit(tmp_path / "b", [0.9, 5.0, 0.1], divergence_threshold=2.0)
+    assert es.stopping_reason is EarlyStoppingReason.DIVERGENCE_THRESHOLD
+    assert es.stopping_reason_message.startswith("Divergence threshold reached: metric = ")
+    es, _ = _fit(tmp_path / "c", [0.9, math.nan, 0.1])
+    assert es.stopping_reason is EarlyStoppingReason.NON_FINITE_METRIC
+    assert "is not finite" in es.stopping_reason_message
+
+
+def test_stopping_reason_round_trips_through_state_dict(tmp_path):
+    es, _ = _fit(tmp_path, [1.0, 1.1, 1.2], patience=2)
+    fresh = EarlyStopping(monitor="metric")
+    fresh.load_state_dict(es.state_dict())
+    assert fresh.stopping_reason is EarlyStoppingReason.PATIENCE_EXHAUSTED
+    assert fresh.stopping_reason_message == es.stopping_reason_message
+    assert EarlyStoppingReason.PATIENCE_EXHAUSTED.value == 3  # the number Lightning 2.6 stores
+
+
+def test_state_without_a_reason_loads_as_not_stopped():
+    es = EarlyStopping(monitor="metric")
+    es.load_state_dict({"wait_count": 1, "stopped_epoch": 0, "best_score": torch.tensor(0.5), "patience": 3})
+    assert es.stopping_reason is EarlyStoppingReason.NOT_STOPPED

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
 # Callbacks that watch a metric run their epoch-end hooks after the module's (see _MONITORING).
-_MONITORING = ("ModelCheckpoint", "EarlyStopping")
+_MONITORING = ("Checkpoint", "EarlyStopping")
 
 
 def _is_monitoring(callback: object) -> bool:

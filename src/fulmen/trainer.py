@@ -17,6 +17,7 @@ import torch
 
 from fulmen.accelerators import parse_devices, select_accelerator
 from fulmen.callbacks.callback import Callback
+from fulmen.callbacks.checkpoint import Checkpoint
 from fulmen.compiled import from_compiled
 from fulmen.datamodule import LightningDataModule
 from fulmen.flags import check_choice, check_limit, map_legacy_flags, parse_max_time
@@ -421,10 +422,8 @@ class Trainer:
 
     @property
     def checkpoint_callbacks(self) -> list[Any]:
-        """Every ModelCheckpoint callback."""
-        return [
-            c for c in self.callbacks if type(c).__name__ == "ModelCheckpoint" or _is_a(c, "ModelCheckpoint")
-        ]
+        """Every checkpoint-saving callback (instances of `Checkpoint`, such as ModelCheckpoint)."""
+        return [c for c in self.callbacks if isinstance(c, Checkpoint)]
 
     @property
     def checkpoint_callback(self) -> Any:
@@ -614,11 +613,13 @@ class Trainer:
                 if fn == "fit":
                     self.strategy.setup_optimizers(self)
                     self._check_optimization_flags(module)
+                    self._results = self._results_train
+                    # on_fit_start runs before the optimizer/loop state is restored, as in Lightning: a
+                    # callback such as BaseFinetuning re-adds the param groups the saved state expects
+                    self._hooks.both("on_fit_start")
                     if checkpoint is not None:
                         self._restore_training_state(checkpoint)
                     self._log_hyperparams()
-                    self._results = self._results_train
-                    self._hooks.both("on_fit_start")
                     self._plan = make_plan(self, self._hooks, optimizers_ready=True)
                     self.fit_loop.run()
                     self._finish_checkpoint_writes()
@@ -904,8 +905,8 @@ def _is_a(obj: object, class_name: str) -> bool:
 
 def _monitoring_last(callbacks: list[Callback]) -> list[Callback]:
     """Checkpointing callbacks run last so that they see every metric logged before them."""
-    plain = [c for c in callbacks if not _is_a(c, "ModelCheckpoint")]
-    return plain + [c for c in callbacks if _is_a(c, "ModelCheckpoint")]
+    plain = [c for c in callbacks if not isinstance(c, Checkpoint)]
+    return plain + [c for c in callbacks if isinstance(c, Checkpoint)]
 
 
 def _add_default_checkpoint(callbacks: list[Callback]) -> list[Callback]:
@@ -913,7 +914,8 @@ def _add_default_checkpoint(callbacks: list[Callback]) -> list[Callback]:
         from fulmen.callbacks.model_checkpoint import ModelCheckpoint
     except ImportError:  # checkpointing callbacks not available in this build
         return callbacks
-    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+    # as in Lightning, any Checkpoint callback (even OnExceptionCheckpoint alone) replaces the default one
+    if not any(isinstance(c, Checkpoint) for c in callbacks):
         callbacks.append(ModelCheckpoint())
     return _monitoring_last(callbacks)
 

@@ -3,7 +3,9 @@
 from fulmen.callbacks.backup_and_restore import BackupAndRestore
 from fulmen.callbacks.batch_size_finder import BatchSizeFinder
 from fulmen.callbacks.callback import Callback
+from fulmen.callbacks.checkpoint import Checkpoint
 from fulmen.callbacks.early_stopping import EarlyStopping
+from fulmen.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
 from fulmen.callbacks.gradient_accumulation import GradientAccumulationScheduler
 from fulmen.callbacks.lambda_function import LambdaCallback
 from fulmen.callbacks.lr_finder import LearningRateFinder
@@ -19,10 +21,13 @@ from fulmen.callbacks.throughput import ThroughputMonitor
 from fulmen.callbacks.timer import Timer
 
 __all__ = [
+    "BackboneFinetuning",
     "BackupAndRestore",
+    "BaseFinetuning",
     "BasePredictionWriter",
     "BatchSizeFinder",
     "Callback",
+    "Checkpoint",
     "EarlyStopping",
     "GradientAccumulationScheduler",
     "LambdaCallback",

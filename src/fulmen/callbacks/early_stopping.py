@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import Any
 
 import torch
@@ -11,6 +12,16 @@ from fulmen.utilities import MisconfigurationException, rank_zero_info, rank_zer
 
 Trainer = Any
 Module = Any
+
+
+class EarlyStoppingReason(Enum):
+    """Why EarlyStopping stopped the run (`EarlyStopping.stopping_reason`); values as in Lightning 2.6."""
+
+    NOT_STOPPED = 0
+    STOPPING_THRESHOLD = 1
+    DIVERGENCE_THRESHOLD = 2
+    PATIENCE_EXHAUSTED = 3
+    NON_FINITE_METRIC = 4
 
 
 class EarlyStopping(Callback):
@@ -30,6 +41,9 @@ class EarlyStopping(Callback):
         check_on_train_epoch_end: check at the end of the training epoch instead of after validation;
             None decides as Lightning does (at epoch end when validation runs once per epoch).
         log_rank_zero_only: print the messages on rank 0 only.
+
+    After the run, `stopping_reason` (an `EarlyStoppingReason`) says why it stopped the run and
+    `stopping_reason_message` gives the sentence it printed with `verbose` (None while not stopped).
     """
 
     def __init__(
@@ -67,6 +81,8 @@ class EarlyStopping(Callback):
         self.log_rank_zero_only = log_rank_zero_only
         self._check_on_train_epoch_end = check_on_train_epoch_end
         self.best_score = torch.tensor(float("inf") if mode == "min" else float("-inf"))
+        self.stopping_reason = EarlyStoppingReason.NOT_STOPPED
+        self.stopping_reason_message: str | None = None
 
     @property
     def monitor_op(self) -> Any:
@@ -85,6 +101,8 @@ class EarlyStopping(Callback):
             "stopped_epoch": self.stopped_epoch,
             "best_score": self.best_score,
             "patience": self.patience,
+            "stopping_reason": self.stopping_reason.value,
+            "stopping_reason_message": self.stopping_reason_message,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -93,6 +111,9 @@ class EarlyStopping(Callback):
         self.stopped_epoch = state_dict["stopped_epoch"]
         self.best_score = state_dict["best_score"]
         self.patience = state_dict["patience"]
+        # checkpoints written before the reason was recorded load as "not stopped"
+        self.stopping_reason = EarlyStoppingReason(state_dict.get("stopping_reason", 0))
+        self.stopping_reason_message = state_dict.get("stopping_reason_message")
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
@@ -129,6 +150,7 @@ class EarlyStopping(Callback):
         trainer.should_stop = trainer.should_stop or should_stop
         if should_stop:
             self.stopped_epoch = trainer.current_epoch
+            self.stopping_reason_message = reason
         if reason and self.verbose:
             self._log(trainer, reason)
 
@@ -148,16 +170,19 @@ class EarlyStopping(Callback):
     def _evaluate_stopping_criteria(self, current: torch.Tensor) -> tuple[bool, str | None]:
         best = self.best_score.to(current.device)
         if self.check_finite and not torch.isfinite(current):
+            self.stopping_reason = EarlyStoppingReason.NON_FINITE_METRIC
             return True, (
                 f"Monitored metric {self.monitor} = {float(current)} is not finite. Previous best value was "
                 f"{float(best):.3f}. Signaling Trainer to stop."
             )
         if self.stopping_threshold is not None and self.monitor_op(current, self.stopping_threshold):
+            self.stopping_reason = EarlyStoppingReason.STOPPING_THRESHOLD
             return True, (
                 f"Stopping threshold reached: {self.monitor} = {float(current)} "
                 f"{'<' if self.mode == 'min' else '>'} {self.stopping_threshold}. Signaling Trainer to stop."
             )
         if self.divergence_threshold is not None and self.monitor_op(-current, -self.divergence_threshold):
+            self.stopping_reason = EarlyStoppingReason.DIVERGENCE_THRESHOLD
             return True, (
                 f"Divergence threshold reached: {self.monitor} = {float(current)} "
                 f"{'>' if self.mode == 'min' else '<'} {self.divergence_threshold}. Signaling Trainer to stop."
@@ -169,6 +194,7 @@ class EarlyStopping(Callback):
             return False, reason
         self.wait_count += 1
         if self.wait_count >= self.patience:
+            self.stopping_reason = EarlyStoppingReason.PATIENCE_EXHAUSTED
             return True, (
                 f"Monitored metric {self.monitor} did not improve in the last {self.wait_count} records. "
                 f"Best score: {float(best):.3f}. Signaling Trainer to stop."

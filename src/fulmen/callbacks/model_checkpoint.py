@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from fulmen import preemption
-from fulmen.callbacks.callback import Callback
+from fulmen.callbacks.checkpoint import Checkpoint
 from fulmen.checkpoint import files as _files
 from fulmen.checkpoint import state as _state
 from fulmen.loggers.logger import Logger
@@ -29,7 +29,7 @@ Trainer = Any
 Module = Any
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(Checkpoint):
     """Save the model periodically, tracking the `save_top_k` best checkpoints by `monitor`.
 
     Args:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from fulmen.callbacks.callback import Callback
+from fulmen.callbacks.checkpoint import Checkpoint
 from fulmen.utilities import rank_zero_info
 
 if TYPE_CHECKING:
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
 
-class OnExceptionCheckpoint(Callback):
+class OnExceptionCheckpoint(Checkpoint):
     """Write ``{dirpath}/{filename}.ckpt`` when fit raises (including KeyboardInterrupt).
 
     Resume with ``trainer.fit(model, ckpt_path=callback.ckpt_path)``.
