@@ -5,6 +5,7 @@ import torch
 
 import fulmen as L
 from fulmen.demos import BoringModel
+from fulmen.utilities import MisconfigurationException
 
 
 class WithHparams(BoringModel):
@@ -172,3 +173,35 @@ def test_trainer_attributes_exposed_on_trainer(make_trainer):
         "max_epochs": 1,
         "num_training_batches": 3,
     }
+
+
+def test_validation_step_set_to_none_switches_validation_off(make_trainer):
+    calls = []
+
+    class NoValidation(BoringModel):
+        def __init__(self):
+            super().__init__()
+            self.validation_step = None
+
+        def val_dataloader(self):
+            calls.append("val_dataloader")
+            return super().val_dataloader()
+
+    trainer = make_trainer(limit_train_batches=2, limit_val_batches=2)
+    trainer.fit(NoValidation())
+    assert trainer.global_step == 2
+    assert calls == [] and trainer.enable_validation is False
+
+
+def test_validate_with_validation_step_none_names_the_step(make_trainer):
+    model = BoringModel()
+    model.validation_step = None
+    with pytest.raises(MisconfigurationException, match=r"validate\(\) needs `BoringModel.validation_step"):
+        make_trainer().validate(model)
+
+
+def test_fit_with_training_step_none_names_the_step(make_trainer):
+    model = BoringModel()
+    model.training_step = None
+    with pytest.raises(MisconfigurationException, match=r"fit\(\) needs `BoringModel.training_step"):
+        make_trainer().fit(model)

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 
 import fulmen as L
 from fulmen.demos import BoringModel, RandomDataset
+from fulmen.utilities import MisconfigurationException
 
 
 class Counting(BoringModel):
@@ -396,3 +397,104 @@ def test_legacy_resume_from_checkpoint_warns_naming_ckpt_path(tmp_path):
 def test_legacy_checkpoint_callback_warns_naming_enable_checkpointing(tmp_path):
     with pytest.warns(DeprecationWarning, match="enable_checkpointing"):
         _construct_ignoring_errors(default_root_dir=tmp_path, checkpoint_callback=False)
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        ({"max_epochs": "3"}, r"max_epochs='3' is not valid; use an int >= 0, or -1"),
+        ({"max_epochs": 2.5}, r"max_epochs=2.5 is not valid"),
+        ({"max_epochs": -2}, r"max_epochs=-2 is not valid"),
+        ({"max_steps": "5"}, r"max_steps='5' is not valid"),
+        ({"min_epochs": 1.5}, r"min_epochs=1.5 is not valid"),
+        ({"check_val_every_n_epoch": 0}, r"check_val_every_n_epoch=0 is not valid; use an int >= 1, or None"),
+    ],
+)
+def test_count_flags_reject_bad_values_naming_the_flag(flags, match):
+    with pytest.raises(MisconfigurationException, match=match):
+        L.Trainer(logger=False, **flags)
+
+
+def test_an_integral_float_max_epochs_counts_as_an_int(make_trainer):
+    model = Counting(train_length=4)
+    trainer = make_trainer(max_epochs=2.0, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.max_epochs == 2 and trainer.current_epoch == 2
+
+
+def test_scheduler_built_on_another_optimizer_is_rejected(make_trainer):
+    class OtherOptimizer(BoringModel):
+        def configure_optimizers(self):
+            used = torch.optim.SGD(self.parameters(), lr=0.1)
+            other = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+            return [used], [torch.optim.lr_scheduler.StepLR(other, step_size=1)]
+
+    with pytest.raises(MisconfigurationException, match="StepLR, which was built on an optimizer it did not"):
+        make_trainer(limit_train_batches=1).fit(OtherOptimizer())
+
+
+@pytest.mark.parametrize("where", ["argument", "hook"])
+def test_a_dataset_passed_as_a_dataloader_is_named(make_trainer, where):
+    class DatasetFromHook(BoringModel):
+        def train_dataloader(self):
+            return RandomDataset(32, 4)
+
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
+    expected = "trainer.fit" if where == "argument" else r"DatasetFromHook.train_dataloader\(\)"
+    with pytest.warns(
+        UserWarning, match=expected + r".* gave a RandomDataset, a Dataset, where a DataLoader"
+    ):
+        if where == "argument":
+            trainer.fit(BoringModel(), RandomDataset(32, 4))
+        else:
+            trainer.fit(DatasetFromHook())
+
+
+class IterableTrain(Counting):
+    """Trains on an IterableDataset (no length) of 5 samples in batches of 2, logging val_loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.val_at = []  # (epoch, global_step) of each validation step
+
+    def train_dataloader(self):
+        from fulmen.demos import RandomIterableDataset
+
+        return DataLoader(RandomIterableDataset(32, 5), batch_size=2)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", self.layer(batch).sum())
+        self.val_at.append((self.trainer.current_epoch, self.trainer.global_step))
+
+
+def test_an_iterable_train_loader_validates_at_each_epoch_end(make_trainer, tmp_path):
+    from fulmen.callbacks import ModelCheckpoint
+
+    model = IterableTrain()
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val_loss")
+    trainer = make_trainer(
+        max_epochs=2,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+        enable_checkpointing=True,
+        callbacks=[checkpoint],
+    )
+    trainer.fit(model)
+    assert model.val_at == [(0, 3), (0, 3), (1, 6), (1, 6)]  # 3 batches per epoch, 2 val batches each
+    assert trainer.val_check_batch == float("inf")
+    saved = [p.name for p in (tmp_path / "ckpt").iterdir()]
+    assert len(saved) == 1 and saved[0] in ("epoch=0-step=3.ckpt", "epoch=1-step=6.ckpt")
+    assert checkpoint.best_model_path == str(tmp_path / "ckpt" / saved[0])
+
+
+def test_an_iterable_train_loader_validates_every_int_interval_only(make_trainer):
+    model = IterableTrain()
+    make_trainer(val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0).fit(model)
+    assert model.val_at == [(0, 2)]
+
+
+def test_a_fractional_val_check_interval_with_an_iterable_loader_is_rejected(make_trainer):
+    with pytest.raises(
+        MisconfigurationException, match=r"val_check_interval=0.5 is a fraction of an epoch.*no length"
+    ):
+        make_trainer(val_check_interval=0.5).fit(IterableTrain())

@@ -7,9 +7,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
-from fulmen.utilities import MisconfigurationException, is_overridden
+from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
@@ -24,9 +24,10 @@ _HOOK = {
 
 def request_dataloaders(trainer: Trainer, stage: str, explicit: Any) -> Any:
     """Return the dataloader(s) for `stage`: the explicit argument, else the datamodule's, else the module's."""
-    if explicit is not None:
-        return explicit
     hook = _HOOK[stage]
+    if explicit is not None:
+        _warn_if_dataset(explicit, f"the dataloaders passed to trainer.{trainer._fn}()")
+        return explicit
     from fulmen.datamodule import LightningDataModule
     from fulmen.module import LightningModule
 
@@ -45,9 +46,21 @@ def request_dataloaders(trainer: Trainer, stage: str, explicit: Any) -> Any:
     prev = module._current_fx_name
     module._current_fx_name = hook
     try:
-        return getattr(source, hook)()
+        loaders = getattr(source, hook)()
     finally:
         module._current_fx_name = prev
+    _warn_if_dataset(loaders, f"{type(source).__name__}.{hook}()")
+    return loaders
+
+
+def _warn_if_dataset(loaders: Any, source: str) -> None:
+    """A Dataset where a DataLoader belongs runs one unbatched sample per step: say so (Lightning is silent)."""
+    for loader in as_list(loaders):
+        if isinstance(loader, Dataset) and not isinstance(loader, IterableDataset):
+            rank_zero_warn(
+                f"{source} gave a {type(loader).__name__}, a Dataset, where a DataLoader belongs: each step "
+                "gets one sample, unbatched. Wrap it: DataLoader(dataset, batch_size=...)."
+            )
 
 
 def as_list(loaders: Any) -> list[Any]:

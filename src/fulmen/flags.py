@@ -134,3 +134,19 @@ def check_limit(flag: str, value: Any) -> int | float:
     if isinstance(value, float) and not 0.0 <= value <= 1.0:
         raise MisconfigurationException(f"{flag}={value} is not valid: a float must be in [0.0, 1.0].")
     return value
+
+
+def check_count(flag: str, value: Any, minimum: int, meaning: str) -> int:
+    """A count flag (epochs, steps) is an int >= `minimum`; an integral float such as 3.0 is taken as 3.
+
+    Args:
+        flag: the flag's name, for the message.
+        value: what the user passed.
+        minimum: the smallest valid value.
+        meaning: the valid values in words, e.g. "an int >= 0, or -1 for no limit".
+    """
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise MisconfigurationException(f"{flag}={value!r} is not valid; use {meaning}.")
+    return value

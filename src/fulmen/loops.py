@@ -252,6 +252,7 @@ class FitLoop:
         self._direct: Any = None  # the raw optimizer when the step can skip the closure plumbing (see run)
         self._automatic = True
         self._deadline: float | None = None
+        self._val_check_batch: float = math.inf
         self._train_loaded_epoch: int | None = None
         self._val_loaded_epoch: int | None = None
 
@@ -303,6 +304,9 @@ class FitLoop:
                 self._validate()
             if self._should_stop_in_epoch():
                 break
+        else:
+            if self._should_validate_at_unsized_end():
+                self._validate()
 
         self._end_epoch()
 
@@ -510,6 +514,12 @@ class FitLoop:
                 )
             return float(interval)
         if math.isinf(n):
+            if interval != 1.0:
+                raise MisconfigurationException(
+                    f"val_check_interval={interval} is a fraction of an epoch, but the train dataloader has no "
+                    "length (an IterableDataset); use an int number of batches, or 1.0 to validate at the end "
+                    "of each epoch."
+                )
             return math.inf
         return float(max(1, int(n * interval)))
 
@@ -551,6 +561,22 @@ class FitLoop:
         if (batch_idx + 1) % self._val_check_batch == 0:
             return True
         return is_last and t.val_check_interval == 1.0
+
+    def _should_validate_at_unsized_end(self) -> bool:
+        """A loader without a length (an IterableDataset) ends its epoch unannounced: validate once it has.
+
+        This is Lightning's end-of-epoch validation (val_check_interval=1.0) for such loaders; a sized
+        loader validated on its last batch already, inside the loop.
+        """
+        t = self.trainer
+        if not math.isinf(self.num_train_batches) or t._progress.epoch_batches == 0:
+            return False
+        if isinstance(t.val_check_interval, int) or t.val_check_interval != 1.0:
+            return False
+        every = t.check_val_every_n_epoch
+        if every is None or (t._progress.epoch + 1) % every != 0:
+            return False
+        return self._validation_enabled_cached()
 
     def _validation_enabled_cached(self) -> bool:
         cached = getattr(self, "_val_enabled", None)

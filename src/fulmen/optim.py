@@ -138,6 +138,14 @@ def parse_optimizers(
                 f"`{module_name}.configure_optimizers` returned {type(opt).__name__} where a "
                 "torch.optim.Optimizer was expected."
             )
+    for cfg in scheds:
+        owner = getattr(cfg.scheduler, "optimizer", None)
+        if owner is not None and not any(owner is opt for opt in optimizers):
+            raise MisconfigurationException(
+                f"`{module_name}.configure_optimizers` returned the scheduler {type(cfg.scheduler).__name__}, "
+                "which was built on an optimizer it did not return; build the scheduler on one of the returned "
+                "optimizers."
+            )
     return optimizers, scheds
 
 

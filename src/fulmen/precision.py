@@ -61,6 +61,10 @@ class Precision:
         """Context around training/validation/test/predict steps (autocast for mixed modes)."""
         return _NO_CONTEXT  # fp32: a shared do-nothing context, the cheapest thing to enter each step
 
+    def tensor_init_context(self) -> contextlib.AbstractContextManager[Any]:
+        """Context in which `Trainer.init_module` creates the model (the "-true" modes set the default dtype)."""
+        return contextlib.nullcontext()
+
     def backward(self, loss: torch.Tensor, module: LightningModule, *args: Any, **kwargs: Any) -> None:
         """Run backward through the module's `backward` hook (scaled for fp16)."""
         module.backward(loss, *args, **kwargs)
@@ -211,9 +215,13 @@ class _DtypeMixin(Precision):
 
         return apply_to_collection(data, cast)
 
-    @contextlib.contextmanager  # type: ignore[override]
-    def forward_context(self) -> Generator[None, None, None]:
+    def forward_context(self) -> contextlib.AbstractContextManager[Any]:
         """Tensors created inside the step (e.g. `torch.zeros(...)`) default to this mode's dtype."""
+        return self.tensor_init_context()
+
+    @contextlib.contextmanager  # type: ignore[override]
+    def tensor_init_context(self) -> Generator[None, None, None]:
+        """Tensors created in this context (a model's parameters too) default to this mode's dtype."""
         previous = torch.get_default_dtype()
         torch.set_default_dtype(self.dtype)
         try:

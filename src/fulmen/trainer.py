@@ -10,17 +10,18 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 
+from fulmen import data
 from fulmen.accelerators import parse_devices, select_accelerator
 from fulmen.callbacks.callback import Callback
 from fulmen.callbacks.checkpoint import Checkpoint
 from fulmen.compiled import from_compiled
 from fulmen.datamodule import LightningDataModule
-from fulmen.flags import check_choice, check_limit, map_legacy_flags, parse_max_time
+from fulmen.flags import check_choice, check_count, check_limit, map_legacy_flags, parse_max_time
 from fulmen.hooks import HookDispatcher
 from fulmen.loops import EvaluationLoop, FitLoop, PredictionLoop
 from fulmen.module import LightningModule
@@ -31,7 +32,13 @@ from fulmen.progress import Progress
 from fulmen.results import ResultStore
 from fulmen.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from fulmen.strategies import Strategy, select_strategy
-from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_only, rank_zero_warn
+from fulmen.utilities import (
+    MisconfigurationException,
+    is_overridden,
+    rank_zero_info,
+    rank_zero_only,
+    rank_zero_warn,
+)
 
 
 def _stage_flag(stage: RunningStage, doc: str) -> Any:
@@ -94,6 +101,8 @@ class Trainer:
         sync_batchnorm: bool = False,
         reload_dataloaders_every_n_epochs: int = 0,
         default_root_dir: str | os.PathLike[str] | None = None,
+        enable_autolog_hparams: bool = True,
+        model_registry: str | None = None,
         **legacy: Any,
     ) -> None:
         """Configure a run; see docs/trainer.md for every flag (they match Lightning 2.x)."""
@@ -105,6 +114,13 @@ class Trainer:
 
         self.default_root_dir = os.fspath(f["default_root_dir"]) if f["default_root_dir"] else os.getcwd()
         self.barebones = bool(f["barebones"])
+        self.enable_autolog_hparams = bool(f["enable_autolog_hparams"])
+        self.model_registry = f["model_registry"]
+        if self.model_registry is not None:
+            rank_zero_warn(
+                f"Trainer(model_registry={self.model_registry!r}) is accepted for Lightning compatibility, but "
+                "fulmen does not upload models to a registry; the flag has no effect."
+            )
         self.fast_dev_run = f["fast_dev_run"]
         if self.fast_dev_run is True:
             self.fast_dev_run = 1
@@ -114,16 +130,16 @@ class Trainer:
             )
 
         # --- how long to train
+        self.max_steps: int = check_count("max_steps", f["max_steps"], -1, "an int >= 0, or -1 for no limit")
         self.max_epochs: int | None = f["max_epochs"]
         if self.max_epochs is None:
-            self.max_epochs = 1000 if f["max_steps"] == -1 and f["max_time"] is None else -1
-        self.min_epochs = f["min_epochs"]
-        self.max_steps: int = f["max_steps"]
-        if self.max_steps < -1:
-            raise MisconfigurationException(
-                f"max_steps={self.max_steps} is not valid; use -1 (no limit) or >= 0."
+            self.max_epochs = 1000 if self.max_steps == -1 and f["max_time"] is None else -1
+        else:
+            self.max_epochs = check_count(
+                "max_epochs", self.max_epochs, -1, "an int >= 0, or -1 for no limit"
             )
-        self.min_steps = f["min_steps"]
+        self.min_epochs = _optional_count("min_epochs", f["min_epochs"], 0, "an int >= 0, or None")
+        self.min_steps = _optional_count("min_steps", f["min_steps"], 0, "an int >= 0, or None")
         self.max_time = parse_max_time(f["max_time"])
 
         # --- how much of each epoch
@@ -143,7 +159,12 @@ class Trainer:
             raise MisconfigurationException(
                 f"val_check_interval={self.val_check_interval} is not valid: a float must be in (0.0, 1.0]."
             )
-        self.check_val_every_n_epoch = f["check_val_every_n_epoch"]
+        self.check_val_every_n_epoch = _optional_count(
+            "check_val_every_n_epoch",
+            f["check_val_every_n_epoch"],
+            1,
+            "an int >= 1, or None to validate every val_check_interval batches across epochs",
+        )
         default_sanity = 0 if self.barebones else 2
         self.num_sanity_val_steps = (
             default_sanity if f["num_sanity_val_steps"] is None else int(f["num_sanity_val_steps"])
@@ -383,14 +404,14 @@ class Trainer:
         return self.fit_loop.batch_idx + 1 == self.fit_loop.num_train_batches
 
     @property
-    def num_training_batches(self) -> float:
+    def num_training_batches(self) -> int | float:
         """Training batches per epoch after the limit flags."""
-        return self.fit_loop.num_train_batches
+        return _count(self.fit_loop.num_train_batches)
 
     @property
-    def num_val_batches(self) -> list[float]:
+    def num_val_batches(self) -> list[int | float]:
         """Validation batches per dataloader after the limit flags."""
-        return self.validate_loop.num_batches()
+        return [_count(n) for n in self.validate_loop.num_batches()]
 
     @property
     def estimated_stepping_batches(self) -> int | float:
@@ -435,6 +456,91 @@ class Trainer:
     def early_stopping_callback(self) -> Any:
         """The first EarlyStopping callback, or None."""
         return next((c for c in self.callbacks if _is_a(c, "EarlyStopping")), None)
+
+    @property
+    def early_stopping_callbacks(self) -> list[Any]:
+        """Every EarlyStopping callback."""
+        return [c for c in self.callbacks if _is_a(c, "EarlyStopping")]
+
+    @property
+    def predict_dataloaders(self) -> Any:
+        """The predict dataloader(s) of the last `predict` call."""
+        dls = self.predict_loop.dataloaders
+        return dls[0] if len(dls) == 1 else (dls or None)
+
+    @property
+    def num_test_batches(self) -> list[int | float]:
+        """Test batches per dataloader after the limit flags."""
+        return [_count(n) for n in self.test_loop.num_batches()]
+
+    @property
+    def num_predict_batches(self) -> list[int | float]:
+        """Predict batches per dataloader after the limit flags."""
+        limit = self.limit_predict_batches
+        return [
+            _count(data.limit_batches(dl, limit, "limit_predict_batches"))
+            for dl in self.predict_loop.dataloaders
+        ]
+
+    @property
+    def num_sanity_val_batches(self) -> list[int | float]:
+        """Validation batches per dataloader that the sanity check runs."""
+        return [_count(n) for n in self.validate_loop.num_batches(sanity=True)]
+
+    @property
+    def val_check_batch(self) -> int | float:
+        """Training batches between validations (inf: at the end of an epoch of unknown length)."""
+        return _count(self.fit_loop._val_check_batch)
+
+    @property
+    def enable_validation(self) -> bool:
+        """True when fit will validate: the module has a validation_step and limit_val_batches is not 0."""
+        return self.lightning_module is not None and self.fit_loop._validation_possible()
+
+    @property
+    def evaluating(self) -> bool:
+        """True while validating or testing (the sanity check and validation inside fit included)."""
+        stage = self.state.stage
+        return stage is not None and stage.evaluating
+
+    @property
+    def interrupted(self) -> bool:
+        """True after the last run was stopped by an exception (Ctrl-C included)."""
+        return self.state.status == TrainerStatus.INTERRUPTED
+
+    @property
+    def received_sigterm(self) -> bool:
+        """True once SIGTERM arrived during fit (see BackupAndRestore)."""
+        from fulmen.checkpoint import sigterm_received
+
+        return sigterm_received()
+
+    @property
+    def scaler(self) -> Any:
+        """The precision's grad scaler ("16-mixed"), else None."""
+        return getattr(self.precision_plugin, "scaler", None)
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int] | None:
+        """num_replicas and rank for a DistributedSampler under a multi-process strategy, else None."""
+        return getattr(self.strategy, "distributed_sampler_kwargs", None)
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """`print` on the first process of each machine only (local rank 0)."""
+        if self.local_rank == 0:
+            print(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def init_module(self, empty_init: bool | None = None) -> Iterator[None]:
+        """Create the model inside this context: on the run's device, in the dtype of a "-true" precision.
+
+        Args:
+            empty_init: skip the weights' initialization (torch.nn.init), for a model whose weights a
+                checkpoint will overwrite anyway; saves time and memory for large models.
+        """
+        skip = _SkipInit() if empty_init else contextlib.nullcontext()
+        with skip, self.strategy.root_device, self.precision_plugin.tensor_init_context():
+            yield
 
     @property
     def callback_metrics(self) -> dict[str, Any]:
@@ -611,6 +717,7 @@ class Trainer:
                 self._plan = make_plan(self, self._hooks, optimizers_ready=False)
                 checkpoint = self._load_checkpoint(ckpt_path, fn)
                 if fn == "fit":
+                    _require_step(module, "training_step", fn)
                     self.strategy.setup_optimizers(self)
                     self._check_optimization_flags(module)
                     self._results = self._results_train
@@ -677,6 +784,9 @@ class Trainer:
     def _on_exception(self, exc: BaseException, fn: str) -> None:
         from fulmen import checkpoint
 
+        if isinstance(exc, KeyboardInterrupt):
+            rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
+
         try:  # the last checkpoints handed to the background writer still land
             checkpoint.finish_writes()
         except Exception as err:
@@ -731,7 +841,7 @@ class Trainer:
                 lg.finalize(status)
 
     def _log_hyperparams(self) -> None:
-        if not self.loggers:
+        if not self.loggers or not self.enable_autolog_hparams:
             return
         params: dict[str, Any] = {}
         module = self.lightning_module
@@ -872,10 +982,20 @@ _FIRST_STAGE = {
 }
 
 
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """Turns the in-place initializers of torch.nn.init into no-ops (`init_module(empty_init=True)`)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return kwargs["tensor"] if "tensor" in kwargs else args[0]
+        return func(*args, **kwargs)
+
+
 def _require_step(module: LightningModule, step: str, fn: str) -> None:
     if not is_overridden(step, module, LightningModule):
         raise MisconfigurationException(
-            f"trainer.{fn}() needs `{type(module).__name__}.{step}(self, batch, batch_idx)`; it is not defined."
+            f"trainer.{fn}() needs `{type(module).__name__}.{step}(self, batch, batch_idx)`; it is not defined (or is set to None)."
         )
 
 
@@ -893,6 +1013,15 @@ def _precision_from_plugins(plugins: Any, precision: Any) -> Any:
             "The precision was given twice (in `plugins=` and/or `precision=`); pass exactly one."
         )
     return chosen[0] if chosen else precision
+
+
+def _count(batches: float) -> int | float:
+    """A batch count as Lightning reports it: an int, or inf for a loader without a length."""
+    return batches if math.isinf(batches) else int(batches)
+
+
+def _optional_count(flag: str, value: Any, minimum: int, meaning: str) -> int | None:
+    return None if value is None else check_count(flag, value, minimum, meaning)
 
 
 def _flag(value: bool | None, default: bool) -> bool:
