@@ -26,7 +26,8 @@ def request_dataloaders(trainer: Trainer, stage: str, explicit: Any) -> Any:
     """Return the dataloader(s) for `stage`: the explicit argument, else the datamodule's, else the module's."""
     hook = _HOOK[stage]
     if explicit is not None:
-        _warn_if_dataset(explicit, f"the dataloaders passed to trainer.{trainer._fn}()")
+        fn = trainer.state.fn
+        _warn_if_dataset(explicit, f"the dataloaders passed to trainer.{fn.value if fn else stage}()")
         return explicit
     from fulmen.datamodule import LightningDataModule
     from fulmen.module import LightningModule

@@ -511,7 +511,7 @@ class Trainer:
     @property
     def received_sigterm(self) -> bool:
         """True once SIGTERM arrived during fit (see BackupAndRestore)."""
-        from fulmen.checkpoint import sigterm_received
+        from fulmen.preemption import sigterm_received
 
         return sigterm_received()
 
