@@ -87,17 +87,24 @@ def slow_disk(monkeypatch):
     return log
 
 
-def test_the_older_checkpoint_is_removed_only_after_the_newer_one_landed(tmp_path, fit_trainer, slow_disk):
-    seen = []
+def test_the_older_checkpoint_is_removed_only_after_the_newer_one_landed(
+    tmp_path, fit_trainer, slow_disk, monkeypatch
+):
+    real_remove = files._remove_now
+    on_disk_at_removal = {}
 
-    class Look(L.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            seen.append(_ckpts(tmp_path / "checkpoints"))
+    def remove(path):
+        on_disk_at_removal[os.path.basename(path)] = _ckpts(tmp_path / "checkpoints")
+        real_remove(path)
 
-    trainer = fit_trainer(callbacks=[Look()])
+    monkeypatch.setattr(files, "_remove_now", remove)
+    trainer = fit_trainer()
     trainer.fit(BoringModel())
-    # at epoch 2's end epoch 1's file is still being written (0.2 s), so epoch 0's, the last complete one, stays
-    assert seen[2] == ["epoch=0-step=2.ckpt"]
+    # each file is deleted only once its successor is complete on disk (the writes take 0.2 s each)
+    assert on_disk_at_removal == {
+        "epoch=0-step=2.ckpt": ["epoch=0-step=2.ckpt", "epoch=1-step=4.ckpt"],
+        "epoch=1-step=4.ckpt": ["epoch=1-step=4.ckpt", "epoch=2-step=6.ckpt"],
+    }
     assert _ckpts(tmp_path / "checkpoints") == ["epoch=2-step=6.ckpt"]
     assert [name for name, _ in slow_disk] == [
         "epoch=0-step=2.ckpt",

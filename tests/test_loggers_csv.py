@@ -113,3 +113,36 @@ def test_only_rank_zero_writes(tmp_path, monkeypatch):
     logger.log_metrics({"a": 1.0}, step=0)
     logger.finalize("success")
     assert not os.path.exists(os.path.join(tmp_path, "lightning_logs"))
+
+
+def test_a_logger_that_cannot_write_at_the_end_fails_the_run_after_the_checkpoint_is_safe(tmp_path):
+    """Issue 13 item 7: fit must not return normally when the logger's files could not be written."""
+    import shutil
+
+    import pytest
+
+    from fulmen.callbacks import ModelCheckpoint
+    from fulmen.trainer import LoggerFinalizeError
+
+    class BreakTheFolder(L.Callback):
+        def on_train_end(self, trainer, pl_module):
+            folder = trainer.logger.log_dir
+            shutil.rmtree(folder)
+            with open(folder, "w") as f:  # a file where the folder was: writing metrics.csv must fail
+                f.write("in the way")
+
+    logger = CSVLogger(tmp_path, flush_logs_every_n_steps=1000)
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[BreakTheFolder(), ModelCheckpoint(dirpath=tmp_path / "ckpts")],
+    )
+    with pytest.raises(LoggerFinalizeError, match=r"CSVLogger: NotADirectoryError"):
+        trainer.fit(LoggingModel())
+    assert os.listdir(tmp_path / "ckpts") == ["epoch=0-step=2.ckpt"]
+    assert torch.load(tmp_path / "ckpts" / "epoch=0-step=2.ckpt", weights_only=True)["global_step"] == 2

@@ -23,7 +23,7 @@ class ScoredModel(BoringModel):
         self.log("score", self.scores[min(self.current_epoch, len(self.scores) - 1)])
 
 
-def _trainer(tmp_path, **kwargs):
+def _trainer(tmp_path, trainer_class=L.Trainer, **kwargs):
     options = dict(
         default_root_dir=tmp_path,
         max_epochs=4,
@@ -35,7 +35,7 @@ def _trainer(tmp_path, **kwargs):
         num_sanity_val_steps=0,
     )
     options.update(kwargs)
-    return L.Trainer(**options)
+    return trainer_class(**options)
 
 
 def _files(folder):
@@ -230,3 +230,207 @@ def test_fsspec_url_as_dirpath_keeps_top_k_and_last(tmp_path):
     ]
     assert mc.best_model_path == "memory://fulmen-mc/run/epoch=3-step=8.ckpt"
     fs.rm("/fulmen-mc", recursive=True)
+
+
+# ------------------------------------------------------------------ what it may delete (issue 13 item 1)
+def test_resuming_keeps_the_checkpoint_it_resumed_from(tmp_path):
+    """A second run in a new version folder, resumed from the first run's file, must not delete that file."""
+    first = _trainer(tmp_path, max_epochs=1, logger=CSVLogger(tmp_path), limit_val_batches=0)
+    first.fit(BoringModel())
+    source = first.checkpoint_callback.best_model_path
+    assert os.path.basename(os.path.dirname(os.path.dirname(source))) == "version_0"
+
+    second = _trainer(tmp_path, max_epochs=3, logger=CSVLogger(tmp_path), limit_val_batches=0)
+    second.fit(BoringModel(), ckpt_path=source)
+    assert os.path.isfile(source)
+    assert sorted(os.listdir(os.path.dirname(source))) == ["epoch=0-step=2.ckpt"]
+    new_folder = os.path.dirname(second.checkpoint_callback.best_model_path)
+    assert sorted(os.listdir(new_folder)) == ["epoch=2-step=6.ckpt"]
+
+
+def test_resuming_in_the_same_folder_keeps_the_source_but_replaces_the_runs_other_files(tmp_path):
+    folder = tmp_path / "ckpts"
+    first = _trainer(tmp_path, max_epochs=2, callbacks=[ModelCheckpoint(dirpath=folder, save_last=True)])
+    first.fit(BoringModel())
+    assert sorted(os.listdir(folder)) == ["epoch=1-step=4.ckpt", "last.ckpt"]
+
+    source = str(folder / "epoch=1-step=4.ckpt")
+    second = _trainer(tmp_path, max_epochs=4, callbacks=[ModelCheckpoint(dirpath=folder, save_last=True)])
+    second.fit(BoringModel(), ckpt_path=source)
+    # the resume source stays; the run's own later files replace each other as usual
+    assert sorted(os.listdir(folder)) == ["epoch=1-step=4.ckpt", "epoch=3-step=8.ckpt", "last.ckpt"]
+
+
+def test_a_file_outside_its_folder_is_never_deleted(tmp_path):
+    outside = tmp_path / "elsewhere.ckpt"
+    outside.write_bytes(b"not ours")
+    cb = ModelCheckpoint(dirpath=tmp_path / "ckpts")
+    trainer = _trainer(tmp_path, max_epochs=2, callbacks=[cb])
+    cb.best_model_path = str(outside)  # e.g. restored from a checkpoint of another folder
+    trainer.fit(BoringModel())
+    assert outside.read_bytes() == b"not ours"
+
+
+# ------------------------------------------------------------------ Lightning options (issue 14)
+def test_every_n_train_steps_with_every_n_epochs_zero_is_accepted(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=3, every_n_epochs=0, save_top_k=-1)
+    _trainer(tmp_path, max_epochs=2, limit_train_batches=4, callbacks=[cb]).fit(BoringModel())
+    assert sorted(os.listdir(tmp_path)) == ["epoch=0-step=3.ckpt", "epoch=1-step=6.ckpt"]
+
+
+def test_two_nonzero_triggers_are_still_rejected():
+    with pytest.raises(MisconfigurationException, match="mutually exclusive"):
+        ModelCheckpoint(every_n_train_steps=3, every_n_epochs=1)
+
+
+class _Fails(BoringModel):
+    def training_step(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise ValueError("boom")
+        return super().training_step(batch, batch_idx)
+
+
+def test_save_on_exception_writes_a_checkpoint_of_the_failing_step(tmp_path):
+    cb = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_on_exception=True)
+    trainer = _trainer(tmp_path, limit_val_batches=0, callbacks=[cb])
+    with pytest.raises(ValueError, match="boom"):
+        trainer.fit(_Fails())
+    assert sorted(os.listdir(tmp_path / "ckpts")) == ["epoch=0-step=2.ckpt", "epoch=1-step=3.ckpt"]
+    saved = torch.load(tmp_path / "ckpts" / "epoch=1-step=3.ckpt", weights_only=True)
+    assert saved["global_step"] == 3
+
+
+def test_without_save_on_exception_nothing_extra_is_saved(tmp_path):
+    trainer = _trainer(tmp_path, limit_val_batches=0, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts")])
+    with pytest.raises(ValueError, match="boom"):
+        trainer.fit(_Fails())
+    assert sorted(os.listdir(tmp_path / "ckpts")) == ["epoch=0-step=2.ckpt"]
+
+
+def test_saves_go_through_an_overridden_trainer_save_checkpoint(tmp_path):
+    calls = []
+
+    class MyTrainer(L.Trainer):
+        def save_checkpoint(self, filepath, weights_only=False, storage_options=None):
+            calls.append((os.path.basename(filepath), weights_only))
+            super().save_checkpoint(filepath, weights_only, storage_options)
+
+    cb = ModelCheckpoint(dirpath=tmp_path / "c", save_weights_only=True, save_last=True)
+    trainer = _trainer(tmp_path, MyTrainer, max_epochs=2, limit_val_batches=0, callbacks=[cb])
+    trainer.fit(BoringModel())
+    assert calls == [
+        ("epoch=0-step=2.ckpt", True),
+        ("last.ckpt", True),
+        ("epoch=1-step=4.ckpt", True),
+        ("last.ckpt", True),
+    ]
+
+
+def test_saves_go_through_a_save_checkpoint_patched_on_the_instance(tmp_path):
+    trainer = _trainer(
+        tmp_path, max_epochs=1, limit_val_batches=0, callbacks=[ModelCheckpoint(dirpath=tmp_path)]
+    )
+    real = trainer.save_checkpoint
+    calls = []
+
+    def spy(filepath, weights_only=False, storage_options=None):
+        calls.append(os.path.basename(filepath))
+        real(filepath, weights_only, storage_options)
+
+    trainer.save_checkpoint = spy
+    trainer.fit(BoringModel())
+    assert calls == ["epoch=0-step=2.ckpt"]
+
+
+# ------------------------------------------------------------------ announced paths (issue 12)
+@pytest.fixture
+def slow_writes(monkeypatch):
+    """Every background checkpoint write takes 0.3 s."""
+    import time
+
+    from fulmen.checkpoint import files as checkpoint
+
+    real = checkpoint._write_atomically
+
+    def slow(path, write):
+        time.sleep(0.3)
+        real(path, write)
+
+    monkeypatch.setattr(checkpoint, "_write_atomically", slow)
+
+
+def test_an_announced_path_names_a_complete_file_in_the_next_hook(tmp_path, slow_writes):
+    seen = []
+
+    class Copy(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            cb = trainer.checkpoint_callback
+            for path in [cb.best_model_path, cb.last_model_path, *cb.best_k_models]:
+                if path:
+                    seen.append(torch.load(path, weights_only=True)["global_step"])
+
+    cb = ModelCheckpoint(dirpath=tmp_path / "c", save_last=True, save_top_k=2, monitor="score")
+    _trainer(tmp_path, max_epochs=3, callbacks=[Copy(), cb]).fit(ScoredModel())
+    # epoch 1 starts with epoch 0's files (best, last, top-k), epoch 2 with epoch 1's
+    assert seen == [2, 2, 2, 4, 4, 2, 4]
+
+
+def test_save_last_does_not_wait_for_the_top_k_write(tmp_path, slow_writes):
+    import time
+
+    durations = []
+
+    class Clock(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.t0 = time.perf_counter()
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if hasattr(self, "t0"):
+                durations.append(time.perf_counter() - self.t0)
+
+    cb = ModelCheckpoint(dirpath=tmp_path / "c", save_last=True)
+    _trainer(tmp_path, max_epochs=3, limit_val_batches=0, callbacks=[Clock(), cb]).fit(BoringModel())
+    assert len(durations) == 2
+    assert max(durations) < 0.25  # two 0.3 s writes per epoch are queued, not waited for
+    assert sorted(os.listdir(tmp_path / "c")) == ["epoch=2-step=6.ckpt", "last.ckpt"]
+
+
+def test_save_last_link_is_made_off_the_training_thread_and_points_at_a_complete_file(tmp_path, slow_writes):
+    cb = ModelCheckpoint(dirpath=tmp_path / "c", save_last="link", save_top_k=-1)
+    _trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[cb]).fit(BoringModel())
+    link = tmp_path / "c" / "last.ckpt"
+    assert os.path.islink(link)
+    assert os.readlink(link) == "epoch=1-step=4.ckpt"
+    assert torch.load(link, weights_only=True)["global_step"] == 4
+
+
+def test_a_failed_background_save_stops_the_run_at_the_next_step(tmp_path, monkeypatch):
+    import time
+
+    from fulmen.checkpoint import files as checkpoint
+    from fulmen.writer import BackgroundWriteError
+
+    def disk_full(path, write):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_atomically", disk_full)
+    steps = []
+
+    class Count(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            steps.append(trainer.global_step)
+
+    class Slow(BoringModel):
+        def training_step(self, batch, batch_idx):
+            time.sleep(0.1)  # the background write fails while this step runs
+            return super().training_step(batch, batch_idx)
+
+    cb = ModelCheckpoint(dirpath=tmp_path / "c", every_n_train_steps=2)
+    trainer = _trainer(
+        tmp_path, max_epochs=1, limit_train_batches=8, limit_val_batches=0, callbacks=[Count(), cb]
+    )
+    with pytest.raises(BackgroundWriteError, match="No space left on device"):
+        trainer.fit(Slow())
+    # the save after step 2 failed in the background; the run stops at the end of the next step,
+    # not at the next save (after step 4)
+    assert steps == [0, 1, 2]

@@ -205,6 +205,9 @@ class Trainer:
             f["strategy"], self.accelerator, self._parsed_devices, self.num_nodes, self.precision_plugin
         )
         self.precision_plugin = self.strategy.precision_plugin
+        checkpoint_io = _checkpoint_io_from_plugins(f["plugins"])
+        if checkpoint_io is not None:
+            self.strategy.checkpoint_io = checkpoint_io
         rank_zero_only.rank = self.strategy.global_rank  # type: ignore[attr-defined]
 
         # --- profiler
@@ -796,7 +799,8 @@ class Trainer:
             with contextlib.suppress(Exception):
                 hooks.callbacks("on_exception", exc)
                 hooks.module("on_exception", exc)
-        self._finalize_loggers("failed")
+        if not isinstance(exc, LoggerFinalizeError):  # those were finalized already
+            self._finalize_loggers("failed")
 
     def _attach_module_callbacks(self) -> None:
         module = self.lightning_module
@@ -836,9 +840,23 @@ class Trainer:
         self._hooks.module("teardown", stage=stage)
 
     def _finalize_loggers(self, status: str) -> None:
+        """Finalize every logger; on success a logger that failed fails the run (its rows would be lost)."""
+        failed: list[tuple[Any, Exception]] = []
         for lg in self.loggers:
-            with contextlib.suppress(Exception):
+            try:
                 lg.finalize(status)
+            except Exception as err:
+                failed.append((lg, err))
+        if not failed:
+            return
+        where = "; ".join(f"{type(lg).__name__}: {type(err).__name__}: {err}" for lg, err in failed)
+        if status != "success":  # the run's own exception is already on its way; don't mask it
+            rank_zero_warn(f"A logger could not finish while the run was failing ({where}).")
+            return
+        raise LoggerFinalizeError(
+            f"The run finished (checkpoints are on disk) but a logger could not write its files: {where}. Its "
+            "metrics may be lost; check the logger's save_dir (permissions, free space) and rerun."
+        ) from failed[0][1]
 
     def _log_hyperparams(self) -> None:
         if not self.loggers or not self.enable_autolog_hparams:
@@ -1004,8 +1022,10 @@ def _precision_from_plugins(plugins: Any, precision: Any) -> Any:
     if not plugins:
         return precision
     items = plugins if isinstance(plugins, (list, tuple)) else [plugins]
+    from fulmen.checkpoint_io import CheckpointIO
+
     chosen = [p for p in items if isinstance(p, Precision)]
-    others = [type(p).__name__ for p in items if not isinstance(p, Precision)]
+    others = [type(p).__name__ for p in items if not isinstance(p, (Precision, CheckpointIO))]
     if others:
         raise NotImplementedError(f"Trainer(plugins=...) does not support {others} yet; remove them.")
     if len(chosen) > 1 or (chosen and precision is not None):
@@ -1022,6 +1042,25 @@ def _count(batches: float) -> int | float:
 
 def _optional_count(flag: str, value: Any, minimum: int, meaning: str) -> int | None:
     return None if value is None else check_count(flag, value, minimum, meaning)
+
+
+class LoggerFinalizeError(RuntimeError):
+    """A logger failed to finish writing its files at the end of an otherwise successful run."""
+
+
+def _checkpoint_io_from_plugins(plugins: Any) -> Any:
+    """The CheckpointIO plugin passed in `plugins=`, if any (at most one)."""
+    from fulmen.checkpoint_io import CheckpointIO
+
+    items = plugins if isinstance(plugins, (list, tuple)) else [plugins]
+    chosen = [p for p in items if isinstance(p, CheckpointIO)]
+    if len(chosen) > 1:
+        names = [type(p).__name__ for p in chosen]
+        raise MisconfigurationException(
+            f"Trainer(plugins=...) got several checkpoint I/O plugins {names}; pass one (wrap one in another, "
+            "e.g. AsyncCheckpointIO(MyCheckpointIO()), to combine them)."
+        )
+    return chosen[0] if chosen else None
 
 
 def _flag(value: bool | None, default: bool) -> bool:

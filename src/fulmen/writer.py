@@ -8,7 +8,8 @@ ones behind it are dropped, so a deletion queued after a write never runs unless
 the newest complete checkpoint is always on disk, whenever the process dies.
 
 Whoever reads what was written calls `flush` first (fulmen does before loading a checkpoint, at the
-end of fit and at exit).
+end of fit and at exit). `expected` answers "will this path exist once the queue has run?" without
+waiting, so that naming the next file does not block training on the previous write.
 """
 
 from __future__ import annotations
@@ -30,25 +31,49 @@ class BackgroundWriter:
     def __init__(self, name: str = "fulmen-writer") -> None:
         self._name = name
         self._pid = -1
-        self._queue: queue.Queue[tuple[Callable[[], None], str]] = queue.Queue()
+        self._queue: queue.Queue[tuple[Callable[[], None], str, str | None]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._atexit = False
+        self._lock = threading.Lock()
+        # path -> (tasks queued for it, whether it exists after the last of them)
+        self._outcomes: dict[str, tuple[int, bool]] = {}
 
-    def submit(self, task: Callable[[], None], what: str) -> None:
-        """Queue `task` (described by `what` in error messages) behind everything submitted before."""
+    def submit(
+        self, task: Callable[[], None], what: str, path: str | None = None, creates: bool = True
+    ) -> None:
+        """Queue `task` (described by `what` in error messages) behind everything submitted before.
+
+        `path`: the file the task writes (`creates=True`) or deletes (`creates=False`), for `expected`.
+        """
         self._raise_error()
         if self._pid != os.getpid():  # first use, or a forked child: the parent's thread is not here
             self._pid = os.getpid()
             self._queue = queue.Queue()
             self._thread = None
+            self._outcomes = {}
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._work, name=self._name, daemon=True)
             self._thread.start()
             if not self._atexit:
                 atexit.register(self.flush)
                 self._atexit = True
-        self._queue.put((task, what))
+        if path is not None:
+            with self._lock:
+                count, _ = self._outcomes.get(path, (0, creates))
+                self._outcomes[path] = (count + 1, creates)
+        self._queue.put((task, what, path))
+
+    def expected(self, path: str) -> bool | None:
+        """Whether `path` exists once the queued tasks have run; None when no queued task touches it."""
+        with self._lock:
+            outcome = self._outcomes.get(path)
+        return None if outcome is None else outcome[1]
+
+    def raise_if_failed(self) -> None:
+        """Raise the error of a failed background task now, without waiting for the others (cheap)."""
+        if self._error is not None:
+            self._raise_error()
 
     def pending(self) -> bool:
         """True while a submitted task has not finished."""
@@ -62,7 +87,7 @@ class BackgroundWriter:
 
     def _work(self) -> None:
         while True:
-            task, what = self._queue.get()
+            task, what, path = self._queue.get()
             try:
                 if self._error is None:  # after a failure, drop what follows (e.g. deleting the older file)
                     task()
@@ -70,7 +95,17 @@ class BackgroundWriter:
                 self._error = BackgroundWriteError(f"Writing {what} failed: {type(err).__name__}: {err}")
                 self._error.__cause__ = err
             finally:
+                if path is not None:
+                    self._forget(path)
                 self._queue.task_done()
+
+    def _forget(self, path: str) -> None:
+        with self._lock:
+            count, creates = self._outcomes[path]
+            if count <= 1:
+                del self._outcomes[path]
+            else:
+                self._outcomes[path] = (count - 1, creates)
 
     def _raise_error(self) -> None:
         error, self._error = self._error, None

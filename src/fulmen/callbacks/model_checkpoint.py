@@ -5,6 +5,13 @@ When it saves (Lightning 2.x's rules): every `every_n_train_steps` optimizer ste
 epoch when validation runs once per epoch (or not at all), else after each validation run.
 It also catches SIGTERM during fit: at the next batch boundary it writes `last.ckpt` and exits, so
 `trainer.fit(..., ckpt_path="last")` continues exactly where the run stopped.
+
+Files are serialized on the training thread and finished (written, fsync'd, renamed) by the background
+writer. The paths this callback announces (`best_model_path`, `last_model_path`, `best_k_models`,
+`kth_best_model_path`) wait for the writes in flight when read, so a path read from them always names
+a complete file. It deletes only files it wrote into its own `dirpath` during this run (or that an
+earlier part of the same run, resumed with the same `dirpath`, wrote there), never the checkpoint the
+run resumed from.
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ class ModelCheckpoint(Checkpoint):
         save_on_train_epoch_end: save at the end of the training epoch (True) or after validation
             (False); None decides as Lightning does.
         enable_version_counter: append `-v1`, `-v2`, ... instead of overwriting a file of the same name.
+        save_on_exception: when fit fails with an exception, save a checkpoint first (synchronously).
     """
 
     CHECKPOINT_JOIN_CHAR = "-"
@@ -74,6 +82,7 @@ class ModelCheckpoint(Checkpoint):
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
         enable_version_counter: bool = True,
+        save_on_exception: bool = False,
     ) -> None:
         """Configure when and where to save; see the class docstring for every argument."""
         self.monitor = monitor
@@ -81,6 +90,7 @@ class ModelCheckpoint(Checkpoint):
         self.save_last = save_last
         self.save_top_k = save_top_k
         self.save_weights_only = save_weights_only
+        self.save_on_exception = save_on_exception
         self.auto_insert_metric_name = auto_insert_metric_name
         self._save_on_train_epoch_end = save_on_train_epoch_end
         self._enable_version_counter = enable_version_counter
@@ -90,12 +100,14 @@ class ModelCheckpoint(Checkpoint):
         self._validation_ran = False  # a missing monitor is an error only once validation has run
         self._sigterm_sync = False  # several processes: agree on a SIGTERM before acting on it
         self.current_score: torch.Tensor | None = None
-        self.best_k_models: dict[str, torch.Tensor] = {}
-        self.kth_best_model_path = ""
+        # the announced paths live in private fields; their public properties wait for writes in flight
+        self._best_k_models: dict[str, torch.Tensor] = {}
+        self._kth_best_model_path = ""
         self.best_model_score: torch.Tensor | None = None
-        self.best_model_path = ""
-        self.last_model_path = ""
+        self._best_model_path = ""
+        self._last_model_path = ""
         self.kth_value: torch.Tensor | None = None
+        self._written: set[str] = set()  # files this callback wrote (or inherited) in its dirpath: deletable
 
         if mode not in ("min", "max"):
             raise MisconfigurationException(
@@ -121,8 +133,8 @@ class ModelCheckpoint(Checkpoint):
                     f"ModelCheckpoint({name}={value}) is not valid; use an int >= 0."
                 )
         chosen = [
-            every_n_train_steps is not None,
-            every_n_epochs is not None,
+            (every_n_train_steps or 0) >= 1,
+            (every_n_epochs or 0) >= 1,
             train_time_interval is not None,
         ]
         if sum(chosen) > 1:
@@ -130,13 +142,54 @@ class ModelCheckpoint(Checkpoint):
                 f"ModelCheckpoint: every_n_train_steps={every_n_train_steps}, every_n_epochs={every_n_epochs} and "
                 f"train_time_interval={train_time_interval} are mutually exclusive; set only one of them."
             )
-        if not any(chosen):
+        if every_n_train_steps is None and every_n_epochs is None and train_time_interval is None:
             every_n_epochs = 1
         self._every_n_train_steps = every_n_train_steps or 0
         self._every_n_epochs = 0 if every_n_epochs is None else every_n_epochs
         self._train_time_interval = train_time_interval
         self.dirpath: str | None = self._normalize_dir(dirpath) if dirpath is not None else None
         self.filename = filename
+
+    # ------------------------------------------------------------------ announced paths
+    @property
+    def best_model_path(self) -> str:
+        """The best checkpoint so far (a complete file: reading this waits for writes in flight)."""
+        _settle()
+        return self._best_model_path
+
+    @best_model_path.setter
+    def best_model_path(self, value: str) -> None:
+        self._best_model_path = value
+
+    @property
+    def last_model_path(self) -> str:
+        """The latest `last.ckpt` (a complete file: reading this waits for writes in flight)."""
+        _settle()
+        return self._last_model_path
+
+    @last_model_path.setter
+    def last_model_path(self, value: str) -> None:
+        self._last_model_path = value
+
+    @property
+    def best_k_models(self) -> dict[str, torch.Tensor]:
+        """Path -> score of the kept checkpoints (complete files: reading this waits for writes in flight)."""
+        _settle()
+        return self._best_k_models
+
+    @best_k_models.setter
+    def best_k_models(self, value: dict[str, torch.Tensor]) -> None:
+        self._best_k_models = value
+
+    @property
+    def kth_best_model_path(self) -> str:
+        """The worst of the kept top-k checkpoints (a complete file once read)."""
+        _settle()
+        return self._kth_best_model_path
+
+    @kth_best_model_path.setter
+    def kth_best_model_path(self, value: str) -> None:
+        self._kth_best_model_path = value
 
     # ------------------------------------------------------------------ identity and state
     @property
@@ -155,30 +208,33 @@ class ModelCheckpoint(Checkpoint):
         return {
             "monitor": self.monitor,
             "best_model_score": self.best_model_score,
-            "best_model_path": self.best_model_path,
+            "best_model_path": self._best_model_path,
             "current_score": self.current_score,
             "dirpath": self.dirpath,
-            "best_k_models": dict(self.best_k_models),
-            "kth_best_model_path": self.kth_best_model_path,
+            "best_k_models": dict(self._best_k_models),
+            "kth_best_model_path": self._kth_best_model_path,
             "kth_value": self.kth_value,
-            "last_model_path": self.last_model_path,
+            "last_model_path": self._last_model_path,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the bookkeeping; when the folder changed, only `best_model_path` is kept."""
         if state_dict.get("dirpath") == self.dirpath:
             self.best_model_score = state_dict["best_model_score"]
-            self.kth_best_model_path = state_dict.get("kth_best_model_path", "")
+            self._kth_best_model_path = state_dict.get("kth_best_model_path", "")
             self.kth_value = state_dict.get("kth_value")
-            self.best_k_models = dict(state_dict.get("best_k_models", {}))
-            self.last_model_path = state_dict.get("last_model_path", "")
+            self._best_k_models = dict(state_dict.get("best_k_models", {}))
+            self._last_model_path = state_dict.get("last_model_path", "")
             self.current_score = state_dict.get("current_score")
+            # the same run continuing in the same folder: its earlier files may be replaced as usual
+            inherited = [*self._best_k_models, self._last_model_path, state_dict.get("best_model_path", "")]
+            self._written.update(p for p in inherited if p and self._inside_dirpath(p))
         else:
             rank_zero_warn(
                 f"ModelCheckpoint's folder changed from {state_dict.get('dirpath')!r} to {self.dirpath!r}, so only "
                 "best_model_path is restored; best_model_score, best_k_models and last_model_path start afresh."
             )
-        self.best_model_path = state_dict.get("best_model_path", "")
+        self._best_model_path = state_dict.get("best_model_path", "")
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
@@ -199,8 +255,19 @@ class ModelCheckpoint(Checkpoint):
             self._sigterm_installed = False
 
     def on_exception(self, trainer: Trainer, pl_module: Module, exception: BaseException) -> None:
-        """A failed fit also gives SIGTERM back (teardown does not run then)."""
-        self.teardown(trainer, pl_module, "fit")
+        """With `save_on_exception`, save before the run ends; a failed fit also gives SIGTERM back."""
+        try:
+            if self.save_on_exception and self._may_save_on_exception(trainer):
+                metrics = self._monitor_candidates(trainer)
+                filepath = self._free_name(metrics, trainer, None)
+                self._save(trainer, filepath, wait=True)
+                self._save_last(trainer, metrics, wait=True)
+                _files.finish_writes()
+                rank_zero_info(
+                    f"{type(exception).__name__} was raised ({exception}); saved checkpoint to {filepath!r}"
+                )
+        finally:
+            self.teardown(trainer, pl_module, "fit")
 
     def on_train_start(self, trainer: Trainer, pl_module: Module) -> None:
         """Start the clock for `train_time_interval`."""
@@ -210,6 +277,7 @@ class ModelCheckpoint(Checkpoint):
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Save every `every_n_train_steps` steps or `train_time_interval`; honour a pending SIGTERM."""
+        _files.raise_if_write_failed()  # a failed background save stops the run at the next step
         preemption.poll_sigterm(trainer, batch_idx, self._sigterm_sync)
         if self._every_n_train_steps == 0 and self._train_time_interval is None:
             return
@@ -257,6 +325,15 @@ class ModelCheckpoint(Checkpoint):
             or self._last_global_step_saved == trainer.global_step
         )
 
+    def _may_save_on_exception(self, trainer: Trainer) -> bool:
+        return bool(
+            trainer.lightning_module is not None
+            and not trainer.fast_dev_run
+            and not trainer.sanity_checking
+            and self.dirpath is not None
+            and self._last_global_step_saved != trainer.global_step
+        )
+
     def _should_save_on_train_epoch_end(self, trainer: Trainer) -> bool:
         if self._save_on_train_epoch_end is not None:
             return self._save_on_train_epoch_end
@@ -285,9 +362,9 @@ class ModelCheckpoint(Checkpoint):
         """True when `current` belongs among the best `save_top_k` scores."""
         if current is None:
             return False
-        if self.save_top_k == -1 or len(self.best_k_models) < self.save_top_k:
+        if self.save_top_k == -1 or len(self._best_k_models) < self.save_top_k:
             return True
-        kth = self.best_k_models[self.kth_best_model_path]
+        kth = self._best_k_models[self._kth_best_model_path]
         better = torch.lt if self.mode == "min" else torch.gt
         return bool(better(current, kth.to(current.device)))
 
@@ -296,8 +373,8 @@ class ModelCheckpoint(Checkpoint):
         if self.save_top_k == 0:
             return
         if self.monitor is None:
-            filepath = self._free_name(metrics, trainer, self.best_model_path)
-            previous, self.best_model_path = self.best_model_path, filepath
+            filepath = self._free_name(metrics, trainer, self._best_model_path)
+            previous, self._best_model_path = self._best_model_path, filepath
             self._save(trainer, filepath)
             if self.save_top_k == 1 and previous and previous != filepath:
                 self._remove(trainer, previous)
@@ -323,23 +400,24 @@ class ModelCheckpoint(Checkpoint):
             )
 
     def _update_best_and_save(self, current: torch.Tensor, trainer: Trainer, metrics: dict[str, Any]) -> None:
-        k = len(self.best_k_models) + 1 if self.save_top_k == -1 else self.save_top_k
+        k = len(self._best_k_models) + 1 if self.save_top_k == -1 else self.save_top_k
         to_delete = None
-        if len(self.best_k_models) == k and k > 0:
-            to_delete = self.kth_best_model_path
-            self.best_k_models.pop(to_delete)
+        if len(self._best_k_models) == k and k > 0:
+            to_delete = self._kth_best_model_path
+            self._best_k_models.pop(to_delete)
         if torch.isnan(current):
             current = torch.tensor(float("inf") if self.mode == "min" else float("-inf"))
         filepath = self._free_name(metrics, trainer, to_delete)
         self.current_score = current
-        self.best_k_models[filepath] = current
-        if len(self.best_k_models) == k:
+        top = self._best_k_models
+        top[filepath] = current
+        if len(top) == k:
             worst = max if self.mode == "min" else min
-            self.kth_best_model_path = worst(self.best_k_models, key=lambda p: float(self.best_k_models[p]))
-            self.kth_value = self.best_k_models[self.kth_best_model_path]
+            self._kth_best_model_path = worst(top, key=lambda p: float(top[p]))
+            self.kth_value = top[self._kth_best_model_path]
         best = min if self.mode == "min" else max
-        self.best_model_path = best(self.best_k_models, key=lambda p: float(self.best_k_models[p]))
-        self.best_model_score = self.best_k_models[self.best_model_path]
+        self._best_model_path = best(top, key=lambda p: float(top[p]))
+        self.best_model_score = top[self._best_model_path]
         if self.verbose:
             rank_zero_info(
                 f"Epoch {trainer.current_epoch}, global step {trainer.global_step}: {self.monitor!r} reached "
@@ -350,29 +428,37 @@ class ModelCheckpoint(Checkpoint):
         if to_delete is not None and to_delete != filepath:
             self._remove(trainer, to_delete)
 
-    def _save_last(self, trainer: Trainer, metrics: dict[str, Any]) -> None:
+    def _save_last(self, trainer: Trainer, metrics: dict[str, Any], wait: bool = False) -> None:
         if not self.save_last:
             return
         filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
-            while _files.exists(filepath) and filepath != self.last_model_path:
+            while _files.will_exist(filepath) and filepath != self._last_model_path:
                 filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST, ver=version)
                 version += 1
-        previous, self.last_model_path = self.last_model_path, filepath
+        previous, self._last_model_path = self._last_model_path, filepath
         target = self._last_saved_this_step
         if self.save_last == "link" and target and not _files._is_url(filepath):
             if trainer.is_global_zero:
-                _link(target, filepath)
+                # queued behind the target's write, so the link never points at a missing file on disk
+                _files.in_background(lambda: _link(target, filepath), f"the link {filepath!r}", filepath)
+                if wait:
+                    _files.finish_writes()
+            self._written.add(filepath)
             self._last_global_step_saved = trainer.global_step
         else:
-            self._save(trainer, filepath)
+            self._save(trainer, filepath, wait=wait)
         if previous and previous != filepath:
             self._remove(trainer, previous)
 
-    def _save(self, trainer: Trainer, filepath: str) -> None:
-        # serialized now, written and fsync'd in the background while training goes on (checkpoint/files.py)
-        _state.save(trainer, filepath, self.save_weights_only, wait=False)
+    def _save(self, trainer: Trainer, filepath: str, wait: bool = False) -> None:
+        if _saves_with_fulmen(trainer):
+            # serialized now, written and fsync'd in the background while training goes on (checkpoint/files.py)
+            _state.save(trainer, filepath, self.save_weights_only, wait=wait)
+        else:  # a Trainer subclass (or a patched instance) decides how checkpoints are written
+            trainer.save_checkpoint(filepath, self.save_weights_only)
+        self._written.add(filepath)
         self._last_global_step_saved = trainer.global_step
         self._last_saved_this_step = filepath
         readers = [lg for lg in trainer.loggers if is_overridden("after_save_checkpoint", lg, Logger)]
@@ -382,20 +468,38 @@ class ModelCheckpoint(Checkpoint):
             logger.after_save_checkpoint(self)
 
     def _remove(self, trainer: Trainer, filepath: str) -> None:
-        if trainer.is_global_zero and filepath not in (self.best_model_path, self.last_model_path):
-            if filepath in self.best_k_models:
-                return
-            if os.path.islink(filepath):
-                os.unlink(filepath)
-            else:
-                _files.remove(filepath)
+        if not trainer.is_global_zero or not self._may_delete(trainer, filepath):
+            return
+        self._written.discard(filepath)
+        if os.path.islink(filepath) and _files._WRITER.expected(filepath) is None:
+            os.unlink(filepath)
+        else:
+            trainer.strategy.remove_checkpoint(filepath)
+
+    def _may_delete(self, trainer: Trainer, filepath: str) -> bool:
+        """Only a file this run wrote into its own folder, no longer announced, and not the resume source."""
+        if filepath in (self._best_model_path, self._last_model_path) or filepath in self._best_k_models:
+            return False
+        if filepath not in self._written or not self._inside_dirpath(filepath):
+            return False
+        source = getattr(trainer, "ckpt_path", None)
+        if source and not _files._is_url(filepath):
+            return os.path.realpath(filepath) != os.path.realpath(os.fspath(source))
+        return source != filepath
+
+    def _inside_dirpath(self, filepath: str) -> bool:
+        if self.dirpath is None:
+            return False
+        if _files._is_url(filepath):
+            return filepath.rsplit("/", 1)[0] == self.dirpath.rstrip("/")
+        return os.path.dirname(os.path.realpath(filepath)) == self.dirpath
 
     def _free_name(self, metrics: dict[str, Any], trainer: Trainer, replaceable: str | None) -> str:
         """The formatted file name, with `-vN` added while a file of that name exists (unless replaceable)."""
         filepath = self.format_checkpoint_name(metrics)
         if self._enable_version_counter:
             version = self.STARTING_VERSION
-            while _files.exists(filepath) and filepath != replaceable:
+            while _files.will_exist(filepath) and filepath != replaceable:
                 filepath = self.format_checkpoint_name(metrics, ver=version)
                 version += 1
         return filepath
@@ -469,14 +573,16 @@ class ModelCheckpoint(Checkpoint):
     def _interrupt_path(self, trainer: Trainer) -> str | None:
         if self.dirpath is None:
             return None
-        if self.last_model_path and not os.path.islink(self.last_model_path):
-            return self.last_model_path
+        last = self.last_model_path  # waits for writes in flight (it may be a queued link)
+        if last and not os.path.islink(last):
+            return last
         return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
 
     def _after_interrupt_save(self, trainer: Trainer) -> None:
         path = self._interrupt_path(trainer)
         if path:
-            self.last_model_path = path
+            self._last_model_path = path
+            self._written.add(path)
 
     def to_yaml(self, filepath: str | os.PathLike[str] | None = None) -> None:
         """Write `best_k_models` (path: score) to a YAML file, by default `<dirpath>/best_k_models.yaml`."""
@@ -484,6 +590,20 @@ class ModelCheckpoint(Checkpoint):
         with open(path, "w") as f:
             for key, value in self.best_k_models.items():
                 f.write(f"{key}: {float(value)}\n")
+
+
+def _settle() -> None:
+    """Wait for the checkpoint writes in flight, so an announced path names a complete file."""
+    if _files._WRITER.pending():
+        _files.finish_writes()
+
+
+def _saves_with_fulmen(trainer: Trainer) -> bool:
+    """True unless `trainer.save_checkpoint` was overridden (in a subclass or on the instance)."""
+    from fulmen.trainer import Trainer as FulmenTrainer
+
+    overridden_here = "save_checkpoint" in getattr(trainer, "__dict__", {})
+    return not overridden_here and type(trainer).save_checkpoint is FulmenTrainer.save_checkpoint
 
 
 def _link(target: str, linkpath: str) -> None:

@@ -96,11 +96,32 @@ def exists(path: str | os.PathLike[str]) -> bool:
 SHARDS_SUFFIX = ".shards"
 
 
+def will_exist(path: str | os.PathLike[str]) -> bool:
+    """True when `path` exists once the writes and removals in flight have landed (without waiting for them)."""
+    path = os.fspath(path)
+    expected = _WRITER.expected(path)
+    if expected is not None:
+        return expected
+    if _is_url(path):
+        return exists(path)
+    return os.path.lexists(path.removeprefix("file://"))
+
+
+def in_background(task: Any, what: str, path: str) -> None:
+    """Queue a file operation that creates `path` behind the checkpoint writes in flight."""
+    _WRITER.submit(task, what, path=path)
+
+
+def raise_if_write_failed() -> None:
+    """Raise now if a background checkpoint write has failed (an attribute check when none has)."""
+    _WRITER.raise_if_failed()
+
+
 def remove(path: str | os.PathLike[str]) -> None:
     """Delete a checkpoint file (local or fsspec URL) if it exists; after the writes in flight, if any."""
     path = os.fspath(path)
     if _WRITER.pending():  # it may be the file a queued write replaces: delete it only once that write landed
-        _WRITER.submit(lambda: _remove_now(path), f"the removal of {path!r}")
+        _WRITER.submit(lambda: _remove_now(path), f"the removal of {path!r}", path=path, creates=False)
     else:
         _WRITER.flush()  # raises if the last background write failed: then the file it replaces must stay
         _remove_now(path)
@@ -111,7 +132,7 @@ def _remove_now(path: str) -> None:
         fs, inner = _fs_for(path)
         if fs.exists(inner):
             fs.rm(inner)
-    elif os.path.exists(path):
+    elif os.path.lexists(path):  # a symlink too (save_last="link"), even one whose target is gone
         os.unlink(path)
     if not _is_url(path) and os.path.isdir(path + SHARDS_SUFFIX):
         import shutil
@@ -151,7 +172,9 @@ def atomic_save(obj: dict[str, Any], path: str, wait: bool = True) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     data = buffer.getbuffer()
-    _WRITER.submit(lambda: _write_atomically(path, lambda f: f.write(data)), f"checkpoint {path!r}")
+    _WRITER.submit(
+        lambda: _write_atomically(path, lambda f: f.write(data)), f"checkpoint {path!r}", path=path
+    )
 
 
 def _write_atomically(path: str, write: Any) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from fulmen.checkpoint.files import _WRITER, CheckpointError, _is_url, exists, load
+from fulmen.checkpoint.files import _WRITER, CheckpointError, _is_url, exists
 from fulmen.checkpoint.state import restore_callbacks, restore_datamodule, restore_module
 from fulmen.epoch_replay import ResumeState
 from fulmen.utilities import rank_zero_warn
@@ -75,7 +75,7 @@ def load_for_run(trainer: Trainer, ckpt_path: Any, fn: str) -> dict[str, Any] | 
     if path is None:
         return None
     trainer.ckpt_path = path
-    ckpt = load(path)
+    ckpt = trainer.strategy.load_checkpoint(path)
     restore_module(trainer, ckpt)
     restore_datamodule(trainer, ckpt)
     if fn == "fit":

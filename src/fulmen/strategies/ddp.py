@@ -203,6 +203,7 @@ class DDPStrategy(Strategy):
     def teardown(self) -> None:
         """Unwrap the module; the process group stays up for the next `fit`/`test` of the script."""
         self.model = self._module
+        super().teardown()
 
     # ------------------------------------------------------------------ the step
     def training_step(self, *args: Any, **kwargs: Any) -> Any:

@@ -20,6 +20,7 @@ from fulmen.utilities import MisconfigurationException
 
 if TYPE_CHECKING:
     from fulmen.accelerators import Accelerator
+    from fulmen.checkpoint_io import CheckpointIO
     from fulmen.module import LightningModule
     from fulmen.trainer import Trainer
 
@@ -44,6 +45,7 @@ class Strategy:
         self.lightning_optimizers: list[LightningOptimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self._trainer: Trainer | None = None
+        self._checkpoint_io: CheckpointIO | None = None
 
     # ------------------------------------------------------------------ identity
     @property
@@ -116,7 +118,9 @@ class Strategy:
         self.lightning_optimizers = [LightningOptimizer(o, trainer) for o in self.optimizers]
 
     def teardown(self) -> None:
-        """Release resources after a run."""
+        """Release resources after a run (and let the checkpoint I/O plugin finish)."""
+        if self._checkpoint_io is not None:
+            self._checkpoint_io.teardown()
 
     # ------------------------------------------------------------------ the step methods
     def training_step(self, *args: Any, **kwargs: Any) -> Any:
@@ -210,12 +214,40 @@ class Strategy:
             )
         self._module.load_state_dict(state_dict, strict=strict)
 
+    @property
+    def checkpoint_io(self) -> CheckpointIO:
+        """The plugin that writes, reads and deletes checkpoint files (default `TorchCheckpointIO`)."""
+        if self._checkpoint_io is None:
+            from fulmen.checkpoint_io import TorchCheckpointIO
+
+            self._checkpoint_io = TorchCheckpointIO()
+        return self._checkpoint_io
+
+    @checkpoint_io.setter
+    def checkpoint_io(self, io: CheckpointIO) -> None:
+        self._checkpoint_io = io
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str, wait: bool = True) -> None:
         """Write the checkpoint dict to `path`: one file, written by rank 0 (`wait=False`: finished in the background)."""
-        if self.is_global_zero:
+        if not self.is_global_zero:
+            return
+        from fulmen.checkpoint_io import writes_like_fulmen
+
+        if self._checkpoint_io is None or writes_like_fulmen(self._checkpoint_io):
             from fulmen.checkpoint.files import atomic_save
 
             atomic_save(checkpoint, path, wait=wait)
+        else:  # the user's plugin decides how (and whether in the background) the file is written
+            self._checkpoint_io.save_checkpoint(checkpoint, path)
+
+    def load_checkpoint(self, path: str, weights_only: bool | None = None) -> dict[str, Any]:
+        """Read a checkpoint through the I/O plugin (weights-only, i.e. safe, unless `weights_only=False`)."""
+        return self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
+
+    def remove_checkpoint(self, path: str) -> None:
+        """Delete a checkpoint file through the I/O plugin, on rank 0."""
+        if self.is_global_zero:
+            self.checkpoint_io.remove_checkpoint(path)
 
     def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
         """The optimizer's state as it goes into a checkpoint (FSDP gathers its shards)."""
