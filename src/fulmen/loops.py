@@ -16,6 +16,7 @@ import torch
 
 from fulmen import data
 from fulmen.module import LightningModule
+from fulmen.preemption import Preemption
 from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -255,6 +256,7 @@ class FitLoop:
         self._val_check_batch: float = math.inf
         self._train_loaded_epoch: int | None = None
         self._val_loaded_epoch: int | None = None
+        self.preemption = Preemption(trainer)
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> None:
@@ -265,18 +267,20 @@ class FitLoop:
         if t.max_time is not None:
             self._deadline = time.monotonic() + t.max_time.total_seconds()
 
-        if self._validation_possible() and t.num_sanity_val_steps != 0 and progress.global_step == 0:
-            self._sanity_check()
+        # SIGTERM from here on: a checkpoint at the next train batch's end, then exit 0 (preemption.py)
+        with self.preemption:
+            if self._validation_possible() and t.num_sanity_val_steps != 0 and progress.global_step == 0:
+                self._sanity_check()
 
-        self.setup_train_data()
-        plan = t._plan  # who listens and which shortcuts are safe, decided once per fit (plan.py)
-        self._active = plan.active
-        self._wants_outputs = "on_train_batch_end" in plan.active
-        self._direct = plan.direct_optimizer
-        hooks.both("on_train_start")
-        while not self._done():
-            self._run_epoch()
-        hooks.both("on_train_end")
+            self.setup_train_data()
+            plan = t._plan  # who listens and which shortcuts are safe, decided once per fit (plan.py)
+            self._active = plan.active
+            self._wants_outputs = "on_train_batch_end" in plan.active
+            self._direct = plan.direct_optimizer
+            hooks.both("on_train_start")
+            while not self._done():
+                self._run_epoch()
+            hooks.both("on_train_end")
 
     def _run_epoch(self) -> None:
         t = self.trainer
@@ -300,6 +304,8 @@ class FitLoop:
                 break
             progress.epoch_batches = batch_idx + 1
             progress.total_batches += 1
+            if self.preemption.active:
+                self.preemption.poll(batch_idx)
             if self._should_validate(batch_idx):
                 self._validate()
             if self._should_stop_in_epoch():

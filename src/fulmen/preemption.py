@@ -1,4 +1,12 @@
-"""Preemption: SIGTERM during fit becomes "write a checkpoint at the next batch boundary, then exit 0"."""
+"""Preemption: SIGTERM during fit becomes "write a checkpoint at the next batch boundary, then exit 0".
+
+SLURM and Kubernetes send SIGTERM before they kill a job. The fit loop owns the handling: it starts a
+`Preemption` when fit begins, polls it at the end of every training batch (after that batch's
+`on_train_batch_end` hooks, where the state is consistent) and stops it when fit ends. Callbacks
+take part only by declaring where the checkpoint goes: `Callback.interrupt_checkpoint_path` (and
+`Callback.interrupt_checkpoint_saved` to hear that it was written). Without such a callback fit
+leaves SIGTERM alone.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +15,19 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
+from fulmen.callbacks.callback import Callback
 from fulmen.checkpoint.files import atomic_save
 from fulmen.checkpoint.state import dump
-from fulmen.utilities import SIGTERMException
+from fulmen.utilities import SIGTERMException, overriding
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
+SIGTERM_SYNC_EVERY = 8  # with several processes, ranks agree on a SIGTERM every this many batches
+
 
 class _Sigterm:
-    """Turns SIGTERM into "write a checkpoint at the next batch boundary, then exit with status 0"."""
+    """The process-wide SIGTERM handler: it only records that the signal arrived."""
 
     received = False
     _installed = 0
@@ -48,74 +59,75 @@ class _Sigterm:
         cls.received = True
 
 
-def install_sigterm_handler() -> None:
-    """Catch SIGTERM during fit (nested calls are counted); see `handle_sigterm`."""
-    _Sigterm.install()
-
-
-def uninstall_sigterm_handler() -> None:
-    """Undo one `install_sigterm_handler`; the previous handler returns with the last one."""
-    _Sigterm.uninstall()
-
-
 def sigterm_received() -> bool:
-    """True once SIGTERM arrived during fit."""
+    """True once SIGTERM arrived during fit (and was not acted on yet)."""
     return _Sigterm.received
 
 
-SIGTERM_SYNC_EVERY = 8  # with several processes, ranks agree on a SIGTERM every this many batches
+class Preemption:
+    """SIGTERM handling for one fit: `start` (or `with`), `poll` at each train batch's end, `stop`."""
 
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.active = False
 
-def sync_sigterm(trainer: Trainer, batch_idx: int) -> None:
-    """Several processes: every `SIGTERM_SYNC_EVERY` batches, all ranks agree whether any got SIGTERM.
+    def start(self) -> None:
+        """Catch SIGTERM from now on, if a callback declares where the checkpoint goes (nested fits count)."""
+        if any(overriding("interrupt_checkpoint_path", cb, Callback) for cb in self.trainer.callbacks):
+            _Sigterm.install()
+            self.active = True
 
-    A signal reaches the ranks at slightly different batches; acting on it alone would make one rank
-    gather the checkpoint while the others are in the next step's collectives (a hang).
-    """
-    if batch_idx % SIGTERM_SYNC_EVERY == 0 and trainer.strategy.reduce_boolean_decision(
-        _Sigterm.received, all=False
-    ):
-        handle_sigterm(trainer, agreed=True)
+    def stop(self) -> None:
+        """Give SIGTERM back to the handler that was there before `start`."""
+        if self.active:
+            _Sigterm.uninstall()
+            self.active = False
 
+    def __enter__(self) -> Preemption:
+        self.start()
+        return self
 
-def poll_sigterm(trainer: Trainer, batch_idx: int, synced: bool) -> None:
-    """At a train batch's end: act on a pending SIGTERM (agreed across ranks when `synced`)."""
-    if synced:
-        sync_sigterm(trainer, batch_idx)
-    elif _Sigterm.received:
-        handle_sigterm(trainer)
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
+    def poll(self, batch_idx: int) -> None:
+        """At a train batch's end: act on a pending SIGTERM.
 
-def handle_sigterm(trainer: Trainer, agreed: bool = False) -> None:
-    """If SIGTERM arrived: write one checkpoint to every checkpointing callback's interrupt path, then exit.
+        With several processes the ranks agree every `SIGTERM_SYNC_EVERY` batches: a signal reaches
+        them at slightly different batches, and acting on it alone would make one rank gather the
+        checkpoint while the others are in the next step's collectives (a hang).
+        """
+        trainer = self.trainer
+        if trainer.world_size > 1:
+            if batch_idx % SIGTERM_SYNC_EVERY == 0 and trainer.strategy.reduce_boolean_decision(
+                _Sigterm.received, all=False
+            ):
+                self._checkpoint_and_exit()
+        elif _Sigterm.received:
+            self._checkpoint_and_exit()
 
-    Called at a batch boundary (a train batch's end), where the state is consistent; `agreed` when
-    the ranks decided together (`sync_sigterm`).
-    """
-    if not (_Sigterm.received or agreed):
-        return
-    _Sigterm.received = False
-    paths = []
-    for cb in trainer.callbacks:
-        target = getattr(cb, "_interrupt_path", None)
-        if target is not None:
-            path = target(trainer)
-            if path:
-                paths.append(path)
-    if paths:
-        ckpt = dump(trainer)
-        if trainer.is_global_zero:
-            for path in paths:
-                atomic_save(ckpt, path)
+    def _checkpoint_and_exit(self) -> None:
+        """Write one checkpoint to every declared interrupt path, then raise `SIGTERMException` (status 0)."""
+        trainer = self.trainer
+        _Sigterm.received = False
+        targets = []
         for cb in trainer.callbacks:
-            after = getattr(cb, "_after_interrupt_save", None)
-            if after is not None:
-                after(trainer)
-    message = (
-        f"SIGTERM received: checkpoint written to {paths}; exiting."
-        if paths
-        else "SIGTERM received; exiting."
-    )
-    if trainer.is_global_zero:
-        print(message, file=sys.stderr, flush=True)
-    raise SIGTERMException(0)
+            path = cb.interrupt_checkpoint_path(trainer)
+            if path:
+                targets.append((cb, path))
+        paths = [path for _, path in targets]
+        if targets:
+            ckpt = dump(trainer)
+            if trainer.is_global_zero:
+                for path in dict.fromkeys(paths):
+                    atomic_save(ckpt, path)
+            for cb, path in targets:
+                cb.interrupt_checkpoint_saved(trainer, path)
+        message = (
+            f"SIGTERM received: checkpoint written to {paths}; exiting."
+            if paths
+            else "SIGTERM received; exiting."
+        )
+        if trainer.is_global_zero:
+            print(message, file=sys.stderr, flush=True)
+        raise SIGTERMException(0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from fulmen import preemption
 from fulmen.callbacks.callback import Callback
 from fulmen.checkpoint import files as _files
 from fulmen.utilities import MisconfigurationException, rank_zero_info
@@ -48,8 +47,6 @@ class BackupAndRestore(Callback):
         self.every_n_train_steps = every_n_train_steps
         self.delete_on_success = delete_on_success
         self._last_step_saved = -1
-        self._installed = False
-        self._sigterm_sync = False
 
     @property
     def backup_path(self) -> str:
@@ -61,23 +58,9 @@ class BackupAndRestore(Callback):
         return os.path.join(self.backup_dir, self.FILE_NAME)
 
     def setup(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
-        """Choose the folder and catch SIGTERM during fit."""
+        """Choose the folder."""
         if self.backup_dir is None:
             self.backup_dir = os.path.join(trainer.default_root_dir, "backup")
-        self._sigterm_sync = trainer.world_size > 1
-        if stage == "fit" and not self._installed:
-            preemption.install_sigterm_handler()
-            self._installed = True
-
-    def teardown(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
-        """Give SIGTERM back to the previous handler."""
-        if self._installed:
-            preemption.uninstall_sigterm_handler()
-            self._installed = False
-
-    def on_exception(self, trainer: Trainer, pl_module: Module, exception: BaseException) -> None:
-        """Keep the backup (that is the point) and release SIGTERM."""
-        self.teardown(trainer, pl_module, "fit")
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: Module) -> None:
         """Back up the state between two epochs (nothing to back up before the first batch ever)."""
@@ -87,8 +70,7 @@ class BackupAndRestore(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Back up every `every_n_train_steps` steps; honour a pending SIGTERM."""
-        preemption.poll_sigterm(trainer, batch_idx, self._sigterm_sync)
+        """Back up every `every_n_train_steps` steps."""
         n = self.every_n_train_steps
         if n is not None and trainer.global_step % n == 0 and trainer.global_step != self._last_step_saved:
             self._backup(trainer)
@@ -102,12 +84,14 @@ class BackupAndRestore(Callback):
         trainer.save_checkpoint(self.backup_path)
         self._last_step_saved = trainer.global_step
 
-    # ------------------------------------------------------------------ used by checkpoint/paths.py and preemption.py
-    def _backup_to_resume(self, trainer: Trainer) -> str | None:
+    # ------------------------------------------------------------------ checkpoint targets (see Callback)
+    def resume_checkpoint_path(self, trainer: Trainer) -> str | None:
+        """The backup, when one exists: fit without `ckpt_path` resumes from it."""
         if self.backup_dir is None or not _files.exists(self.backup_path):
             return None
         rank_zero_info(f"BackupAndRestore: resuming from {self.backup_path!r}")
         return self.backup_path
 
-    def _interrupt_path(self, trainer: Trainer) -> str | None:
+    def interrupt_checkpoint_path(self, trainer: Trainer) -> str | None:
+        """On SIGTERM the state goes into the backup."""
         return self.backup_path if self.backup_dir is not None else None

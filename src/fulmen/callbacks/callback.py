@@ -29,6 +29,22 @@ class Callback:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
 
+    # Checkpoint targets: not hooks (no `on_` prefix), asked by the fit loop and by `trainer.fit`.
+    def interrupt_checkpoint_path(self, trainer: Trainer) -> str | None:
+        """Where to write a checkpoint when SIGTERM arrives during fit; None (the default): nowhere.
+
+        While any callback overrides this, fit catches SIGTERM, writes one checkpoint to every path
+        returned at the end of the current training batch, and exits with status 0 (see preemption.py).
+        """
+        return None
+
+    def interrupt_checkpoint_saved(self, trainer: Trainer, path: str) -> None:
+        """Called once the SIGTERM checkpoint was written to `path` (the one `interrupt_checkpoint_path` gave)."""
+
+    def resume_checkpoint_path(self, trainer: Trainer) -> str | None:
+        """A checkpoint that `trainer.fit` resumes from when it gets no `ckpt_path`; None (the default): none."""
+        return None
+
     def setup(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
         """Called when fit, validate, test or predict begins."""
 

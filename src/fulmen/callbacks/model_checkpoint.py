@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 
-from fulmen import preemption
 from fulmen.callbacks.checkpoint import Checkpoint
 from fulmen.checkpoint import files as _files
 from fulmen.checkpoint import state as _state
@@ -98,7 +97,6 @@ class ModelCheckpoint(Checkpoint):
         self._last_time_checked: float | None = None
         self._last_saved_this_step: str = ""
         self._validation_ran = False  # a missing monitor is an error only once validation has run
-        self._sigterm_sync = False  # several processes: agree on a SIGTERM before acting on it
         self.current_score: torch.Tensor | None = None
         # the announced paths live in private fields; their public properties wait for writes in flight
         self._best_k_models: dict[str, torch.Tensor] = {}
@@ -238,36 +236,24 @@ class ModelCheckpoint(Checkpoint):
 
     # ------------------------------------------------------------------ hooks
     def setup(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
-        """Choose the folder (from the logger when not given) and catch SIGTERM during fit."""
+        """Choose the folder (from the logger when not given)."""
         if self.dirpath is None:
             self.dirpath = self._normalize_dir(self._default_dirpath(trainer))
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
         if stage == "fit":
             self._validation_ran = False
-            self._sigterm_sync = trainer.world_size > 1
-            preemption.install_sigterm_handler()
-            self._sigterm_installed = True
-
-    def teardown(self, trainer: Trainer, pl_module: Module, stage: str) -> None:
-        """Give SIGTERM back to the handler that was there before fit."""
-        if getattr(self, "_sigterm_installed", False):
-            preemption.uninstall_sigterm_handler()
-            self._sigterm_installed = False
 
     def on_exception(self, trainer: Trainer, pl_module: Module, exception: BaseException) -> None:
-        """With `save_on_exception`, save before the run ends; a failed fit also gives SIGTERM back."""
-        try:
-            if self.save_on_exception and self._may_save_on_exception(trainer):
-                metrics = self._monitor_candidates(trainer)
-                filepath = self._free_name(metrics, trainer, None)
-                self._save(trainer, filepath, wait=True)
-                self._save_last(trainer, metrics, wait=True)
-                _files.finish_writes()
-                rank_zero_info(
-                    f"{type(exception).__name__} was raised ({exception}); saved checkpoint to {filepath!r}"
-                )
-        finally:
-            self.teardown(trainer, pl_module, "fit")
+        """With `save_on_exception`, save before the run ends."""
+        if self.save_on_exception and self._may_save_on_exception(trainer):
+            metrics = self._monitor_candidates(trainer)
+            filepath = self._free_name(metrics, trainer, None)
+            self._save(trainer, filepath, wait=True)
+            self._save_last(trainer, metrics, wait=True)
+            _files.finish_writes()
+            rank_zero_info(
+                f"{type(exception).__name__} was raised ({exception}); saved checkpoint to {filepath!r}"
+            )
 
     def on_train_start(self, trainer: Trainer, pl_module: Module) -> None:
         """Start the clock for `train_time_interval`."""
@@ -276,9 +262,8 @@ class ModelCheckpoint(Checkpoint):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: Module, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        """Save every `every_n_train_steps` steps or `train_time_interval`; honour a pending SIGTERM."""
+        """Save every `every_n_train_steps` steps or `train_time_interval`."""
         _files.raise_if_write_failed()  # a failed background save stops the run at the next step
-        preemption.poll_sigterm(trainer, batch_idx, self._sigterm_sync)
         if self._every_n_train_steps == 0 and self._train_time_interval is None:
             return
         if self._should_skip_saving(trainer):
@@ -569,8 +554,9 @@ class ModelCheckpoint(Checkpoint):
             found = glob.glob(os.path.join(glob.escape(versions), "*", "checkpoints", pattern))
         return found
 
-    # ------------------------------------------------------------------ SIGTERM
-    def _interrupt_path(self, trainer: Trainer) -> str | None:
+    # ------------------------------------------------------------------ checkpoint targets (see Callback)
+    def interrupt_checkpoint_path(self, trainer: Trainer) -> str | None:
+        """On SIGTERM the state goes into the last checkpoint (`last_model_path`, else `<dirpath>/last.ckpt`)."""
         if self.dirpath is None:
             return None
         last = self.last_model_path  # waits for writes in flight (it may be a queued link)
@@ -578,11 +564,10 @@ class ModelCheckpoint(Checkpoint):
             return last
         return os.path.join(self.dirpath, self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
 
-    def _after_interrupt_save(self, trainer: Trainer) -> None:
-        path = self._interrupt_path(trainer)
-        if path:
-            self._last_model_path = path
-            self._written.add(path)
+    def interrupt_checkpoint_saved(self, trainer: Trainer, path: str) -> None:
+        """The SIGTERM checkpoint is the new last checkpoint (what `ckpt_path="last"` finds)."""
+        self._last_model_path = path
+        self._written.add(path)
 
     def to_yaml(self, filepath: str | os.PathLike[str] | None = None) -> None:
         """Write `best_k_models` (path: score) to a YAML file, by default `<dirpath>/best_k_models.yaml`."""

@@ -65,7 +65,7 @@ def _find_last(trainer: Trainer) -> str | None:
 
 
 def load_for_run(trainer: Trainer, ckpt_path: Any, fn: str) -> dict[str, Any] | None:
-    """The checkpoint a run starts from (`ckpt_path`, else a `BackupAndRestore` backup), weights restored."""
+    """The checkpoint a run starts from (`ckpt_path`, else a callback's `resume_checkpoint_path`), weights restored."""
     trainer._resume_state = ResumeState()  # type: ignore[attr-defined]
     if ckpt_path is None:
         ckpt_path = auto_resume_path(trainer, fn)
@@ -84,13 +84,11 @@ def load_for_run(trainer: Trainer, ckpt_path: Any, fn: str) -> dict[str, Any] | 
 
 
 def auto_resume_path(trainer: Trainer, fn: str) -> str | None:
-    """The backup a `BackupAndRestore` callback left behind, used when `fit` gets no `ckpt_path`."""
+    """The first `Callback.resume_checkpoint_path` (e.g. a `BackupAndRestore` backup), when `fit` gets no `ckpt_path`."""
     if fn != "fit":
         return None
     for cb in trainer.callbacks:
-        find = getattr(cb, "_backup_to_resume", None)
-        if find is not None:
-            path = find(trainer)
-            if path is not None:
-                return str(path)
+        path = cb.resume_checkpoint_path(trainer)
+        if path is not None:
+            return str(path)
     return None
