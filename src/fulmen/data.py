@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
+from fulmen.combined_loader import CombinedBatches, CombinedLoader, steps_per_epoch
 from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -65,9 +66,11 @@ def _warn_if_dataset(loaders: Any, source: str) -> None:
 
 
 def as_list(loaders: Any) -> list[Any]:
-    """Evaluation accepts one dataloader, a list/tuple of them, or a dict of them."""
+    """Evaluation accepts one dataloader, a list/tuple or dict of them, or a sequential CombinedLoader."""
     if loaders is None:
         return []
+    if isinstance(loaders, CombinedLoader):
+        return list(loaders.flattened)
     if isinstance(loaders, Mapping):
         return list(loaders.values())
     if isinstance(loaders, Sequence) and not isinstance(loaders, (str, bytes)):
@@ -83,8 +86,36 @@ def length(loader: Any) -> float:
         return math.inf
 
 
+def combine_train_loaders(loaders: Any) -> CombinedLoader | None:
+    """Several train loaders (a list/dict, or a CombinedLoader) as one CombinedLoader; None for a single loader.
+
+    A list or dict is read in "max_size_cycle" mode, as in Lightning: each step gets one batch of every
+    loader, in the same structure, and shorter loaders start over until the longest is done.
+    """
+    if isinstance(loaders, CombinedLoader):
+        if loaders.mode == "sequential":
+            raise ValueError(  # ValueError, as Lightning raises
+                'trainer.fit() cannot train on CombinedLoader(mode="sequential"); use "max_size_cycle", '
+                '"max_size" or "min_size" (sequential is for validate/test/predict).'
+            )
+        return loaders
+    if isinstance(loaders, (Mapping, list, tuple)):
+        return CombinedLoader(loaders, "max_size_cycle")
+    return None
+
+
+def batches_of(loader: Any) -> Any:
+    """What a loop iterates to get the step's batches: the loader, or a CombinedLoader's structured batches."""
+    return CombinedBatches(loader) if isinstance(loader, CombinedLoader) else loader
+
+
 def limit_batches(loader: Any, limit: int | float, flag: str) -> float:
-    """Apply a `limit_*_batches` flag (an int count or a float fraction) to a loader's length."""
+    """Apply a `limit_*_batches` flag (an int count or a float fraction) to a loader's length.
+
+    For a CombinedLoader the limit applies to each of its loaders, and the mode combines the results.
+    """
+    if isinstance(loader, CombinedLoader):
+        return steps_per_epoch([limit_batches(dl, limit, flag) for dl in loader.flattened], loader.mode)
     n = length(loader)
     if isinstance(limit, bool):
         raise MisconfigurationException(f"{flag}={limit!r} is not valid; use an int or a float in [0, 1].")
@@ -159,6 +190,10 @@ def without_shuffle(loader: Any) -> Any:
 
 def set_sampler_epoch(loader: Any, epoch: int) -> None:
     """Tell the loader's sampler (and batch sampler) which epoch starts, so shuffling differs per epoch."""
+    if isinstance(loader, CombinedLoader):
+        for inner in loader.flattened:
+            set_sampler_epoch(inner, epoch)
+        return
     for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
         set_epoch = getattr(obj, "set_epoch", None)
         if callable(set_epoch):

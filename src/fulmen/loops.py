@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fulmen import data
+from fulmen.combined_loader import CombinedLoader
 from fulmen.module import LightningModule
 from fulmen.preemption import Preemption
 from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
@@ -97,9 +98,13 @@ class EvaluationLoop:
         if self._loaded and not reload:
             return
         raw = data.request_dataloaders(self.trainer, self.stage, self.explicit)
-        self.dataloaders = [
-            self.trainer.strategy.process_dataloader(dl, shuffle=False) for dl in data.as_list(raw)
-        ]
+        process = self.trainer.strategy.process_dataloader
+        if isinstance(raw, CombinedLoader) and raw.mode != "sequential":
+            # read together: one "dataloader" whose steps get a batch of each (no dataloader_idx)
+            raw.flattened = [process(dl, shuffle=False) for dl in raw.flattened]
+            self.dataloaders = [raw]
+        else:
+            self.dataloaders = [process(dl, shuffle=False) for dl in data.as_list(raw)]
         self._loaded = True
 
     def num_batches(self, sanity: bool = False) -> list[float]:
@@ -155,6 +160,7 @@ class EvaluationLoop:
                 if limit <= 0:
                     continue
                 extra = (dl_idx,) if multiple else ()
+                loader = data.batches_of(loader)
                 if t.profiler.enabled:  # once per dataloader: time each `next()` only when profiling
                     loader = t.profiler.profile_iterable(loader, f"{stage}_dataloader_next")
                 for batch_idx, batch in _first(enumerate(loader), limit, loader):
@@ -218,6 +224,7 @@ class PredictionLoop:
             for dl_idx, loader in enumerate(loaders):
                 limit = data.limit_batches(loader, t.limit_predict_batches, "limit_predict_batches")
                 extra = (dl_idx,) if multiple else ()
+                loader = data.batches_of(loader)
                 outputs: list[Any] = []
                 if t.profiler.enabled:
                     loader = t.profiler.profile_iterable(loader, "predict_dataloader_next")
@@ -244,7 +251,8 @@ class FitLoop:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.val_loop = EvaluationLoop(trainer, "validate")
-        self.train_dataloader: Any = None
+        self.train_dataloader: Any = None  # the loader, or a CombinedLoader of several
+        self._train_source: Any = None  # what the epoch iterates: the loader, or the combined batches
         self.explicit_train: Any = None
         self.num_train_batches: float = math.inf
         self.batch_idx = -1
@@ -296,10 +304,9 @@ class FitLoop:
         self._automatic = t.lightning_module.automatic_optimization  # read once per epoch, not per batch
 
         start = progress.epoch_batches
-        batch_iter = t._train_batches(self.train_dataloader, start)
-        for batch_idx, batch in _first(
-            batch_iter, self.num_train_batches - start, self.train_dataloader, start
-        ):
+        source = self._train_source
+        batch_iter = t._train_batches(source, start)
+        for batch_idx, batch in _first(batch_iter, self.num_train_batches - start, source, start):
             if self._train_batch(batch, batch_idx) is _STOP_EPOCH:
                 break
             progress.epoch_batches = batch_idx + 1
@@ -486,19 +493,14 @@ class FitLoop:
             return
         t = self.trainer
         raw = data.request_dataloaders(t, "train", self.explicit_train)
-        if isinstance(raw, (list, tuple, Mapping)):
-            raise NotImplementedError(
-                "Several train dataloaders (a list or dict) are not supported yet; combine them into one "
-                "Dataset or DataLoader."
-            )
         if raw is None:
             raise MisconfigurationException("train_dataloader() returned None; return a DataLoader.")
-        if t.overfit_batches > 0:
-            raw = data.without_shuffle(raw)
-        data.seed_workers(raw)
-        self.train_dataloader = t.strategy.process_dataloader(
-            raw, shuffle=data.sampler_shuffles(raw), training=True
-        )
+        combined = data.combine_train_loaders(raw)
+        if combined is None:
+            self.train_dataloader = self._train_source = self._prepare_train_loader(raw)
+        else:
+            combined.flattened = [self._prepare_train_loader(dl) for dl in combined.flattened]
+            self.train_dataloader, self._train_source = combined, data.batches_of(combined)
         limit = t.overfit_batches if t.overfit_batches > 0 else t.limit_train_batches
         self.num_train_batches = data.limit_batches(self.train_dataloader, limit, "limit_train_batches")
         self._train_loaded_epoch = t._progress.epoch
@@ -507,6 +509,14 @@ class FitLoop:
                 "limit_train_batches is 0 (or the train dataloader is empty): no training will happen."
             )
         self._val_check_batch = self._resolve_val_check_batch()
+
+    def _prepare_train_loader(self, raw: Any) -> Any:
+        """One train loader as the run reads it: unshuffled for overfit_batches, workers seeded, sharded."""
+        t = self.trainer
+        if t.overfit_batches > 0:
+            raw = data.without_shuffle(raw)
+        data.seed_workers(raw)
+        return t.strategy.process_dataloader(raw, shuffle=data.sampler_shuffles(raw), training=True)
 
     def _resolve_val_check_batch(self) -> float:
         t = self.trainer

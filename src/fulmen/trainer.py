@@ -386,20 +386,20 @@ class Trainer:
 
     @property
     def train_dataloader(self) -> Any:
-        """The train dataloader of the current fit."""
-        return self.fit_loop.train_dataloader
+        """The train dataloader of the current fit (several: the list or dict they were given in)."""
+        return _as_given(self.fit_loop.train_dataloader)
 
     @property
     def val_dataloaders(self) -> Any:
         """The validation dataloader(s)."""
         dls = self.validate_loop.dataloaders
-        return dls[0] if len(dls) == 1 else dls
+        return _as_given(dls[0]) if len(dls) == 1 else (dls or None)
 
     @property
     def test_dataloaders(self) -> Any:
         """The test dataloader(s)."""
         dls = self.test_loop.dataloaders
-        return dls[0] if len(dls) == 1 else dls
+        return _as_given(dls[0]) if len(dls) == 1 else (dls or None)
 
     @property
     def is_last_batch(self) -> bool:
@@ -1033,6 +1033,13 @@ def _precision_from_plugins(plugins: Any, precision: Any) -> Any:
             "The precision was given twice (in `plugins=` and/or `precision=`); pass exactly one."
         )
     return chosen[0] if chosen else precision
+
+
+def _as_given(loader: Any) -> Any:
+    """A CombinedLoader is shown as the dict/list of loaders it combines, as Lightning shows it."""
+    from fulmen.combined_loader import CombinedLoader
+
+    return loader.iterables if isinstance(loader, CombinedLoader) else loader
 
 
 def _count(batches: float) -> int | float:
