@@ -181,3 +181,57 @@ def test_datamodule_with_plain_tensors_dataset(make_trainer):
     trainer = make_trainer(limit_val_batches=0)
     trainer.fit(Model(), datamodule=DM())
     assert trainer.global_step == 3
+
+
+def test_from_datasets_builds_the_given_dataloaders(make_trainer):
+    from torch.utils.data import RandomSampler, SequentialSampler
+
+    from fulmen.demos import RandomDataset
+
+    dm = L.LightningDataModule.from_datasets(
+        RandomDataset(32, 8), val_dataset=[RandomDataset(32, 4), RandomDataset(32, 6)], batch_size=2
+    )
+    train = dm.train_dataloader()
+    assert isinstance(train.sampler, RandomSampler) and train.batch_size == 2
+    assert [(type(d.sampler), len(d)) for d in dm.val_dataloader()] == [
+        (SequentialSampler, 2),
+        (SequentialSampler, 3),
+    ]
+    assert "test_dataloader" not in vars(dm)  # only the given datasets get a hook
+
+    class TwoValLoaders(BoringModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            return super().validation_step(batch, batch_idx)
+
+    trainer = make_trainer()
+    trainer.fit(TwoValLoaders(), datamodule=dm)
+    assert trainer.num_training_batches == 4 and trainer.num_val_batches == [2, 3]
+
+
+def test_from_datasets_with_a_dict_gives_several_train_loaders():
+    from fulmen.demos import RandomDataset, RandomIterableDataset
+
+    dm = L.LightningDataModule.from_datasets(
+        {"a": RandomDataset(32, 8), "b": RandomIterableDataset(32, 4)}, batch_size=4
+    )
+    loaders = dm.train_dataloader()
+    assert sorted(loaders) == ["a", "b"] and [loaders[k].batch_size for k in "ab"] == [4, 4]
+
+
+def test_from_datasets_passes_arguments_to_the_subclass():
+    from fulmen.demos import RandomDataset
+
+    class Configured(L.LightningDataModule):
+        def __init__(self, batch_size, scale=1.0):
+            super().__init__()
+            self.batch_size, self.scale = batch_size, scale
+
+    dm = Configured.from_datasets(RandomDataset(32, 8), batch_size=4, scale=2.0)
+    assert (dm.batch_size, dm.scale) == (4, 2.0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'bad'"):
+        Configured.from_datasets(RandomDataset(32, 8), bad=1)
+
+
+def test_datamodule_init_accepts_arguments():
+    dm = L.LightningDataModule(1, name="x")
+    assert dm.trainer is None
