@@ -52,7 +52,9 @@ class LightningDataModule(HyperparametersMixin, DataHooks):
         def loaders(datasets: Any, shuffle: bool) -> Any:
             def one(dataset: Any) -> DataLoader[Any]:
                 keep_order = not shuffle or isinstance(dataset, IterableDataset)
-                return DataLoader(dataset, batch_size=batch_size, shuffle=not keep_order, num_workers=num_workers)
+                return DataLoader(
+                    dataset, batch_size=batch_size, shuffle=not keep_order, num_workers=num_workers
+                )
 
             if isinstance(datasets, Mapping):
                 return {key: one(ds) for key, ds in datasets.items()}
