@@ -185,3 +185,35 @@ def test_fsdp_auto_wrap_policy_must_hold_module_classes():
 def test_fsdp_auto_wrap_policy_picks_the_listed_classes():
     strategy = FSDPStrategy(auto_wrap_policy={nn.Linear})
     assert strategy._should_wrap(nn.Linear(2, 2)) and not strategy._should_wrap(nn.ReLU())
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.slow
+def test_a_crafted_shard_index_is_refused_when_resuming_under_fsdp(sharded_resume, tmp_path):
+    """Issue 13 item 2: the `.metadata` of the shard folder must not run code (two real FSDP processes)."""
+    import pickle
+    import shutil
+
+    ckpt, _ = sharded_resume
+    copy = tmp_path / "sharded.ckpt"
+    shutil.copy(ckpt, copy)
+    shutil.copytree(str(ckpt) + ".shards", str(copy) + ".shards")
+    marker = tmp_path / "MARKER"
+    with open(str(copy) + ".shards/.metadata", "wb") as f:
+        pickle.dump(_RunsCode(marker), f)
+    common = ["accelerator=cpu", "devices=2", "fsdp_sharded_checkpoint=1"]
+    proc, _ = _run(
+        [str(HELPERS / "ddp_fit.py"), str(tmp_path / "out"), *common, f"ckpt={copy}", "max_epochs=2"]
+    )
+    assert proc.returncode != 0
+    assert "Refusing to load the shard index" in proc.stderr
+    assert not marker.exists()

@@ -12,8 +12,9 @@ import contextlib
 import io
 import os
 import pickle
+import secrets
 import socket
-import tempfile
+import sys
 import threading
 from collections import Counter, OrderedDict
 from typing import Any
@@ -180,19 +181,72 @@ def atomic_save(obj: dict[str, Any], path: str, wait: bool = True) -> None:
 def _write_atomically(path: str, write: Any) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_tmp_prefix()}{os.getpid()}-", suffix=".ckpt")
+    tmp = os.path.join(folder, f"{_tmp_prefix()}{os.getpid()}-{secrets.token_hex(6)}.ckpt")
+    # mode 0o666 minus the umask, as torch.save's open() gives (mkstemp's 0o600 hid files from teammates)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    sink = _FileSink(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            write(sink)
+            sink.flush()
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        # torch.save turns a failed write into "unexpected pos"; the disk's own error says what happened
+        cause = sink.error if sink.error is not None else err
+        if isinstance(cause, OSError) and cause.errno is not None:
+            raise OSError(
+                cause.errno, f"{os.strerror(cause.errno)}: could not write checkpoint {path!r}"
+            ) from err
         raise
     _fsync_folder(folder)
     _remove_stale_temporaries(folder)
+
+
+class _FileSink:
+    """The temporary file as torch.save sees it: writes go to the descriptor and keep their OSError.
+
+    torch.save writes each record's small header separately, so small pieces are gathered into one
+    buffer (one system call per MiB) while large tensor data goes straight through.
+    """
+
+    _GATHER = 1 << 20
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.error: OSError | None = None
+        self._pending = bytearray()
+
+    def write(self, data: Any) -> int:
+        """Write all of `data`; remember an OSError (e.g. a full disk) before torch wraps it."""
+        view = memoryview(data).cast("B")
+        if len(view) < 1 << 16:
+            self._pending += view
+            if len(self._pending) >= self._GATHER:
+                self.flush()
+            return len(view)
+        self.flush()
+        self._write_all(view)
+        return len(view)
+
+    def flush(self) -> None:
+        """Write out the gathered small pieces."""
+        if self._pending:
+            pending, self._pending = self._pending, bytearray()
+            self._write_all(memoryview(pending))
+
+    def _write_all(self, view: memoryview) -> None:
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as err:
+            self.error = err
+            raise
 
 
 def _tmp_prefix() -> str:
@@ -254,9 +308,9 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu", trusted: bool 
             with fs.open(inner, "rb") as f:
                 ckpt = torch.load(f, map_location=map_location, weights_only=not trusted)
         else:
-            ckpt = torch.load(
-                path.removeprefix("file://"), map_location=map_location, weights_only=not trusted
-            )
+            local = path.removeprefix("file://")
+            _verify_records(local)
+            ckpt = torch.load(local, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as err:
         if "weights_only" in str(err) or "Weights only" in str(err):
             raise UnsafeCheckpointError(
@@ -274,6 +328,112 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu", trusted: bool 
             "use `module.load_state_dict(torch.load(path, weights_only=True))`."
         )
     return ckpt
+
+
+# what a torch.distributed.checkpoint `.metadata` file may name: DCP's own record classes, dtypes, sizes,
+# paths and torch's layout lookup; nothing that runs code when called with attacker-chosen arguments
+_SHARD_METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
+_SHARD_METADATA_GLOBALS = {
+    ("torch", "Size"),
+    ("torch.serialization", "_get_layout"),
+    ("collections", "OrderedDict"),
+    ("pathlib", "PosixPath"),
+    ("pathlib", "WindowsPath"),
+    ("pathlib", "PurePosixPath"),
+    ("pathlib", "PureWindowsPath"),
+    ("pathlib", "Path"),
+}
+
+
+class _ShardMetadataUnpickler(pickle.Unpickler):
+    """Unpickles a DCP `.metadata` file, refusing any global outside the short list above."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """Resolve `module.name` only when it is a DCP record class, a dtype or one of the listed names."""
+        found = super().find_class(module, name) if _shard_global_allowed(module, name) else None
+        if found is None:
+            raise pickle.UnpicklingError(f"{module}.{name}")
+        return found
+
+
+def _shard_global_allowed(module: str, name: str) -> bool:
+    if (module, name) in _SHARD_METADATA_GLOBALS:
+        return True
+    if module == "torch":
+        return isinstance(getattr(torch, name, None), torch.dtype)
+    if module in _SHARD_METADATA_MODULES and not name.startswith("__"):
+        obj = getattr(sys.modules.get(module), name, None)
+        return isinstance(obj, type) and obj.__module__ == module  # a class defined there, not an import
+    return False
+
+
+def shard_reader(folder: str, trusted: bool = False) -> Any:
+    """A torch.distributed.checkpoint reader for `folder` whose `.metadata` cannot run code unless `trusted`.
+
+    torch's own reader unpickles `.metadata` without restriction; the shard files themselves are read
+    with `torch.load(weights_only=True)` or as raw tensor bytes. The index is checked here, before
+    torch's collective load starts, so a refusal reaches the caller as one clear error.
+    """
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import StorageMeta
+
+    if not trusted and os.path.exists(os.path.join(folder, ".metadata")):
+        _read_shard_index(os.path.join(folder, ".metadata"))
+
+    class SafeReader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            if trusted:
+                return super().read_metadata(*args, **kwargs)
+            metadata = _read_shard_index(os.fspath(self._get_metadata_path(kwargs.get("rank"))))
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(folder)
+
+
+def _read_shard_index(path: str) -> Any:
+    try:
+        with open(path, "rb") as f:
+            return _ShardMetadataUnpickler(f).load()
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f"Refusing to load the shard index {path!r}: it asks to run {err}, which is not part of a sharded "
+            "checkpoint, and unpickling it could run arbitrary code. If you made this checkpoint yourself and "
+            "trust it, resume with weights_only=False (the same opt-in as for a checkpoint file holding pickled "
+            "objects)."
+        ) from None
+    except (EOFError, OSError, ValueError, AttributeError, ImportError, TypeError) as err:
+        raise _damaged(path, err) from err
+
+
+def _verify_records(path: str) -> None:
+    """Check each record of the zip archive against its stored CRC-32 (torch.load does not).
+
+    Flipped bits in tensor data would otherwise load silently as wrong weights; in the pickle they
+    would be misreported as an unsafe file. Records stored without a checksum (CRC 0) are skipped.
+    """
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        return  # not a zip archive (torch's legacy format, or truncated): torch.load reads or rejects it
+    with archive:
+        for info in archive.infolist():
+            if info.CRC == 0 and info.file_size > 0:
+                continue
+            try:
+                with archive.open(info) as record:
+                    while record.read(1 << 22):
+                        pass
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+                raise CheckpointError(
+                    f"Checkpoint {path!r} is damaged: its record {info.filename!r} does not match the checksum "
+                    f"stored with it ({err}); the file changed after it was written (disk or copy errors). "
+                    "Resume from an earlier checkpoint."
+                ) from err
 
 
 def _first_line(err: BaseException) -> str:

@@ -212,7 +212,7 @@ class FSDPStrategy(DDPStrategy):
     def _load_shards(self, keys: tuple[str, ...]) -> dict[str, Any]:
         import torch.distributed.checkpoint as dcp
 
-        from fulmen.checkpoint.files import SHARDS_SUFFIX
+        from fulmen.checkpoint.files import SHARDS_SUFFIX, shard_reader
 
         trainer = self._trainer
         assert trainer is not None and trainer.ckpt_path is not None
@@ -223,9 +223,8 @@ class FSDPStrategy(DDPStrategy):
                 "copy it along with the checkpoint file."
             )
         state = {k: v for k, v in self._shard_state().items() if k in keys}
-        dcp.load(
-            state, checkpoint_id=folder
-        )  # fills the shards in place, resharding if the job changed shape
+        # fills the shards in place, resharding if the job changed shape; `.metadata` read safely
+        dcp.load(state, storage_reader=shard_reader(folder, trusted=self._trusted_checkpoint))
         return state
 
     def load_model_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:

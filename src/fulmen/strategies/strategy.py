@@ -46,6 +46,7 @@ class Strategy:
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         self._trainer: Trainer | None = None
         self._checkpoint_io: CheckpointIO | None = None
+        self._trusted_checkpoint = False  # the checkpoint being restored was loaded with weights_only=False
 
     # ------------------------------------------------------------------ identity
     @property
@@ -242,6 +243,7 @@ class Strategy:
 
     def load_checkpoint(self, path: str, weights_only: bool | None = None) -> dict[str, Any]:
         """Read a checkpoint through the I/O plugin (weights-only, i.e. safe, unless `weights_only=False`)."""
+        self._trusted_checkpoint = weights_only is False  # also decides how FSDP reads the shard index
         return self.checkpoint_io.load_checkpoint(path, weights_only=weights_only)
 
     def remove_checkpoint(self, path: str) -> None:
