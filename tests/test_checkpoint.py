@@ -101,19 +101,6 @@ def test_load_from_checkpoint_rebuilds_module_with_saved_and_overridden_hparams(
     assert torch.equal(loaded.layer.weight, model.layer.weight)
 
 
-def test_hparams_that_are_objects_raise_at_save_time_naming_the_parameter(tmp_path):
-    class WithObject(BoringModel):
-        def __init__(self, backbone: torch.nn.Module) -> None:
-            super().__init__()
-            self.save_hyperparameters()
-
-    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=1)
-    trainer.fit(WithObject(torch.nn.Linear(2, 2)))
-    with pytest.raises(MisconfigurationException, match=r"'backbone'.*ignore=\['backbone'\]"):
-        trainer.save_checkpoint(tmp_path / "bad.ckpt")
-    assert not (tmp_path / "bad.ckpt").exists()
-
-
 def test_object_added_in_on_save_checkpoint_raises_naming_the_key(tmp_path):
     class AddsObject(BoringModel):
         def on_save_checkpoint(self, ckpt):

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from fulmen.module import DataHooks, HyperparametersMixin
+from fulmen.module import DataHooks, HyperparametersMixin, class_only
 
 
 class LightningDataModule(HyperparametersMixin, DataHooks):
@@ -80,9 +80,18 @@ class LightningDataModule(HyperparametersMixin, DataHooks):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
 
-    @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any) -> Any:
-        """Rebuild the datamodule from the hyper-parameters stored in a checkpoint."""
+    @class_only
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """A new datamodule built from the hyper-parameters stored in a checkpoint (and `kwargs`)."""
         from fulmen.checkpoint.state import load_datamodule_from_checkpoint
 
-        return load_datamodule_from_checkpoint(cls, checkpoint_path, map_location, **kwargs)
+        return load_datamodule_from_checkpoint(
+            cls, checkpoint_path, map_location, hparams_file, weights_only, **kwargs
+        )

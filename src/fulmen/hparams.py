@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import enum
 import functools
+import inspect
 import pathlib
 import sys
 from collections import OrderedDict
@@ -188,7 +189,9 @@ class _Decoder:
 
             module = importlib.import_module(module_name)
         if module is None:
-            raise Unstorable(f"{reference} (module {module_name!r} is not imported; import it before loading)")
+            raise Unstorable(
+                f"{reference} (module {module_name!r} is not imported; import it before loading)"
+            )
         obj: Any = module
         for part in qualname.split("."):
             obj = getattr(obj, part, None)
@@ -257,3 +260,126 @@ class _Decoder:
 def _safe_globals() -> list[Any]:
     get = getattr(torch.serialization, "get_safe_globals", None)
     return list(get()) if get is not None else []
+
+
+# ---------------------------------------------------------------------------------------- checkpoint entries
+_warned_unsaved: set[tuple[str, str]] = set()
+
+
+def checkpoint_entries(owner: Any, prefix: str = "") -> dict[str, Any]:
+    """The checkpoint keys for `owner.hparams` ("hparams_name", "hyper_parameters", ...), never raising.
+
+    Args:
+        prefix: "" for a LightningModule, "datamodule_" for a LightningDataModule.
+    """
+    hparams = owner.hparams
+    if not hparams:
+        return {}
+    out: dict[str, Any] = {f"{prefix}hparams_name": owner._hparams_name or "kwargs"}
+    if is_omegaconf(hparams):
+        from omegaconf import OmegaConf
+
+        out[f"{prefix}hparams_type"] = type(hparams).__name__
+        hparams = OmegaConf.to_container(hparams, resolve=False)
+    if not isinstance(hparams, Mapping):  # a ListConfig: one value
+        hparams = {"value": hparams}
+    stored, unsaved = to_checkpoint(hparams)
+    out[f"{prefix}hyper_parameters"] = stored
+    if unsaved:
+        out[f"{prefix}{UNSAVED_KEY}"] = unsaved
+        owner_name = type(owner).__name__
+        for name, what in unsaved.items():
+            if (owner_name, name) in _warned_unsaved or "nn.Module" in what:
+                continue  # nn.Module arguments were warned about by save_hyperparameters
+            _warned_unsaved.add((owner_name, name))
+            from fulmen.utilities import rank_zero_warn
+
+            rank_zero_warn(
+                f"{owner_name}'s hyper-parameter {name!r} is {what}, which a checkpoint cannot hold safely; it is "
+                f"left out of the checkpoint. Pass it again when loading: "
+                f"{owner_name}.load_from_checkpoint(path, {name}=...)."
+            )
+    return out
+
+
+def init_kwargs(
+    cls: type,
+    ckpt: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    prefix: str = "",
+    hparams_file: Any = None,
+    trusted: bool = False,
+) -> dict[str, Any]:
+    """The keyword arguments to rebuild `cls` from a checkpoint's hyper-parameters, as Lightning 2.6 passes them.
+
+    The stored hyper-parameters (then `hparams_file`'s, then `overrides`) go to `__init__`; those its
+    signature does not take are dropped with a warning, unless it takes **kwargs. Arguments that the
+    checkpoint could not store and that are not passed again are named: an error when `__init__` needs
+    them, a warning when their defaults are used instead.
+    """
+    from fulmen.checkpoint.files import CheckpointError
+    from fulmen.utilities import rank_zero_warn
+
+    stored = ckpt.get(f"{prefix}hyper_parameters") or {}
+    loaded, failed = from_checkpoint(stored, home=cls.__module__, trusted=trusted)
+    if hparams_file is not None:
+        loaded.update(_read_yaml(hparams_file))
+    hparams: Any = loaded
+    saved_type = ckpt.get(f"{prefix}hparams_type")
+    if saved_type in ("DictConfig", "ListConfig"):
+        hparams = _to_config(loaded["value"] if saved_type == "ListConfig" else loaded)
+    params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    name = ckpt.get(f"{prefix}hparams_name")
+    if name and name != "kwargs" and name in params:  # saved from one __init__ argument: pass it back there
+        kwargs = {name: hparams}
+    else:
+        kwargs = dict(hparams)
+    kwargs.update(overrides)
+    if not takes_any:
+        dropped = [k for k in kwargs if k not in params or k == "self"]
+        if dropped:
+            rank_zero_warn(
+                f"{cls.__name__}.load_from_checkpoint: {cls.__name__}.__init__ takes no argument(s) {dropped} "
+                "(saved in the checkpoint or passed to load_from_checkpoint); they are not passed."
+            )
+            kwargs = {k: v for k, v in kwargs.items() if k not in dropped}
+    lost = {**dict(ckpt.get(f"{prefix}{UNSAVED_KEY}") or {}), **failed}
+    lost = {k: v for k, v in lost.items() if k not in overrides and (takes_any or k in params)}
+    if lost:
+        needed = [k for k in lost if k in params and params[k].default is inspect.Parameter.empty]
+        detail = "; ".join(f"{k}: {v}" for k, v in lost.items())
+        call = ", ".join(f"{k}=..." for k in lost)
+        if needed:
+            raise CheckpointError(
+                f"{cls.__name__}.load_from_checkpoint needs {needed} passed again: the checkpoint could not store "
+                f"or rebuild them ({detail}). Call {cls.__name__}.load_from_checkpoint(path, {call})."
+            )
+        rank_zero_warn(
+            f"{cls.__name__}.load_from_checkpoint: the checkpoint could not store or rebuild {sorted(lost)} "
+            f"({detail}); __init__'s defaults are used. Pass them again to use the trained values: "
+            f"{cls.__name__}.load_from_checkpoint(path, {call})."
+        )
+    return kwargs
+
+
+def _to_config(value: Any) -> Any:
+    try:
+        from omegaconf import OmegaConf
+    except ImportError:
+        return value  # saved from an OmegaConf config; without omegaconf the plain container is passed
+    return OmegaConf.create(value)
+
+
+def _read_yaml(path: Any) -> dict[str, Any]:
+    import os
+
+    import yaml
+
+    from fulmen.checkpoint.files import CheckpointError
+
+    with open(os.fspath(path)) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise CheckpointError(f"hparams_file={os.fspath(path)!r} must hold a YAML mapping of name: value.")
+    return data

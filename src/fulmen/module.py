@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,27 @@ def _warn_module_hparams(hparams: Mapping[str, Any]) -> None:
                 f"Attribute {name!r} is an instance of `nn.Module` and is already saved during checkpointing. "
                 f"It is recommended to ignore them using `self.save_hyperparameters(ignore=[{name!r}])`."
             )
+
+
+class class_only:  # noqa: N801 (used as a decorator, like classmethod)
+    """A classmethod that refuses to run on an instance, as Lightning's `load_from_checkpoint` does.
+
+    `model.load_from_checkpoint(path)` returns a new object and leaves `model` untouched; users who call
+    it on an instance expect it to load in place, so it raises instead.
+    """
+
+    def __init__(self, method: Callable[..., Any]) -> None:
+        self.method = method
+        functools.update_wrapper(self, method)  # type: ignore[arg-type]
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Callable[..., Any]:
+        cls = owner if owner is not None else type(instance)
+        if instance is not None and not torch.jit.is_scripting():
+            raise TypeError(
+                f"The classmethod `{cls.__name__}.{self.method.__name__}` cannot be called on an instance. "
+                "Please call it on the class type and make sure the return value is used."
+            )
+        return functools.partial(self.method, cls)
 
 
 class HyperparametersMixin:
@@ -210,6 +232,15 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         super().__setattr__(name, value)
 
     # ------------------------------------------------------------------ properties
+    @property
+    def strict_loading(self) -> bool:
+        """Whether checkpoint weights load with `load_state_dict(strict=True)` (True unless set to False)."""
+        return self.__dict__.get("_strict_loading") in (None, True)
+
+    @strict_loading.setter
+    def strict_loading(self, value: bool) -> None:
+        self.__dict__["_strict_loading"] = value
+
     @property
     def trainer(self) -> Trainer:
         """The Trainer this module is attached to."""
@@ -642,16 +673,23 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         """Script the module with torch.jit.script."""
         return torch.jit.script(self.eval())
 
-    @classmethod
+    @class_only
     def load_from_checkpoint(
         cls,
         checkpoint_path: Any,
         map_location: Any = None,
         hparams_file: Any = None,
         strict: bool | None = None,
+        weights_only: bool | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Rebuild the module from a checkpoint's hyper-parameters and load its weights."""
+        """A new module built from a checkpoint's hyper-parameters (and `kwargs`), with its weights loaded.
+
+        `weights_only=False` trusts the file (it may run code stored in it); True or None reads it safely.
+        `strict=None` follows the new module's `strict_loading`. See checkpoint/state.py.
+        """
         from fulmen.checkpoint.state import load_module_from_checkpoint
 
-        return load_module_from_checkpoint(cls, checkpoint_path, map_location, strict, hparams_file, **kwargs)
+        return load_module_from_checkpoint(
+            cls, checkpoint_path, map_location, strict, hparams_file, weights_only, **kwargs
+        )

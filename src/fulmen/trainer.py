@@ -248,6 +248,7 @@ class Trainer:
         self.test_loop = EvaluationLoop(self, "test")
         self.predict_loop = PredictionLoop(self)
         self.ckpt_path: str | None = None
+        self._ckpt_weights_only: bool | None = None  # the run's weights_only=: False trusts ckpt_path
 
     # ------------------------------------------------------------------ construction helpers
     @staticmethod
@@ -584,8 +585,12 @@ class Trainer:
         val_dataloaders: Any = None,
         datamodule: LightningDataModule | None = None,
         ckpt_path: str | os.PathLike[str] | None = None,
+        weights_only: bool | None = None,
     ) -> None:
-        """Train `model` (with validation) until a stopping condition is met."""
+        """Train `model` (with validation) until a stopping condition is met.
+
+        `weights_only=False` trusts `ckpt_path` (it may run code stored in the file); None/True read it safely.
+        """
         if isinstance(train_dataloaders, LightningDataModule):
             datamodule, train_dataloaders = train_dataloaders, None
         if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
@@ -598,6 +603,7 @@ class Trainer:
 
         check_ckpt_path(ckpt_path)  # a wrong path fails here, before prepare_data/setup run
         self._attach(model, datamodule, "fit")
+        self._ckpt_weights_only = weights_only
         self.fit_loop.explicit_train = train_dataloaders
         self.fit_loop.val_loop.explicit = val_dataloaders
         self.fit_loop.train_dataloader = None
@@ -613,9 +619,10 @@ class Trainer:
         ckpt_path: str | os.PathLike[str] | None = None,
         verbose: bool = True,
         datamodule: LightningDataModule | None = None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run one validation epoch; returns one dict of metrics per dataloader."""
-        return self._evaluate("validate", model, dataloaders, ckpt_path, verbose, datamodule)
+        return self._evaluate("validate", model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def test(
         self,
@@ -624,9 +631,10 @@ class Trainer:
         ckpt_path: str | os.PathLike[str] | None = None,
         verbose: bool = True,
         datamodule: LightningDataModule | None = None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run one test epoch; returns one dict of metrics per dataloader."""
-        return self._evaluate("test", model, dataloaders, ckpt_path, verbose, datamodule)
+        return self._evaluate("test", model, dataloaders, ckpt_path, verbose, datamodule, weights_only)
 
     def predict(
         self,
@@ -635,11 +643,13 @@ class Trainer:
         datamodule: LightningDataModule | None = None,
         return_predictions: bool | None = None,
         ckpt_path: str | os.PathLike[str] | None = None,
+        weights_only: bool | None = None,
     ) -> Any:
         """Run `predict_step` over the predict data; returns the list of its outputs."""
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
         self._attach(self._pick_model(model, "predict"), datamodule, "predict")
+        self._ckpt_weights_only = weights_only
         self.predict_loop.explicit = dataloaders
         keep = True if return_predictions is None else return_predictions
         return self._launch(self._run, "predict", ckpt_path, keep)
@@ -652,10 +662,12 @@ class Trainer:
         ckpt_path: Any,
         verbose: bool,
         datamodule: LightningDataModule | None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
         self._attach(self._pick_model(model, stage), datamodule, stage)
+        self._ckpt_weights_only = weights_only
         loop = self.validate_loop if stage == "validate" else self.test_loop
         loop.explicit = dataloaders
         loop._loaded = False

@@ -75,7 +75,7 @@ def load_for_run(trainer: Trainer, ckpt_path: Any, fn: str) -> dict[str, Any] | 
     if path is None:
         return None
     trainer.ckpt_path = path
-    ckpt = trainer.strategy.load_checkpoint(path)
+    ckpt = trainer.strategy.load_checkpoint(path, weights_only=trainer._ckpt_weights_only)
     restore_module(trainer, ckpt)
     restore_datamodule(trainer, ckpt)
     if fn == "fit":

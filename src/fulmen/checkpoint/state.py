@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import functools
 import os
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from fulmen import hparams
 from fulmen.checkpoint.files import CheckpointError, check_plain, load
 from fulmen.epoch_replay import _resume_state
 from fulmen.seed import rng_states
-from fulmen.utilities import MisconfigurationException, rank_zero_warn
+from fulmen.utilities import rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
@@ -68,16 +68,10 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
             ckpt["accumulated_grads"] = grads
         if progress.pop("_epoch_end_pending", False):
             progress["pending_epoch_schedulers"] = _plateau_metrics(trainer)
-    if module.hparams:
-        ckpt["hparams_name"] = "kwargs"
-        ckpt["hyper_parameters"] = _plain_hparams(module.hparams, "hyper_parameters", type(module).__name__)
+    ckpt.update(hparams.checkpoint_entries(module))
     dm = trainer.datamodule
     if dm is not None:
-        if dm.hparams:
-            ckpt["datamodule_hparams_name"] = "kwargs"
-            ckpt["datamodule_hyper_parameters"] = _plain_hparams(
-                dm.hparams, "datamodule_hyper_parameters", type(dm).__name__
-            )
+        ckpt.update(hparams.checkpoint_entries(dm, prefix="datamodule_"))
         ckpt[type(dm).__qualname__] = dm.state_dict()
     if not weights_only:
         for cb in trainer.callbacks:
@@ -159,29 +153,6 @@ def _for_rank(trainer: Trainer, per_rank: list[Any] | None) -> Any:
     return per_rank[min(rank, len(per_rank) - 1)]
 
 
-def _plain_hparams(hparams: Any, key: str, owner: str) -> dict[str, Any]:
-    out = _to_plain_dicts(hparams)
-    for name, value in out.items():
-        try:
-            check_plain(value, f"{key}[{name!r}]")
-        except MisconfigurationException as err:
-            raise MisconfigurationException(
-                f"{owner}'s hyper-parameter {name!r} is a {type(value).__qualname__}, which cannot be saved in a "
-                "safe checkpoint (they load with torch.load(weights_only=True)). Pass plain values (numbers, "
-                f"strings, lists, dicts) to __init__ and build the object there, or leave it out with "
-                f"`self.save_hyperparameters(ignore=[{name!r}])`. Details: {err}"
-            ) from None
-    return out
-
-
-def _to_plain_dicts(obj: Any) -> Any:
-    if isinstance(obj, dict) and not isinstance(obj, OrderedDict):
-        return {k: _to_plain_dicts(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_plain_dicts(v) for v in obj]
-    return obj
-
-
 def save(
     trainer: Trainer, path: str | os.PathLike[str], weights_only: bool = False, wait: bool = True
 ) -> None:
@@ -208,7 +179,7 @@ def restore_module(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     """Load the weights (and the module's own on_load_checkpoint) from `ckpt`."""
     module = trainer.lightning_module
     module.on_load_checkpoint(ckpt)
-    trainer.strategy.load_model_state_dict(ckpt["state_dict"])
+    trainer.strategy.load_model_state_dict(ckpt["state_dict"], strict=module.strict_loading)
 
 
 def restore_datamodule(trainer: Trainer, ckpt: dict[str, Any]) -> None:
@@ -323,48 +294,58 @@ def load_module_from_checkpoint(
     map_location: Any = None,
     strict: bool | None = None,
     hparams_file: Any = None,
+    weights_only: bool | None = None,
     **overrides: Any,
 ) -> Any:
     """Build `cls` from the checkpoint's hyper-parameters (then `hparams_file`'s, then `overrides`) and load its weights.
 
     Args:
+        strict: as for `load_state_dict`; None: the new module's `strict_loading` (True unless set).
         hparams_file: a YAML file of hyper-parameters (e.g. the loggers' `hparams.yaml`) that replace
             the checkpoint's.
+        weights_only: True or None (the default): read the file safely, as `torch.load` does by default since
+            torch 2.6. False: trust the file, which can run code stored in it (e.g. a Lightning checkpoint with
+            pickled hyper-parameters).
     """
-    ckpt = load(path, map_location=map_location or "cpu")
-    hparams = dict(ckpt.get("hyper_parameters", {}))
-    if hparams_file is not None:
-        hparams.update(_read_hparams_file(hparams_file))
-    hparams.update(overrides)
+    trusted = weights_only is False
+    ckpt = load(path, map_location=map_location or "cpu", trusted=trusted)
+    kwargs = hparams.init_kwargs(cls, ckpt, overrides, hparams_file=hparams_file, trusted=trusted)
     try:
-        module = cls(**hparams)
+        module = cls(**kwargs)
     except TypeError as err:
         raise CheckpointError(
             f"{cls.__name__}(**hyper_parameters) failed for {os.fspath(path)!r}: {err}. The checkpoint holds "
-            f"{sorted(hparams)}; call `self.save_hyperparameters()` in __init__, or pass the missing arguments to "
-            "load_from_checkpoint(path, name=value)."
+            f"{sorted(ckpt.get('hyper_parameters') or {})}; call `self.save_hyperparameters()` in __init__, or "
+            "pass the missing arguments to load_from_checkpoint(path, name=value)."
         ) from err
     module.on_load_checkpoint(ckpt)
-    module.load_state_dict(ckpt["state_dict"], strict=True if strict is None else strict)
+    strict = module.strict_loading if strict is None else strict
+    keys = module.load_state_dict(ckpt["state_dict"], strict=strict)
+    if not strict:
+        if keys.missing_keys:
+            rank_zero_warn(
+                f"Found keys that are in the model state dict but not in the checkpoint: {keys.missing_keys}"
+            )
+        if keys.unexpected_keys:
+            rank_zero_warn(
+                f"Found keys that are not in the model state dict but in the checkpoint: {keys.unexpected_keys}"
+            )
     return module
 
 
-def _read_hparams_file(path: Any) -> dict[str, Any]:
-    import yaml
-
-    with open(os.fspath(path)) as f:
-        data = yaml.safe_load(f) or {}
-    if not isinstance(data, dict):
-        raise CheckpointError(f"hparams_file={os.fspath(path)!r} must hold a YAML mapping of name: value.")
-    return data
-
-
-def load_datamodule_from_checkpoint(cls: Any, path: Any, map_location: Any = None, **overrides: Any) -> Any:
+def load_datamodule_from_checkpoint(
+    cls: Any,
+    path: Any,
+    map_location: Any = None,
+    hparams_file: Any = None,
+    weights_only: bool | None = None,
+    **overrides: Any,
+) -> Any:
     """Build a datamodule from the hyper-parameters stored in a checkpoint."""
-    ckpt = load(path, map_location=map_location or "cpu")
-    hparams = dict(ckpt.get("datamodule_hyper_parameters", {}))
-    hparams.update(overrides)
-    dm = cls(**hparams)
+    trusted = weights_only is False
+    ckpt = load(path, map_location=map_location or "cpu", trusted=trusted)
+    kwargs = hparams.init_kwargs(cls, ckpt, overrides, "datamodule_", hparams_file, trusted)
+    dm = cls(**kwargs)
     state = ckpt.get(cls.__qualname__)
     if state:
         dm.load_state_dict(state)
