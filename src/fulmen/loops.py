@@ -1,7 +1,10 @@
 """The loops: fit (train epochs with validation inside), evaluation (validate/test) and prediction.
 
-Read `FitLoop.run` top to bottom: it is the pseudocode of the docs (docs/hooks.md), with each hook
+Read `FitLoop.run` top to bottom: it is the pseudocode of docs/architecture.md, with each hook
 called by name where it happens. Callback hooks run before the module's hook of the same name.
+A loop gets what it needs passed in: the counters (`Progress`) and the logged results
+(`RunResults`) when it is built, the run plan (plan.py: hooks, shortcuts, step callables) at
+each run; it reads only public attributes of the Trainer.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from fulmen import data
+from fulmen import data, epoch_replay
 from fulmen.combined_loader import CombinedLoader
 from fulmen.module import LightningModule
+from fulmen.plan import RunPlan
 from fulmen.preemption import Preemption
 from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
 
 if TYPE_CHECKING:
+    from fulmen.progress import Progress
+    from fulmen.results import RunResults
     from fulmen.trainer import Trainer
 
 _STOP_EPOCH = object()
@@ -78,6 +84,11 @@ def _first(items: Iterable[Any], count: float, loader: Any, start: int = 0) -> I
     return itertools.islice(items, max(0, int(count)))
 
 
+def _epoch_log_step(progress: Progress) -> int:
+    """The logger step of epoch-level values: that of the epoch's last logged batch."""
+    return max(0, progress.batches_that_stepped - 1)
+
+
 def _due(every_n: int, last: int | None, epoch: int) -> bool:
     """Whether dataloaders loaded at epoch `last` must be asked for again at `epoch`."""
     return every_n > 0 and last is not None and epoch - last >= every_n
@@ -86,9 +97,12 @@ def _due(every_n: int, last: int | None, epoch: int) -> bool:
 class EvaluationLoop:
     """validate / test (and the sanity check): one pass over each dataloader with the step and hooks."""
 
-    def __init__(self, trainer: Trainer, stage: str) -> None:
+    def __init__(self, trainer: Trainer, stage: str, progress: Progress, results: RunResults) -> None:
         self.trainer = trainer
         self.stage = stage  # "validate" or "test"
+        self.progress = progress
+        self.results = results
+        self.plan = RunPlan()  # passed in by each run
         self.dataloaders: list[Any] = []
         self.explicit: Any = None
         self._loaded = False
@@ -118,23 +132,24 @@ class EvaluationLoop:
             counts = [c if steps == -1 else min(c, float(steps)) for c in counts]
         return counts
 
-    def run(self, sanity: bool = False) -> list[dict[str, Any]]:
+    def run(self, plan: RunPlan, sanity: bool = False) -> list[dict[str, Any]]:
         """Evaluate every dataloader and return one dict of epoch metrics per dataloader."""
         t = self.trainer
+        self.plan = plan
         stage = self.stage
-        step_fn = t.strategy.validation_step if stage == "validate" else t.strategy.test_step
+        step_fn = plan.validation_step if stage == "validate" else plan.test_step
         prefix = "on_validation" if stage == "validate" else "on_test"
         step_name = "validation_step" if stage == "validate" else "test_step"
-        results = t._results_for(stage)
+        results = self.results.for_stage(stage)
         results.reset_epoch()
         counts = self.num_batches(sanity)
         multiple = len(self.dataloaders) > 1
         grad_ctx = torch.inference_mode if t.inference_mode else torch.no_grad
-        previous_results, t._results = t._results, results
+        previous_results, self.results.current = self.results.current, results
         try:
             return self._run(sanity, results, counts, multiple, grad_ctx, step_fn, prefix, step_name)
         finally:
-            t._results = previous_results
+            self.results.current = previous_results
 
     def _run(
         self,
@@ -149,8 +164,11 @@ class EvaluationLoop:
     ) -> list[dict[str, Any]]:
         t = self.trainer
         module = t.lightning_module
-        hooks = t._hooks
+        plan = self.plan
+        hooks = plan.hooks
         stage = self.stage
+        transfer = None if plan.fast_transfer else plan.transfer
+        progress_bar = plan.progress_bar
         with grad_ctx():
             hooks.module(f"{prefix}_model_eval")
             hooks.both(f"{prefix}_start")
@@ -161,26 +179,27 @@ class EvaluationLoop:
                     continue
                 extra = (dl_idx,) if multiple else ()
                 loader = data.batches_of(loader)
-                if t.profiler.enabled:  # once per dataloader: time each `next()` only when profiling
-                    loader = t.profiler.profile_iterable(loader, f"{stage}_dataloader_next")
+                if plan.profiler is not None:  # once per dataloader: time each `next()` only when profiling
+                    loader = plan.profiler.profile_iterable(loader, f"{stage}_dataloader_next")
                 for batch_idx, batch in _first(enumerate(loader), limit, loader):
-                    batch = t._transfer(batch, dl_idx)
+                    if transfer is not None:
+                        batch = transfer(batch, dl_idx)
                     results.new_batch(batch, dl_idx if multiple else None)
                     hooks.both(f"{prefix}_batch_start", batch, batch_idx, *extra)
                     module._current_fx_name = step_name
                     output = step_fn(batch, batch_idx, *extra)
                     hooks.callbacks(f"{prefix}_batch_end", output, batch, batch_idx, *extra)
                     hooks.module(f"{prefix}_batch_end", output, batch, batch_idx, *extra)
-                    if t._progress_bar is not None:
-                        t._progress_bar._on_eval_batch(t, stage, sanity)
+                    if progress_bar is not None:
+                        progress_bar._on_eval_batch(t, stage, sanity)
             results.new_batch(None, None)
-            reduce = t._reduce_for_logging
+            reduce = self.results.reduce
             results.compute_epoch(reduce)
             hooks.both(f"{prefix}_epoch_end")
             results.compute_epoch(reduce)
             results.finish_epoch()
             if not sanity:
-                t._log_epoch_metrics(results)
+                self.results.log_epoch(results, _epoch_log_step(self.progress), self.progress.epoch)
             hooks.both(f"{prefix}_end")
             if stage == "validate":
                 hooks.module("on_validation_model_train")
@@ -206,10 +225,11 @@ class PredictionLoop:
         self.dataloaders: list[Any] = []  # of the current run, for callbacks (e.g. prediction writers)
         self.predictions: list[list[Any]] = []  # per dataloader, filled as the run goes
 
-    def run(self, return_predictions: bool) -> Any:
+    def run(self, plan: RunPlan, return_predictions: bool) -> Any:
         """Run prediction; a list of outputs (a list of lists for several dataloaders)."""
         t = self.trainer
-        hooks = t._hooks
+        hooks = plan.hooks
+        transfer = None if plan.fast_transfer else plan.transfer
         module = t.lightning_module
         raw = data.request_dataloaders(t, "predict", self.explicit)
         loaders = [t.strategy.process_dataloader(dl, shuffle=False) for dl in data.as_list(raw)]
@@ -226,13 +246,14 @@ class PredictionLoop:
                 extra = (dl_idx,) if multiple else ()
                 loader = data.batches_of(loader)
                 outputs: list[Any] = []
-                if t.profiler.enabled:
-                    loader = t.profiler.profile_iterable(loader, "predict_dataloader_next")
+                if plan.profiler is not None:
+                    loader = plan.profiler.profile_iterable(loader, "predict_dataloader_next")
                 for batch_idx, batch in _first(enumerate(loader), limit, loader):
-                    batch = t._transfer(batch, dl_idx)
+                    if transfer is not None:
+                        batch = transfer(batch, dl_idx)
                     hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
                     module._current_fx_name = "predict_step"
-                    output = t.strategy.predict_step(batch, batch_idx, *extra)
+                    output = plan.predict_step(batch, batch_idx, *extra)
                     if return_predictions:
                         outputs.append(output)
                     hooks.callbacks("on_predict_batch_end", output, batch, batch_idx, *extra)
@@ -248,9 +269,12 @@ class PredictionLoop:
 class FitLoop:
     """fit: epochs of training batches, with validation at the configured interval."""
 
-    def __init__(self, trainer: Trainer) -> None:
+    def __init__(self, trainer: Trainer, progress: Progress, results: RunResults) -> None:
         self.trainer = trainer
-        self.val_loop = EvaluationLoop(trainer, "validate")
+        self.progress = progress  # the counters (`trainer.global_step`, ...), advanced here
+        self.results = results  # every stage's logged values (`self.log` writes to `results.current`)
+        self.plan = RunPlan()  # who listens and which shortcuts are safe: passed in by each fit
+        self.val_loop = EvaluationLoop(trainer, "validate", progress, results)
         self.train_dataloader: Any = None  # the loader, or a CombinedLoader of several
         self._train_source: Any = None  # what the epoch iterates: the loader, or the combined batches
         self.explicit_train: Any = None
@@ -267,11 +291,12 @@ class FitLoop:
         self.preemption = Preemption(trainer)
 
     # ------------------------------------------------------------------ the loop
-    def run(self) -> None:
-        """Sanity check, then epochs until a stopping condition; the pseudocode of docs/hooks.md."""
+    def run(self, plan: RunPlan) -> None:
+        """Sanity check, then epochs until a stopping condition; the pseudocode of docs/architecture.md."""
         t = self.trainer
-        hooks = t._hooks
-        progress = t._progress
+        self.plan = plan
+        hooks = plan.hooks
+        progress = self.progress
         if t.max_time is not None:
             self._deadline = time.monotonic() + t.max_time.total_seconds()
 
@@ -281,33 +306,45 @@ class FitLoop:
                 self._sanity_check()
 
             self.setup_train_data()
-            plan = t._plan  # who listens and which shortcuts are safe, decided once per fit (plan.py)
             self._active = plan.active
             self._wants_outputs = "on_train_batch_end" in plan.active
             self._direct = plan.direct_optimizer
             hooks.both("on_train_start")
-            while not self._done():
-                self._run_epoch()
+            profiler = plan.profiler
+            while not self._should_stop(epoch_end=True):
+                if profiler is None:
+                    self._run_epoch()
+                else:
+                    with profiler.profile("run_training_epoch"):
+                        self._run_epoch()
             hooks.both("on_train_end")
 
     def _run_epoch(self) -> None:
         t = self.trainer
-        hooks = t._hooks
-        progress = t._progress
+        plan = self.plan
+        hooks = plan.hooks
+        progress = self.progress
         if _due(t.reload_dataloaders_every_n_epochs, self._train_loaded_epoch, progress.epoch):
             self.setup_train_data(reload=True)
         data.set_sampler_epoch(self.train_dataloader, progress.epoch)
         t.lightning_module.train()
-        results = t._results_for("train")
-        results.reset_epoch()
+        self.results.train.reset_epoch()
         hooks.both("on_train_epoch_start")
         self._automatic = t.lightning_module.automatic_optimization  # read once per epoch, not per batch
 
         start = progress.epoch_batches
         source = self._train_source
-        batch_iter = t._train_batches(source, start)
+        batch_iter = epoch_replay.train_batches(t, source, start)
+        profiler = plan.profiler
+        if profiler is not None:
+            batch_iter = profiler.profile_iterable(batch_iter, "train_dataloader_next")
         for batch_idx, batch in _first(batch_iter, self.num_train_batches - start, source, start):
-            if self._train_batch(batch, batch_idx) is _STOP_EPOCH:
+            if profiler is None:
+                ended = self._train_batch(batch, batch_idx)
+            else:
+                with profiler.profile("run_training_batch"):
+                    ended = self._train_batch(batch, batch_idx)
+            if ended is _STOP_EPOCH:
                 break
             progress.epoch_batches = batch_idx + 1
             progress.total_batches += 1
@@ -315,7 +352,7 @@ class FitLoop:
                 self.preemption.poll(batch_idx)
             if self._should_validate(batch_idx):
                 self._validate()
-            if self._should_stop_in_epoch():
+            if self._should_stop(epoch_end=False):
                 break
         else:
             if self._should_validate_at_unsized_end():
@@ -326,10 +363,12 @@ class FitLoop:
     def _train_batch(self, batch: Any, batch_idx: int) -> Any:
         t = self.trainer
         self.batch_idx = batch_idx
-        hooks = t._hooks
-        progress = t._progress
-        batch = t._transfer(batch, 0)
-        results = t._results_train
+        plan = self.plan
+        hooks = plan.hooks
+        progress = self.progress
+        if not plan.fast_transfer:
+            batch = plan.transfer(batch, 0)
+        results = self.results.train
         results.new_batch(batch)
         active = self._active
         if "on_train_batch_start" in active:
@@ -343,16 +382,16 @@ class FitLoop:
         else:
             outputs, stepped = self._manual_step(batch, batch_idx)
         if stepped and automatic and t.strategy.lr_scheduler_configs:
-            t._step_schedulers("step")
+            self._step_schedulers("step")
 
         if "on_train_batch_end" in active:
             hooks.callbacks("on_train_batch_end", outputs, batch, batch_idx)
             hooks.module("on_train_batch_end", outputs, batch, batch_idx)
-        if t._progress_bar is not None:
-            t._progress_bar._on_train_batch(t)
+        if plan.progress_bar is not None:
+            plan.progress_bar._on_train_batch(t)
         if stepped or not automatic:
             if t.loggers and (progress.batches_that_stepped + 1) % t.log_every_n_steps == 0:
-                t._log_step_metrics(results)
+                self.results.log_step(results, progress.batches_that_stepped, progress.epoch)
             progress.batches_that_stepped += 1
         return None
 
@@ -362,7 +401,7 @@ class FitLoop:
         strategy = t.strategy
         if not strategy.lightning_optimizers:
             t.lightning_module._current_fx_name = "training_step"
-            strategy.training_step(batch, batch_idx)  # no optimizer: run the step, nothing to update
+            self.plan.training_step(batch, batch_idx)  # no optimizer: run the step, nothing to update
             return {}, False
         accumulate = t.accumulate_grad_batches
         zero_grad_now = batch_idx % accumulate == 0
@@ -385,17 +424,18 @@ class FitLoop:
         """The general step: `optimizer_step` runs a closure, with every hook and override on the way."""
         t = self.trainer
         module = t.lightning_module
-        strategy = t.strategy
-        hooks = t._hooks
-        epoch = t._progress.epoch
+        plan = self.plan
+        hooks = plan.hooks
+        training_step, backward = plan.training_step, plan.backward
+        epoch = self.progress.epoch
         accumulate = t.accumulate_grad_batches
         active = self._active
-        optimizer = strategy.lightning_optimizers[0]
+        optimizer = t.strategy.lightning_optimizers[0]
         box: dict[str, Any] = {}
 
         def closure() -> torch.Tensor | None:
             module._current_fx_name = "training_step"
-            output = strategy.training_step(batch, batch_idx)
+            output = training_step(batch, batch_idx)
             loss = _loss_from(output, True)
             box["output"] = output
             box["loss"] = loss
@@ -411,7 +451,7 @@ class FitLoop:
             if "on_before_backward" in active:
                 hooks.callbacks("on_before_backward", loss)
                 hooks.module("on_before_backward", loss)
-            strategy.backward(loss, optimizer)
+            backward(loss, optimizer)
             if "on_after_backward" in active:
                 hooks.callbacks("on_after_backward")
                 hooks.module("on_after_backward")
@@ -439,7 +479,7 @@ class FitLoop:
         """
         t = self.trainer
         t.lightning_module._current_fx_name = "training_step"
-        output = t.strategy.training_step(batch, batch_idx)
+        output = self.plan.training_step(batch, batch_idx)
         loss = _loss_from(output, True)
         optimizer = self._direct
         if zero_grad_now:
@@ -450,7 +490,7 @@ class FitLoop:
             loss.backward()
         if step_now:
             optimizer.step()
-            t._progress.global_step += 1
+            self.progress.global_step += 1
         return output, loss
 
     def _manual_step(self, batch: Any, batch_idx: int) -> tuple[Any, bool]:
@@ -458,7 +498,7 @@ class FitLoop:
         t = self.trainer
         module = t.lightning_module
         module._current_fx_name = "training_step"
-        output = t.strategy.training_step(batch, batch_idx)
+        output = self.plan.training_step(batch, batch_idx)
         if output is not None and not isinstance(output, (torch.Tensor, Mapping)):
             raise MisconfigurationException(
                 f"training_step returned {type(output).__name__}; with manual optimization return None, a "
@@ -470,21 +510,50 @@ class FitLoop:
 
     def _end_epoch(self) -> None:
         t = self.trainer
-        hooks = t._hooks
-        progress = t._progress
-        results = t._results_train
+        hooks = self.plan.hooks
+        progress = self.progress
+        results = self.results.train
         results.new_batch(None)
-        results.compute_epoch(t._reduce_for_logging)
+        results.compute_epoch(self.results.reduce)
         hooks.callbacks("on_train_epoch_end", monitoring=False)
         hooks.module("on_train_epoch_end")
-        results.compute_epoch(t._reduce_for_logging)
+        results.compute_epoch(self.results.reduce)
         hooks.callbacks("on_train_epoch_end", monitoring=True)
         results.finish_epoch()
-        t._log_epoch_metrics(results)
+        self.results.log_epoch(results, _epoch_log_step(progress), progress.epoch)
         if t.lightning_module.automatic_optimization:
-            t._step_schedulers("epoch")
+            self._step_schedulers("epoch")
         progress.epoch += 1
         progress.epoch_batches = 0
+
+    def _step_schedulers(self, interval: str) -> None:
+        """Step the schedulers of `interval` ("step" or "epoch") that are due, through `lr_scheduler_step`."""
+        t = self.trainer
+        configs = t.strategy.lr_scheduler_configs
+        if not configs:
+            return
+        module = t.lightning_module
+        for cfg in configs:
+            if cfg.interval != interval:
+                continue
+            count = self.progress.global_step if interval == "step" else self.progress.epoch + 1
+            if count % cfg.frequency != 0:
+                continue
+            metric = None
+            if cfg.reduce_on_plateau:
+                available = t.callback_metrics
+                metric = available.get(cfg.monitor or "")
+                if metric is None:
+                    message = (
+                        f"ReduceLROnPlateau watches {cfg.monitor!r}, which was not logged. "
+                        f"Logged metrics: {sorted(available)}."
+                    )
+                    if cfg.strict:
+                        raise MisconfigurationException(message + " Log it, or set 'strict': False.")
+                    rank_zero_warn(message + " Skipping this scheduler step.")
+                    continue
+            module._current_fx_name = "lr_scheduler_step"
+            module.lr_scheduler_step(cfg.scheduler, metric)
 
     # ------------------------------------------------------------------ data
     def setup_train_data(self, reload: bool = False) -> None:
@@ -503,7 +572,7 @@ class FitLoop:
             self.train_dataloader, self._train_source = combined, data.batches_of(combined)
         limit = t.overfit_batches if t.overfit_batches > 0 else t.limit_train_batches
         self.num_train_batches = data.limit_batches(self.train_dataloader, limit, "limit_train_batches")
-        self._train_loaded_epoch = t._progress.epoch
+        self._train_loaded_epoch = self.progress.epoch
         if self.num_train_batches == 0:
             rank_zero_warn(
                 "limit_train_batches is 0 (or the train dataloader is empty): no training will happen."
@@ -549,7 +618,7 @@ class FitLoop:
 
     def _load_val_data(self) -> None:
         """Ask for the val dataloaders the first time, then every reload_dataloaders_every_n_epochs."""
-        epoch = self.trainer._progress.epoch
+        epoch = self.progress.epoch
         if not self.val_loop._loaded or _due(
             self.trainer.reload_dataloaders_every_n_epochs, self._val_loaded_epoch, epoch
         ):
@@ -565,14 +634,14 @@ class FitLoop:
     def _should_validate(self, batch_idx: int) -> bool:
         t = self.trainer
         every = t.check_val_every_n_epoch
-        if every is not None and (t._progress.epoch + 1) % every != 0:
+        if every is not None and (self.progress.epoch + 1) % every != 0:
             return False
         if not self._validation_enabled_cached():
             return False
-        if t.should_stop and self._min_reached(t._progress.epoch):
+        if self._stop_requested():
             return True  # stopping early (e.g. EarlyStopping in training): validate the final weights
         if every is None:
-            return t._progress.total_batches % self._val_check_batch == 0
+            return self.progress.total_batches % self._val_check_batch == 0
         is_last = batch_idx + 1 == self.num_train_batches
         if (batch_idx + 1) % self._val_check_batch == 0:
             return True
@@ -585,12 +654,12 @@ class FitLoop:
         loader validated on its last batch already, inside the loop.
         """
         t = self.trainer
-        if not math.isinf(self.num_train_batches) or t._progress.epoch_batches == 0:
+        if not math.isinf(self.num_train_batches) or self.progress.epoch_batches == 0:
             return False
         if isinstance(t.val_check_interval, int) or t.val_check_interval != 1.0:
             return False
         every = t.check_val_every_n_epoch
-        if every is None or (t._progress.epoch + 1) % every != 0:
+        if every is None or (self.progress.epoch + 1) % every != 0:
             return False
         return self._validation_enabled_cached()
 
@@ -602,52 +671,53 @@ class FitLoop:
 
     def _validate(self) -> None:
         t = self.trainer
-        progress = t._progress
+        progress = self.progress
         self._load_val_data()
         t.validating = True
-        self.val_loop.run()
+        self.val_loop.run(self.plan)
         progress.val_checks += 1
         t.training = True
 
     def _sanity_check(self) -> None:
         t = self.trainer
+        hooks = self.plan.hooks
         t.sanity_checking = True
-        t._hooks.callbacks("on_sanity_check_start")
+        hooks.callbacks("on_sanity_check_start")
         self._load_val_data()
         if self.val_loop.dataloaders:
-            self.val_loop.run(sanity=True)
-        t._hooks.callbacks("on_sanity_check_end")
+            self.val_loop.run(self.plan, sanity=True)
+        hooks.callbacks("on_sanity_check_end")
         t.training = True
-        t._results_for("validate").clear()
+        self.results.validate.clear()
 
     # ------------------------------------------------------------------ stopping
-    def _time_up(self) -> bool:
-        return self._deadline is not None and time.monotonic() >= self._deadline
-
-    def _min_reached(self, epochs_done: int) -> bool:
+    def _stop_requested(self) -> bool:
+        """`trainer.should_stop` is set and min_epochs/min_steps allow stopping now."""
         t = self.trainer
-        if t.min_epochs is not None and epochs_done < t.min_epochs:
+        if not t.should_stop:
             return False
-        return not (t.min_steps is not None and t._progress.global_step < t.min_steps)
+        if t.min_epochs is not None and self.progress.epoch < t.min_epochs:
+            return False
+        return not (t.min_steps is not None and self.progress.global_step < t.min_steps)
 
-    def _should_stop_in_epoch(self) -> bool:
+    def _should_stop(self, epoch_end: bool) -> bool:
+        """The one stopping rule, checked after each batch and (`epoch_end`) before each epoch.
+
+        Any time: max_steps reached, max_time up, or should_stop once min_epochs/min_steps allow it.
+        Between epochs also: max_epochs reached, or no batches to train on; and a should_stop that
+        came too early is dropped with a warning (training continues to the minimum).
+        """
         t = self.trainer
-        if t.should_stop and self._min_reached(t._progress.epoch):
+        p = self.progress
+        if t.max_steps != -1 and p.global_step >= t.max_steps:
             return True
         if self._deadline is not None and time.monotonic() >= self._deadline:
             return True
-        return t.max_steps != -1 and t._progress.global_step >= t.max_steps
-
-    def _done(self) -> bool:
-        t = self.trainer
-        p = t._progress
-        if t.max_steps != -1 and p.global_step >= t.max_steps:
+        if self._stop_requested():
             return True
-        if self._time_up():
-            return True
+        if not epoch_end:
+            return False
         if t.should_stop:
-            if self._min_reached(p.epoch):
-                return True
             t.should_stop = False  # min_epochs/min_steps not reached yet: keep training
             rank_zero_warn(
                 "Trainer.should_stop was set, but training continues until min_epochs/min_steps are reached."

@@ -431,11 +431,13 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
             raise MisconfigurationException(
                 "`manual_backward` is for manual optimization; set `self.automatic_optimization = False`."
             )
-        trainer._hooks.callbacks("on_before_backward", loss)
-        trainer._hooks.module("on_before_backward", loss)
-        trainer.strategy.backward(loss, None, *args, **kwargs)
-        trainer._hooks.callbacks("on_after_backward")
-        trainer._hooks.module("on_after_backward")
+        plan = trainer.fit_loop.plan
+        hooks = plan.hooks
+        hooks.callbacks("on_before_backward", loss)
+        hooks.module("on_before_backward", loss)
+        plan.backward(loss, None, *args, **kwargs)
+        hooks.callbacks("on_after_backward")
+        hooks.module("on_after_backward")
 
     def toggle_optimizer(self, optimizer: Any) -> None:
         """Freeze every parameter that `optimizer` does not own (undo with `untoggle_optimizer`)."""
@@ -479,12 +481,13 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         trainer = self._trainer
         if trainer is None:
             return  # not attached to a Trainer: nothing to log to
-        if trainer._results is None:
+        store = trainer.fit_loop.results.current
+        if store is None:
             from fulmen.results import check_hook_may_log
 
             check_hook_may_log(self._current_fx_name)
             return
-        trainer._results.log(
+        store.log(
             self._current_fx_name,
             name,
             value,

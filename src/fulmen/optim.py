@@ -180,9 +180,10 @@ class LightningOptimizer:
 
     def step(self, closure: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
         """Step through the strategy and precision: runs `closure`, the pre-step hooks, then the step."""
-        trainer = self._trainer
-        out = trainer.strategy.optimizer_step(self._optimizer, closure, **kwargs)
-        trainer._progress.global_step += 1
+        loop = self._trainer.fit_loop
+        plan = loop.plan
+        out = plan.optimizer_step(self._optimizer, closure, plan.before_optimizer_step, **kwargs)
+        loop.progress.global_step += 1
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ fixing the plan is what keeps the per-batch cost of a run to the hooks it needs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +28,6 @@ from fulmen.strategies.strategy import Strategy
 from fulmen.utilities import is_overridden, overriding
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from fulmen.hooks import HookDispatcher
     from fulmen.trainer import Trainer
 
@@ -37,23 +36,74 @@ STEP_HOOKS = ("on_before_zero_grad", "on_before_backward", "on_after_backward", 
 TRANSFER_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
 
 
-@dataclass(frozen=True)
+@dataclass
 class RunPlan:
-    """What one run may skip, decided once (see the module docstring for when).
+    """What one run may skip, decided once (see the module docstring for when), and the calls built on it.
+
+    The loops get the plan passed in; `LightningOptimizer.step` hands `before_optimizer_step` to the
+    strategy's optimizer step.
 
     Attributes:
+        trainer: the trainer of the run (None before any run).
+        hooks: calls hooks on the callbacks and the module, with the listeners resolved.
         active: names of the hooks some callback or the module listens to.
         clip: `configure_gradient_clipping` runs before each optimizer step (a clip value, or overridden).
-        fast_transfer: the batch-transfer path would return the batch unchanged: skip it.
+        fast_transfer: the batch-transfer path would return the batch unchanged: skip `transfer`.
         datamodule_transfer: the datamodule's transfer hooks that are not defaults (None where default).
         direct_optimizer: the raw torch optimizer when the automatic step may skip the closure plumbing.
+        progress_bar: the progress bar callback the loops update on each batch, or None.
+        profiler: the enabled profiler, or None; the loops time their epochs, batches and data with it.
+        training_step, validation_step, test_step, predict_step, backward, optimizer_step: the
+            strategy's methods, timed by the profiler when one is enabled (else the methods themselves).
     """
 
+    # None only in the empty plan a loop holds before its first run
+    trainer: Trainer = None  # type: ignore[assignment]
+    hooks: HookDispatcher = None  # type: ignore[assignment]
     active: frozenset[str] = frozenset()
     clip: bool = True
     fast_transfer: bool = False
     datamodule_transfer: tuple[Callable[..., Any] | None, ...] = (None, None, None)
     direct_optimizer: Any = None
+    progress_bar: Any = None
+    profiler: Any = None
+    training_step: Any = None
+    validation_step: Any = None
+    test_step: Any = None
+    predict_step: Any = None
+    backward: Any = None
+    optimizer_step: Any = None
+
+    def transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Move a batch to the device through the batch-transfer hooks (datamodule's, then the module's)."""
+        trainer = self.trainer
+        module, strategy = trainer.lightning_module, trainer.strategy
+        dm_before, dm_to_device, dm_after = self.datamodule_transfer
+        if dm_before is not None:
+            batch = dm_before(batch, dataloader_idx)
+        batch = module.on_before_batch_transfer(batch, dataloader_idx)
+        if dm_to_device is not None:
+            batch = dm_to_device(batch, strategy.root_device, dataloader_idx)
+        else:
+            batch = strategy.batch_to_device(batch, dataloader_idx)
+        batch = trainer.precision_plugin.convert_input(batch)
+        if dm_after is not None:
+            batch = dm_after(batch, dataloader_idx)
+        return module.on_after_batch_transfer(batch, dataloader_idx)
+
+    def before_optimizer_step(self, optimizer: Any) -> None:
+        """What runs between the closure and the step: `on_before_optimizer_step`, then clipping."""
+        trainer, hooks = self.trainer, self.hooks
+        hooks.callbacks("on_before_optimizer_step", optimizer)
+        hooks.module("on_before_optimizer_step", optimizer)
+        module = trainer.lightning_module
+        if self.clip and module.automatic_optimization:
+            module._current_fx_name = "configure_gradient_clipping"
+            module.configure_gradient_clipping(
+                optimizer,
+                gradient_clip_val=trainer.gradient_clip_val,
+                gradient_clip_algorithm=trainer.gradient_clip_algorithm,
+            )
 
 
 def make_plan(trainer: Trainer, hooks: HookDispatcher, optimizers_ready: bool) -> RunPlan:
@@ -75,7 +125,46 @@ def make_plan(trainer: Trainer, hooks: HookDispatcher, optimizers_ready: bool) -
     )
     active = hooks.active
     direct = _direct_optimizer(trainer, active, clip) if optimizers_ready else None
-    return RunPlan(active, clip, fast_transfer, dm_transfer, direct)
+    profiler = trainer.profiler if trainer.profiler.enabled else None
+    strategy = trainer.strategy
+    steps = {
+        name: _timed(profiler, name, getattr(strategy, name))
+        for name in (
+            "training_step",
+            "validation_step",
+            "test_step",
+            "predict_step",
+            "backward",
+            "optimizer_step",
+        )
+    }
+    plan = RunPlan(
+        trainer,
+        hooks,
+        active,
+        clip,
+        fast_transfer,
+        dm_transfer,
+        direct,
+        trainer.progress_bar_callback,
+        profiler,
+        **steps,
+    )
+    if profiler is not None:
+        plan.transfer = _timed(profiler, "transfer_batch_to_device", plan.transfer)  # type: ignore[method-assign]
+    return plan
+
+
+def _timed(profiler: Any, action: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` timed as `action` by the profiler, or `fn` itself without one."""
+    if profiler is None:
+        return fn
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        with profiler.profile(action):
+            return fn(*args, **kwargs)
+
+    return timed
 
 
 def _direct_optimizer(trainer: Trainer, active: frozenset[str], clip: bool) -> Any:

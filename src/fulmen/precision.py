@@ -48,6 +48,9 @@ class Precision:
     """Full fp32 training ("32-true"): the interface every precision mode implements."""
 
     name = "32-true"
+    # the dtype the steps compute in under autocast (mixed modes); None: no autocast. FSDP's
+    # MixedPrecisionPolicy takes it as its parameter dtype.
+    autocast_dtype: torch.dtype | None = None
 
     def convert_module(self, module: nn.Module) -> nn.Module:
         """Cast the module's parameters if the mode trains in a lower or higher dtype."""
@@ -124,6 +127,7 @@ class MixedPrecision(Precision):
         self.name = precision
         self.device_type = device_type
         self.dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
+        self.autocast_dtype = self.dtype
         if precision == "16-mixed" and scaler is None:
             scaler = torch.amp.GradScaler(device_type)
         if precision == "bf16-mixed" and scaler is not None:

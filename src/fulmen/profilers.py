@@ -462,68 +462,20 @@ def resolve_profiler(value: Any) -> Profiler:
     )
 
 
-# The trainer methods timed while a profiler is enabled: (owner attribute, method, action name).
-_TIMED: tuple[tuple[str, str, str], ...] = (
-    ("strategy", "training_step", "training_step"),
-    ("strategy", "validation_step", "validation_step"),
-    ("strategy", "test_step", "test_step"),
-    ("strategy", "predict_step", "predict_step"),
-    ("strategy", "backward", "backward"),
-    ("strategy", "optimizer_step", "optimizer_step"),
-    ("trainer", "_transfer", "transfer_batch_to_device"),
-    ("fit_loop", "_run_epoch", "run_training_epoch"),
-    ("fit_loop", "_train_batch", "run_training_batch"),
-)
-
-
-def _timed(profiler: Profiler, fn: Any, action: str) -> Any:
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        with profiler.profile(action):
-            return fn(*args, **kwargs)
-
-    return timed
-
-
-def _timed_batches(profiler: Profiler, fn: Any) -> Any:
-    def batches(loader: Any, start: int) -> Any:
-        return profiler.profile_iterable(fn(loader, start), "train_dataloader_next")
-
-    return batches
-
-
 @contextlib.contextmanager
 def _profiled_run(trainer: Trainer, stage: str) -> Generator[None, None, None]:
-    """While a stage runs with an enabled profiler, time the step methods; then report.
+    """While a stage runs with an enabled profiler: set the profiler up, then report and tear it down.
 
-    The timing wrappers are instance attributes that shadow the methods for this run only, so a run
-    without a profiler executes the plain methods with no check at all.
+    What is timed is written where it happens: the run plan (plan.py) hands the loops timed step
+    methods and batch transfer, and the loops time their epochs, batches and `next()` on the data.
     """
     profiler = trainer.profiler
-    owners = {"strategy": trainer.strategy, "trainer": trainer, "fit_loop": trainer.fit_loop}
-    saved: list[tuple[Any, str, Any]] = []
-
-    def shadow(owner: Any, attr: str, wrapper: Any) -> None:
-        saved.append((owner, attr, owner.__dict__.get(attr, _MISSING)))
-        setattr(owner, attr, wrapper)
-
     profiler.setup(stage, local_rank=trainer.global_rank, log_dir=trainer.log_dir)
-    for owner_name, attr, action in _TIMED:
-        owner = owners[owner_name]
-        shadow(owner, attr, _timed(profiler, getattr(owner, attr), action))
-    shadow(trainer, "_train_batches", _timed_batches(profiler, trainer._train_batches))
     try:
         yield
     finally:
-        for owner, attr, previous in reversed(saved):
-            if previous is _MISSING:
-                owner.__dict__.pop(attr, None)
-            else:
-                setattr(owner, attr, previous)
         profiler._log_dir = trainer.log_dir
         try:
             profiler.describe()
         finally:
             profiler.teardown(stage)
-
-
-_MISSING = object()

@@ -9,11 +9,14 @@ at epoch end. That is why per-step logging costs no device synchronisation.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fulmen.utilities import MisconfigurationException, extract_batch_size
+
+if TYPE_CHECKING:
+    from fulmen.trainer import Trainer
 
 # hook -> (default on_step, default on_epoch); a hook missing here may not log.
 _STEP = (True, False)
@@ -389,3 +392,70 @@ class ResultStore:
                 if not forked or not (prog_bar_only or slot.epoch_value is not None):
                     out[slot.name] = slot.last
         return out
+
+
+class RunResults:
+    """The ResultStore of each stage, the one `self.log` writes to now, and what last went to the loggers.
+
+    The Trainer owns one and passes it to its loops; `LightningModule.log` reaches it as
+    `trainer.fit_loop.results`.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self._trainer = trainer
+        self.train = ResultStore("train")
+        self.validate = ResultStore("validate")
+        self.test = ResultStore("test")
+        self.current: ResultStore | None = None  # None: the running hook may not log
+        self.logged: dict[str, Any] = {}  # tensors, as Lightning keeps them
+        if trainer.strategy.world_size > 1:
+            # training only: every rank runs as many train batches, while evaluation shards may differ by one
+            self.train.reduce_step = self.reduce
+
+    def for_stage(self, stage: str) -> ResultStore:
+        """The store of "train", "validate" or "test"."""
+        return {"train": self.train, "validate": self.validate, "test": self.test}[stage]
+
+    def clear(self) -> None:
+        """Forget every stage's values and what went to the loggers (a new run)."""
+        for store in (self.train, self.validate, self.test):
+            store.clear()
+        self.logged = {}
+
+    def callback_view(self, prog_bar_only: bool = False) -> dict[str, Any]:
+        """`trainer.callback_metrics` (or, filtered, what the progress bar shows) over all stages."""
+        out: dict[str, Any] = {}
+        for store in (self.train, self.validate, self.test):
+            out.update(store.callback_view(prog_bar_only))
+        return out
+
+    def reduce(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
+        """Reduce a logged value across processes (the identity on one process)."""
+        strategy = self._trainer.strategy
+        if strategy.world_size == 1:
+            return tensor
+        return strategy.reduce(tensor, op)
+
+    def log_step(self, store: ResultStore, step: int, epoch: int) -> None:
+        """Send the step values logged since the last call to the loggers, at `step`."""
+        metrics = store.step_metrics(for_logger=True)
+        store.mark_step_logged()
+        if metrics:
+            self._send(metrics, step, epoch)
+
+    def log_epoch(self, store: ResultStore, step: int, epoch: int) -> None:
+        """Send the epoch values of `store` to the loggers, at `step`."""
+        metrics = store.epoch_metrics_for(for_logger=True)
+        if metrics and self._trainer.loggers:
+            self._send(metrics, step, epoch)
+
+    def _send(self, metrics: dict[str, Any], step: int, epoch: int) -> None:
+        scalars: dict[str, Any] = {}
+        for key, value in metrics.items():
+            scalars[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        scalars.setdefault("epoch", epoch)
+        self.logged.update(metrics)
+        trainer = self._trainer
+        if trainer.is_global_zero:
+            for lg in trainer.loggers:
+                lg.log_metrics(scalars, step=step)

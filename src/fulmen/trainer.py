@@ -29,7 +29,7 @@ from fulmen.plan import RunPlan, make_plan
 from fulmen.precision import Precision, resolve_precision
 from fulmen.profilers import Profiler, _profiled_run, resolve_profiler
 from fulmen.progress import Progress
-from fulmen.results import ResultStore
+from fulmen.results import RunResults
 from fulmen.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from fulmen.strategies import Strategy, select_strategy
 from fulmen.utilities import (
@@ -232,20 +232,13 @@ class Trainer:
         self.should_stop = False
         self.lightning_module: LightningModule = None  # type: ignore[assignment]
         self.datamodule: LightningDataModule | None = None
-        self._results_train = ResultStore("train")
-        self._results_val = ResultStore("validate")
-        self._results_test = ResultStore("test")
-        if self.strategy.world_size > 1:
-            # training only: every rank runs as many train batches, while evaluation shards may differ by one
-            self._results_train.reduce_step = self._reduce_for_logging
-        self._results: ResultStore | None = None
-        self._logged_metrics: dict[str, Any] = {}
+        self._results = RunResults(self)
         self._hooks: HookDispatcher = None  # type: ignore[assignment]
-        self._progress_bar: Any = None
         self._plan = RunPlan()
-        self.fit_loop = FitLoop(self)
+        # the loops get the counters and the logged results passed in, and the run plan at each run
+        self.fit_loop = FitLoop(self, self._progress, self._results)
         self.validate_loop = self.fit_loop.val_loop
-        self.test_loop = EvaluationLoop(self, "test")
+        self.test_loop = EvaluationLoop(self, "test", self._progress, self._results)
         self.predict_loop = PredictionLoop(self)
         self.ckpt_path: str | None = None
         self._ckpt_weights_only: bool | None = None  # the run's weights_only=: False trusts ckpt_path
@@ -549,24 +542,20 @@ class Trainer:
     @property
     def callback_metrics(self) -> dict[str, Any]:
         """Everything logged, as callbacks see it: latest step values and epoch values (tensors)."""
-        out: dict[str, Any] = {}
-        for store in (self._results_train, self._results_val, self._results_test):
-            out.update(store.callback_view())
-        return out
+        return self._results.callback_view()
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
         """The metrics logged with prog_bar=True, as Python numbers."""
         out: dict[str, float] = {}
-        for store in (self._results_train, self._results_val, self._results_test):
-            for key, value in store.callback_view(prog_bar_only=True).items():
-                out[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        for key, value in self._results.callback_view(prog_bar_only=True).items():
+            out[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
         return out
 
     @property
     def logged_metrics(self) -> dict[str, Any]:
         """What was last sent to the loggers."""
-        return dict(self._logged_metrics)
+        return dict(self._results.logged)
 
     # The stage flags read and write `state.stage` (fulmen/states.py), as Lightning's do (see _stage_flag).
     training = _stage_flag(RunningStage.TRAINING, "True while training batches run (stage 'train').")
@@ -713,9 +702,7 @@ class Trainer:
         module = self.lightning_module
         self.should_stop = False
         self.state.stage = _FIRST_STAGE[TrainerFn(fn)]
-        for store in (self._results_train, self._results_val, self._results_test):
-            store.clear()
-        self._logged_metrics = {}
+        self._results.clear()
         anomaly = torch.autograd.set_detect_anomaly(True) if self.detect_anomaly else contextlib.nullcontext()
         # With a profiler on, the step methods are wrapped with timing for this run only (profilers.py).
         profiling = _profiled_run(self, fn) if self.profiler.enabled else contextlib.nullcontext()
@@ -724,7 +711,6 @@ class Trainer:
                 self.strategy.setup_environment()
                 self._attach_module_callbacks()
                 self._hooks = HookDispatcher(self, module, self.callbacks)
-                self._progress_bar = self.progress_bar_callback
                 self._prepare_data()
                 self._call_setup(fn)
                 self._hooks.module("configure_model")
@@ -735,7 +721,7 @@ class Trainer:
                     _require_step(module, "training_step", fn)
                     self.strategy.setup_optimizers(self)
                     self._check_optimization_flags(module)
-                    self._results = self._results_train
+                    self._results.current = self._results.train
                     # on_fit_start runs before the optimizer/loop state is restored, as in Lightning: a
                     # callback such as BaseFinetuning re-adds the param groups the saved state expects
                     self._hooks.both("on_fit_start")
@@ -743,19 +729,19 @@ class Trainer:
                         self._restore_training_state(checkpoint)
                     self._log_hyperparams()
                     self._plan = make_plan(self, self._hooks, optimizers_ready=True)
-                    self.fit_loop.run()
+                    self.fit_loop.run(self._plan)
                     self._finish_checkpoint_writes()
                     self._hooks.both("on_fit_end")
                     result = None
                 elif fn in ("validate", "test"):
                     _require_step(module, "validation_step" if fn == "validate" else "test_step", fn)
                     loop = self.validate_loop if fn == "validate" else self.test_loop
-                    self._results = self._results_for(fn)
+                    self._results.current = self._results.for_stage(fn)
                     self._log_hyperparams()
                     loop.setup_data(reload=True)
-                    result = loop.run()
+                    result = loop.run(self._plan)
                 else:
-                    result = self.predict_loop.run(*extra)
+                    result = self.predict_loop.run(self._plan, *extra)
                 self._call_teardown(fn)
                 self._finalize_loggers("success")
                 self.state.status = TrainerStatus.FINISHED
@@ -766,7 +752,7 @@ class Trainer:
             raise
         finally:
             self.state.stage = None
-            self._results = None
+            self._results.current = None
             self.strategy.teardown()
 
     def _check_optimization_flags(self, module: LightningModule) -> None:
@@ -907,100 +893,6 @@ class Trainer:
                 "trainer.save_checkpoint needs a model: call it during or after fit()."
             )
         checkpoint.save(self, filepath, weights_only=weights_only)
-
-    # ------------------------------------------------------------------ services used by the loops
-    def _results_for(self, stage: str) -> ResultStore:
-        return {"train": self._results_train, "validate": self._results_val, "test": self._results_test}[
-            stage
-        ]
-
-    def _transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Move a batch to the device through the batch-transfer hooks (skipped when they would do nothing)."""
-        plan = self._plan
-        if plan.fast_transfer:
-            return batch
-        module = self.lightning_module
-        dm_before, dm_to_device, dm_after = plan.datamodule_transfer
-        if dm_before is not None:
-            batch = dm_before(batch, dataloader_idx)
-        batch = module.on_before_batch_transfer(batch, dataloader_idx)
-        if dm_to_device is not None:
-            batch = dm_to_device(batch, self.strategy.root_device, dataloader_idx)
-        else:
-            batch = self.strategy.batch_to_device(batch, dataloader_idx)
-        batch = self.precision_plugin.convert_input(batch)
-        if dm_after is not None:
-            batch = dm_after(batch, dataloader_idx)
-        return module.on_after_batch_transfer(batch, dataloader_idx)
-
-    def _train_batches(self, loader: Any, start: int) -> Iterable[tuple[int, Any]]:
-        """Enumerate the train loader from batch `start` of the epoch (recording the epoch's start for resume)."""
-        from fulmen import epoch_replay
-
-        return epoch_replay.train_batches(self, loader, start)
-
-    def _clip_gradients(self, module: LightningModule, optimizer: Any) -> None:
-        if not self._plan.clip:
-            return
-        module._current_fx_name = "configure_gradient_clipping"
-        module.configure_gradient_clipping(
-            optimizer,
-            gradient_clip_val=self.gradient_clip_val,
-            gradient_clip_algorithm=self.gradient_clip_algorithm,
-        )
-
-    def _step_schedulers(self, interval: str) -> None:
-        configs = self.strategy.lr_scheduler_configs
-        if not configs:
-            return
-        module = self.lightning_module
-        for cfg in configs:
-            if cfg.interval != interval:
-                continue
-            count = self._progress.global_step if interval == "step" else self._progress.epoch + 1
-            if count % cfg.frequency != 0:
-                continue
-            metric = None
-            if cfg.reduce_on_plateau:
-                available = self.callback_metrics
-                metric = available.get(cfg.monitor or "")
-                if metric is None:
-                    message = (
-                        f"ReduceLROnPlateau watches {cfg.monitor!r}, which was not logged. "
-                        f"Logged metrics: {sorted(available)}."
-                    )
-                    if cfg.strict:
-                        raise MisconfigurationException(message + " Log it, or set 'strict': False.")
-                    rank_zero_warn(message + " Skipping this scheduler step.")
-                    continue
-            module._current_fx_name = "lr_scheduler_step"
-            module.lr_scheduler_step(cfg.scheduler, metric)
-
-    def _reduce_for_logging(self, tensor: torch.Tensor, op: str) -> torch.Tensor:
-        if self.strategy.world_size == 1:
-            return tensor
-        return self.strategy.reduce(tensor, op)
-
-    def _log_step_metrics(self, results: ResultStore) -> None:
-        metrics = results.step_metrics(for_logger=True)
-        results.mark_step_logged()
-        if metrics:
-            self._log_metrics(metrics, self._progress.batches_that_stepped)
-
-    def _log_epoch_metrics(self, results: ResultStore) -> None:
-        metrics = results.epoch_metrics_for(for_logger=True)
-        if metrics and self.loggers:
-            self._log_metrics(metrics, max(0, self._progress.batches_that_stepped - 1))
-
-    def _log_metrics(self, metrics: dict[str, Any], step: int) -> None:
-        scalars: dict[str, Any] = {}
-        for key, value in metrics.items():
-            scalars[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-        scalars.setdefault("epoch", self._progress.epoch)
-        self._logged_metrics.update(metrics)  # tensors, as Lightning keeps them
-        if self.is_global_zero:
-            for lg in self.loggers:
-                lg.log_metrics(scalars, step=step)
 
 
 # the stage each Trainer method starts in (fit moves on to sanity checking and validating from there)

@@ -220,11 +220,10 @@ def _trial_trainer(trainer: Trainer, root: str, **overrides: Any) -> Trainer:
             f"The tuner runs on one device, but this Trainer uses {trainer.world_size} processes; tune with "
             "Trainer(devices=1), then train with all of them."
         )
-    flags = trainer._flags
     options: dict[str, Any] = dict(
-        accelerator=flags["accelerator"],
+        accelerator=trainer.accelerator,
         devices=trainer.device_ids[:1] if trainer.strategy.root_device.type != "cpu" else 1,
-        precision=flags["precision"],
+        precision=trainer.precision,
         default_root_dir=root,
         logger=False,
         enable_checkpointing=False,

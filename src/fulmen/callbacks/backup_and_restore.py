@@ -64,7 +64,7 @@ class BackupAndRestore(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: Module) -> None:
         """Back up the state between two epochs (nothing to back up before the first batch ever)."""
-        if trainer._progress.total_batches > 0 and trainer._progress.epoch_batches == 0:
+        if trainer.fit_loop.progress.total_batches > 0 and trainer.fit_loop.progress.epoch_batches == 0:
             self._backup(trainer)
 
     def on_train_batch_end(

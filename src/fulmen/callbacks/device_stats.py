@@ -67,7 +67,7 @@ class DeviceStatsMonitor(Callback):
             )
 
     def _log_stats(self, trainer: Trainer, hook: str) -> None:
-        step = trainer._progress.batches_that_stepped
+        step = trainer.fit_loop.progress.batches_that_stepped
         if (step + 1) % trainer.log_every_n_steps != 0 and not trainer.should_stop:
             return  # the same steps at which the Trainer sends logged metrics to the loggers
         device = trainer.strategy.root_device

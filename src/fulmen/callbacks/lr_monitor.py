@@ -81,7 +81,9 @@ class LearningRateMonitor(Callback):
         """Log the step-interval rates (the ones this step uses) at the steps where the trainer logs."""
         if self.logging_interval == "epoch":
             return
-        step = trainer._progress.batches_that_stepped  # the step the trainer logs this batch's metrics at
+        step = (
+            trainer.fit_loop.progress.batches_that_stepped
+        )  # the step the trainer logs this batch's metrics at
         if (step + 1) % trainer.log_every_n_steps != 0 and not trainer.should_stop:
             return
         self._log(trainer, "any" if self.logging_interval == "step" else "step", step)
@@ -93,7 +95,7 @@ class LearningRateMonitor(Callback):
         self._log(
             trainer,
             "any" if self.logging_interval == "epoch" else "epoch",
-            trainer._progress.batches_that_stepped,
+            trainer.fit_loop.progress.batches_that_stepped,
         )
 
     def _log(self, trainer: Trainer, interval: str, step: int) -> None:

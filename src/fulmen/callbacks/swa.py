@@ -188,7 +188,7 @@ def _refresh_batchnorm(trainer: Trainer, module: LightningModule, loader: Any) -
         for i, batch in enumerate(loader):
             if i >= limit:
                 return
-            batch = trainer._transfer(batch, 0)
+            batch = trainer.fit_loop.plan.transfer(batch, 0)
             yield batch[0] if isinstance(batch, (list, tuple)) else batch
 
     with torch.no_grad():

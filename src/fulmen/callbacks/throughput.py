@@ -151,6 +151,6 @@ class ThroughputMonitor(Callback):
         self._last = (total_time, self._batches, self._samples, self._items)
         self.metrics = metrics
         if trainer.is_global_zero:
-            step = trainer._progress.batches_that_stepped  # the trainer's logging step for this batch
+            step = trainer.fit_loop.progress.batches_that_stepped  # the trainer's logging step for this batch
             for logger in trainer.loggers:
                 logger.log_metrics(metrics, step=step)

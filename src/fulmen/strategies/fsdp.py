@@ -147,8 +147,7 @@ class FSDPStrategy(DDPStrategy):
     def _mixed_precision_policy(self) -> Any:
         if self.mixed_precision is not None:
             return self.mixed_precision
-        name = self.precision_plugin.name
-        dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(name)
+        dtype = self.precision_plugin.autocast_dtype
         if dtype is None:
             return None
         from torch.distributed.fsdp import MixedPrecisionPolicy

@@ -469,7 +469,7 @@ def _results_for_parent(trainer: Trainer, result: Any, weights: dict[str, Any]) 
     return {
         "result": result,
         "state_dict": {k: _to_cpu(v) for k, v in weights.items()},
-        "progress": trainer._progress.state_dict(),
+        "progress": trainer.fit_loop.progress.state_dict(),
         "callback_metrics": {k: _to_cpu(v) for k, v in trainer.callback_metrics.items()},
         "logged_metrics": {k: _to_cpu(v) for k, v in trainer.logged_metrics.items()},
         "callbacks": {cb.state_key: cb.state_dict() for cb in trainer.callbacks},
@@ -480,11 +480,11 @@ def _restore_in_parent(trainer: Trainer, payload: dict[str, Any]) -> None:
     """Make the calling process's Trainer and module look as if it had trained itself."""
     module = trainer.lightning_module
     module.load_state_dict(payload["state_dict"])
-    trainer._progress.load_state_dict(payload["progress"])
-    for store in (trainer._results_train, trainer._results_val, trainer._results_test):
-        store.clear()
-    trainer._results_train.epoch_metrics = dict(payload["callback_metrics"])
-    trainer._logged_metrics = dict(payload["logged_metrics"])
+    loop = trainer.fit_loop
+    loop.progress.load_state_dict(payload["progress"])
+    loop.results.clear()
+    loop.results.train.epoch_metrics = dict(payload["callback_metrics"])
+    loop.results.logged = dict(payload["logged_metrics"])
     states = payload["callbacks"]
     for cb in trainer.callbacks:
         state = states.get(cb.state_key)

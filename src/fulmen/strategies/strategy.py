@@ -7,6 +7,7 @@ own setting (one device; many processes with DistributedDataParallel; sharded wi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -153,19 +154,21 @@ class Strategy:
         assert self._module is not None
         self.precision_plugin.backward(loss, self._module, *args, **kwargs)
 
-    def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
-        """Step `optimizer`: the closure first, then on_before_optimizer_step and clipping, then the step."""
+    def optimizer_step(
+        self,
+        optimizer: Optimizer,
+        closure: Callable[[], Any] | None,
+        before_step: Callable[[Optimizer], None] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Step `optimizer`: the closure first, then `before_step(optimizer)`, then the step.
+
+        `before_step` is what runs between backward and the step (the trainer passes the
+        `on_before_optimizer_step` hooks and gradient clipping, see plan.py).
+        """
         module = self._module
-        trainer = self._trainer
-        assert module is not None and trainer is not None
-
-        def after_closure() -> None:
-            hooks = trainer._hooks
-            hooks.callbacks("on_before_optimizer_step", optimizer)
-            hooks.module("on_before_optimizer_step", optimizer)
-            if trainer._plan.clip and module.automatic_optimization:
-                trainer._clip_gradients(module, optimizer)
-
+        assert module is not None
+        after_closure = _no_op if before_step is None else functools.partial(before_step, optimizer)
         return self.precision_plugin.optimizer_step(
             optimizer, module, closure or _no_op, after_closure, **kwargs
         )

@@ -7,10 +7,7 @@ memory, so this strategy marks the end of each optimizer step and of each evalua
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-from torch.optim import Optimizer
 
 from fulmen.strategies.strategy import SingleDeviceStrategy
 
@@ -24,9 +21,9 @@ def _mark_step() -> None:
 class SingleDeviceXLAStrategy(SingleDeviceStrategy):
     """One process on one XLA device; the graph is cut after every optimizer and evaluation step."""
 
-    def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any] | None, **kwargs: Any) -> Any:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> Any:
         """Step as usual, then run the recorded graph on the device."""
-        out = super().optimizer_step(optimizer, closure, **kwargs)
+        out = super().optimizer_step(*args, **kwargs)
         _mark_step()
         return out
 
