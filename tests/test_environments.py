@@ -71,7 +71,7 @@ def test_slurm_task_resolves_ranks_world_size_and_rendezvous(clean_env):
 def test_slurm_master_port_variable_wins(clean_env):
     _slurm(clean_env, procid=0, localid=0, nodeid=0)
     clean_env.setenv("MASTER_PORT", "29999")
-    assert SLURMEnvironment(2, 2).main_port == 29999
+    assert SLURMEnvironment(num_devices=2, num_nodes=2).main_port == 29999
 
 
 def test_slurm_tasks_per_node_must_match_devices(clean_env):

@@ -11,15 +11,33 @@ variables the process was started with:
 
 The plain environment is the classic multi-machine recipe: on every machine set `MASTER_ADDR`,
 `MASTER_PORT` and `NODE_RANK`, then start the script once; fulmen starts the other local processes.
+
+`KubeflowEnvironment`, `LSFEnvironment` and `MPIEnvironment` are never picked automatically; pass one
+in `Trainer(plugins=[...])` (any environment can be passed that way, as in Lightning).
+
+SLURM can also end a job early and put it back in the queue: with `SLURMEnvironment(auto_requeue=True)`
+(the default) a fit that receives `requeue_signal` (SIGUSR1; ask SLURM for it with
+`#SBATCH --signal=SIGUSR1@90`) stops after the current batch, writes `hpc_ckpt_<n>.ckpt` into
+`default_root_dir`, and runs `scontrol requeue <job id>`; the requeued job's fit resumes from the
+newest `hpc_ckpt_<n>.ckpt` when it is given no `ckpt_path`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import re
+import signal
 import socket
+import subprocess
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
 
-from fulmen.utilities import MisconfigurationException
+from fulmen.utilities import MisconfigurationException, rank_zero_info, rank_zero_warn
+
+if TYPE_CHECKING:
+    from fulmen.trainer import Trainer
 
 
 def find_free_port() -> int:
@@ -95,6 +113,20 @@ class ClusterEnvironment:
 
     def validate(self) -> None:
         """Raise a clear error when the Trainer's devices/num_nodes disagree with the launcher's settings."""
+
+    def validate_settings(self, num_devices: int, num_nodes: int) -> None:
+        """Lightning's spelling of `validate`, with the Trainer's devices and nodes."""
+        self.num_devices, self.num_nodes = num_devices, num_nodes
+        self.validate()
+
+    def set_world_size(self, size: int) -> None:
+        """Lightning's launchers tell an environment its world size; fulmen reads it from the variables."""
+
+    def set_global_rank(self, rank: int) -> None:
+        """Lightning's launchers tell an environment its rank; fulmen reads it from the variables."""
+
+    def teardown(self) -> None:
+        """Clean up after the run (nothing to do for the environments here)."""
 
     def export(self) -> None:
         """Put MASTER_ADDR/MASTER_PORT in os.environ, where torch.distributed's `env://` reads them."""
@@ -198,7 +230,48 @@ class SLURMEnvironment(ClusterEnvironment):
 
     The rank-0 address is the first host of SLURM_NODELIST; the port is MASTER_PORT when set, else
     derived from the job id so every task computes the same one.
+
+    Args:
+        auto_requeue: on `requeue_signal`, checkpoint and put the job back in SLURM's queue (see the
+            module docstring).
+        requeue_signal: the signal SLURM sends before the time limit; SIGUSR1 by default.
     """
+
+    def __init__(
+        self,
+        auto_requeue: bool = True,
+        requeue_signal: signal.Signals | None = None,
+        num_devices: int = 1,
+        num_nodes: int = 1,
+    ) -> None:
+        super().__init__(num_devices, num_nodes)
+        self.auto_requeue = auto_requeue
+        self.requeue_signal = requeue_signal if requeue_signal is not None else _default_requeue_signal()
+
+    @staticmethod
+    def job_id() -> str | None:
+        """The job to requeue: `<array job>_<task>` for an array task, else SLURM_JOB_ID (None outside SLURM)."""
+        array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+        if array_job and array_task:
+            return f"{array_job}_{array_task}"
+        return os.environ.get("SLURM_JOB_ID")
+
+    def requeue(self) -> bool:
+        """Run `scontrol requeue <job id>`; True when it succeeded."""
+        job = self.job_id()
+        if job is None:
+            rank_zero_warn("SLURM auto-requeue: SLURM_JOB_ID is not set, so there is no job to requeue.")
+            return False
+        try:
+            result = subprocess.call(["scontrol", "requeue", job])
+        except OSError as err:
+            rank_zero_warn(f"SLURM auto-requeue: could not run `scontrol requeue {job}`: {err}")
+            return False
+        if result != 0:
+            rank_zero_warn(f"SLURM auto-requeue: `scontrol requeue {job}` failed with exit code {result}.")
+            return False
+        rank_zero_info(f"Requeued SLURM job: {job}")
+        return True
 
     @staticmethod
     def detect() -> bool:  # noqa: D102
@@ -251,6 +324,141 @@ class SLURMEnvironment(ClusterEnvironment):
             )
 
 
+class KubeflowEnvironment(ClusterEnvironment):
+    """A Kubeflow PyTorchJob: one process per pod, ranks from MASTER_ADDR/MASTER_PORT/WORLD_SIZE/RANK."""
+
+    @staticmethod
+    def detect() -> bool:  # noqa: D102
+        required = ("KUBERNETES_PORT", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
+        return all(name in os.environ for name in required)
+
+    @property
+    def main_address(self) -> str:  # noqa: D102
+        return os.environ["MASTER_ADDR"]
+
+    def world_size(self) -> int:  # noqa: D102
+        return _int_env("WORLD_SIZE", 1) or 1
+
+    def global_rank(self) -> int:  # noqa: D102
+        return _int_env("RANK", 0) or 0
+
+    def local_rank(self) -> int:  # noqa: D102
+        return 0  # one process per pod
+
+    def node_rank(self) -> int:  # noqa: D102
+        return self.global_rank()
+
+
+class LSFEnvironment(ClusterEnvironment):
+    """IBM Spectrum LSF with `jsrun`: ranks from JSM_NAMESPACE_*, hosts from the LSB_DJOB_RANKFILE file.
+
+    The rank-0 address is the first compute host of the rank file (its first line is the launch node);
+    the port is MASTER_PORT when set, else derived from LSB_JOBID.
+    """
+
+    @staticmethod
+    def detect() -> bool:  # noqa: D102
+        required = ("LSB_JOBID", "LSB_DJOB_RANKFILE", "JSM_NAMESPACE_LOCAL_RANK", "JSM_NAMESPACE_SIZE")
+        return all(name in os.environ for name in required)
+
+    def _hosts(self) -> list[str]:
+        path = os.environ.get("LSB_DJOB_RANKFILE")
+        if not path:
+            raise MisconfigurationException(
+                "LSFEnvironment needs LSB_DJOB_RANKFILE (set by LSF for the job)."
+            )
+        with open(path) as f:
+            lines = [line.strip() for line in f if line.strip()]
+        if len(lines) < 2:
+            raise MisconfigurationException(f"The LSF rank file {path} lists no compute hosts.")
+        return lines[1:]
+
+    @property
+    def main_address(self) -> str:  # noqa: D102
+        return self._hosts()[0]
+
+    @property
+    def main_port(self) -> int:  # noqa: D102
+        port = _int_env("MASTER_PORT")
+        if port is not None:
+            return port
+        return 10000 + (_int_env("LSB_JOBID", 0) or 0) % 1000
+
+    def world_size(self) -> int:  # noqa: D102
+        return _int_env("JSM_NAMESPACE_SIZE", 1) or 1
+
+    def global_rank(self) -> int:  # noqa: D102
+        return _int_env("JSM_NAMESPACE_RANK", 0) or 0
+
+    def local_rank(self) -> int:  # noqa: D102
+        return _int_env("JSM_NAMESPACE_LOCAL_RANK", 0) or 0
+
+    def node_rank(self) -> int:  # noqa: D102
+        order: dict[str, int] = {}
+        for host in self._hosts():
+            order.setdefault(host, len(order))
+        return order.get(socket.gethostname(), 0)
+
+
+class MPIEnvironment(ClusterEnvironment):
+    """Processes started by `mpirun`: ranks from MPI (needs the `mpi4py` package)."""
+
+    def __init__(self, num_devices: int = 1, num_nodes: int = 1) -> None:
+        super().__init__(num_devices, num_nodes)
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise ModuleNotFoundError(
+                "MPIEnvironment reads the ranks from MPI through `mpi4py`: `pip install mpi4py`."
+            ) from None
+        self._comm = MPI.COMM_WORLD
+        self._address: str | None = None
+        self._port: int | None = None
+
+    @staticmethod
+    def detect() -> bool:  # noqa: D102
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            return False
+        return bool(MPI.COMM_WORLD.Get_size() > 1)
+
+    def _rendezvous(self) -> None:
+        if self._address is None:  # rank 0 picks the address and a free port; every rank learns them
+            mine = (socket.gethostname(), find_free_port()) if self._comm.Get_rank() == 0 else None
+            self._address, self._port = self._comm.bcast(mine, root=0)
+
+    @property
+    def main_address(self) -> str:  # noqa: D102
+        self._rendezvous()
+        assert self._address is not None
+        return self._address
+
+    @property
+    def main_port(self) -> int:  # noqa: D102
+        self._rendezvous()
+        assert self._port is not None
+        return self._port
+
+    def world_size(self) -> int:  # noqa: D102
+        return int(self._comm.Get_size())
+
+    def global_rank(self) -> int:  # noqa: D102
+        return int(self._comm.Get_rank())
+
+    def local_rank(self) -> int:  # noqa: D102
+        return int(
+            self._comm.Split_type(3).Get_rank()
+        )  # 3 = MPI.COMM_TYPE_SHARED: the processes of this host
+
+    def node_rank(self) -> int:  # noqa: D102
+        hosts = self._comm.allgather(socket.gethostname())
+        order: dict[str, int] = {}
+        for host in hosts:
+            order.setdefault(host, len(order))
+        return order[socket.gethostname()]
+
+
 def first_slurm_host(nodelist: str) -> str:
     """The first host name of a SLURM node list such as "gpu[003-005,010],cpu01" (here "gpu003")."""
     first = re.match(r"([^,\[]+)(\[([^\]]*)\])?", nodelist.strip())
@@ -270,5 +478,76 @@ def detect_environment(num_devices: int, num_nodes: int) -> ClusterEnvironment:
     """The environment this process was started in: torchrun, SLURM, else plain variables."""
     for cls in _ENVIRONMENTS:
         if cls.detect():
-            return cls(num_devices, num_nodes)
+            return cls(num_devices=num_devices, num_nodes=num_nodes)
     return LightningEnvironment(num_devices, num_nodes)
+
+
+# ---------------------------------------------------------------------------- SLURM auto-requeue
+def _default_requeue_signal() -> signal.Signals:
+    return getattr(signal, "SIGUSR1", signal.SIGTERM)  # Windows has no SIGUSR1
+
+
+HPC_CHECKPOINT_PATTERN = "hpc_ckpt_*.ckpt"
+
+
+def hpc_checkpoint_path(folder: str) -> str | None:
+    """The newest `hpc_ckpt_<n>.ckpt` in `folder` (written by a SLURM auto-requeue), or None."""
+    best: tuple[int, str] | None = None
+    for path in glob.glob(os.path.join(folder, HPC_CHECKPOINT_PATTERN)):
+        number = re.fullmatch(r"hpc_ckpt_(\d+)\.ckpt", os.path.basename(path))
+        if number is not None and (best is None or int(number.group(1)) > best[0]):
+            best = (int(number.group(1)), path)
+    return best[1] if best else None
+
+
+def _next_hpc_checkpoint_path(folder: str) -> str:
+    newest = hpc_checkpoint_path(folder)
+    number = 0 if newest is None else int(re.findall(r"\d+", os.path.basename(newest))[-1])
+    return os.path.join(folder, f"hpc_ckpt_{number + 1}.ckpt")
+
+
+def requeue_environment(trainer: Trainer) -> SLURMEnvironment | None:
+    """The SLURM environment whose auto-requeue this fit honours: passed in plugins=, or detected."""
+    env = getattr(trainer, "_cluster_environment", None)
+    if env is None:
+        env = getattr(trainer.strategy, "cluster_environment", None)
+    if env is None and SLURMEnvironment.detect():
+        env = SLURMEnvironment()
+    if isinstance(env, SLURMEnvironment) and env.auto_requeue:
+        return env
+    return None
+
+
+@contextlib.contextmanager
+def slurm_requeue(trainer: Trainer) -> Generator[None, None, None]:
+    """Around the fit loop: on SLURM's requeue signal, stop after the batch, checkpoint and requeue the job.
+
+    The signal only sets `trainer.should_stop`, so the loop ends at a batch boundary with consistent
+    state; the checkpoint is written and `scontrol requeue` runs once the loop has returned.
+    """
+    env = requeue_environment(trainer)
+    if env is None:
+        yield
+        return
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        trainer.should_stop = True
+
+    try:
+        previous = signal.signal(env.requeue_signal, handler)
+    except (ValueError, OSError):  # not the main thread, or the signal cannot be caught here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(env.requeue_signal, previous)
+    if received:
+        rank_zero_info(
+            f"Handling SLURM auto-requeue signal {received[0]}: checkpointing and requeueing the job."
+        )
+        trainer.save_checkpoint(_next_hpc_checkpoint_path(trainer.default_root_dir))
+        if trainer.is_global_zero:
+            env.requeue()

@@ -11,6 +11,11 @@ how the loss is scaled for backward, and how the optimizer steps (e.g. through a
 | "16-true"      | `HalfPrecision`    | fp16 weights; float inputs cast to fp16                        |
 | "bf16-true"    | `HalfPrecision`    | bf16 weights; float inputs cast to bf16                        |
 | "64-true"      | `DoublePrecision`  | fp64 weights; float inputs cast to fp64                        |
+
+Lightning users also pass these objects in `Trainer(plugins=[...])`, e.g.
+`plugins=[MixedPrecision("bf16-mixed", "cpu")]`, and `FSDPPrecision(mode)` for an FSDP run (it
+behaves as the class of its mode above; the FSDP strategy derives its mixed-precision policy from the
+mode). `XLAPrecision` (TPU) is out of scope and says so.
 """
 
 from __future__ import annotations
@@ -119,7 +124,10 @@ class MixedPrecision(Precision):
     range and needs no scaler.
     """
 
-    def __init__(self, precision: str, device_type: str, scaler: torch.amp.GradScaler | None = None) -> None:
+    def __init__(
+        self, precision: str, device: str = "cuda", scaler: torch.amp.GradScaler | None = None
+    ) -> None:
+        device_type = device
         if precision not in ("16-mixed", "bf16-mixed"):
             raise MisconfigurationException(
                 f"MixedPrecision takes '16-mixed' or 'bf16-mixed', got {precision!r}."
@@ -237,7 +245,7 @@ class _DtypeMixin(Precision):
 class HalfPrecision(_DtypeMixin):
     """The "16-true" and "bf16-true" modes: the whole module in fp16/bf16 (no fp32 master weights, no scaler)."""
 
-    def __init__(self, precision: str = "bf16-true") -> None:
+    def __init__(self, precision: str = "16-true") -> None:
         if precision not in ("16-true", "bf16-true"):
             raise MisconfigurationException(
                 f"HalfPrecision takes '16-true' or 'bf16-true', got {precision!r}."
@@ -251,6 +259,78 @@ class DoublePrecision(_DtypeMixin):
 
     name = "64-true"
     dtype = torch.float64
+
+
+class FSDPPrecision(Precision):
+    """The precision plugin Lightning pairs with FSDP: `precision` is one of "32-true", "16-mixed",
+    "bf16-mixed", "16-true", "bf16-true"; it acts as that mode's plugin (a `scaler` only with "16-mixed")."""
+
+    def __init__(self, precision: str = "32-true", scaler: torch.amp.GradScaler | None = None) -> None:
+        if precision not in ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true"):
+            raise MisconfigurationException(
+                f"FSDPPrecision(precision={precision!r}) is not valid; use '32-true', '16-mixed', 'bf16-mixed', "
+                "'16-true' or 'bf16-true'."
+            )
+        if scaler is not None and precision != "16-mixed":
+            raise MisconfigurationException(
+                f"FSDPPrecision: a `scaler` only applies to '16-mixed', not {precision!r}."
+            )
+        self.name = precision
+        self.scaler = scaler
+        self._inner: Precision | None = None if precision != "32-true" else Precision()
+
+    def _mode(self) -> Precision:
+        if self._inner is None:  # the mixed modes need the device type: default to CUDA, where FSDP runs
+            if self.name in ("16-true", "bf16-true"):
+                self._inner = HalfPrecision(self.name)
+            else:
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+                scaler = self.scaler
+                if self.name == "16-mixed" and scaler is None:
+                    scaler = torch.amp.GradScaler(device)
+                self._inner = MixedPrecision(self.name, device, scaler)
+        return self._inner
+
+    def convert_module(self, module: nn.Module) -> nn.Module:  # noqa: D102
+        return self._mode().convert_module(module)
+
+    def convert_input(self, data: Any) -> Any:  # noqa: D102
+        return self._mode().convert_input(data)
+
+    def forward_context(self) -> contextlib.AbstractContextManager[Any]:  # noqa: D102
+        return self._mode().forward_context()
+
+    def backward(self, loss: torch.Tensor, module: LightningModule, *args: Any, **kwargs: Any) -> None:  # noqa: D102
+        self._mode().backward(loss, module, *args, **kwargs)
+
+    def optimizer_step(  # noqa: D102
+        self,
+        optimizer: Optimizer,
+        module: LightningModule,
+        closure: Callable[[], Any],
+        after_closure: Callable[[], None],
+        **kwargs: Any,
+    ) -> Any:
+        return self._mode().optimizer_step(optimizer, module, closure, after_closure, **kwargs)
+
+    def unscale_gradients(self, optimizer: Optimizer) -> None:  # noqa: D102
+        self._mode().unscale_gradients(optimizer)
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return self._mode().state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # noqa: D102
+        self._mode().load_state_dict(state_dict)
+
+
+class XLAPrecision(Precision):
+    """Lightning's TPU precision plugin: out of scope in fulmen (it raises a clear error)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(
+            "XLAPrecision is out of scope in fulmen: TPU runs take the precision flag instead, e.g. "
+            "Trainer(accelerator='tpu', precision='bf16-true'). Remove XLAPrecision from plugins=."
+        )
 
 
 _VALID = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")

@@ -21,6 +21,7 @@ from fulmen.callbacks.callback import Callback
 from fulmen.callbacks.checkpoint import Checkpoint
 from fulmen.compiled import from_compiled
 from fulmen.datamodule import LightningDataModule
+from fulmen.environments import slurm_requeue
 from fulmen.flags import check_choice, check_count, check_limit, map_legacy_flags, parse_max_time
 from fulmen.hooks import HookDispatcher
 from fulmen.loops import EvaluationLoop, FitLoop, PredictionLoop
@@ -194,20 +195,35 @@ class Trainer:
         self._set_determinism(f["deterministic"], f["benchmark"])
 
         # --- hardware
-        precision_flag = _precision_from_plugins(f["plugins"], f["precision"])
+        plugins = _sort_plugins(f["plugins"])
+        precision_flag = f["precision"]
+        if "precision" in plugins:
+            if precision_flag is not None:
+                raise MisconfigurationException(
+                    "The precision was given twice (in `plugins=` and/or `precision=`); pass exactly one."
+                )
+            precision_flag = plugins["precision"]
         self.accelerator = select_accelerator(f["accelerator"])
         self._parsed_devices = parse_devices(f["devices"], self.accelerator)
         self.num_nodes = int(f["num_nodes"])
         self.precision_plugin: Precision = resolve_precision(
             "32-true" if precision_flag is None else precision_flag, self.accelerator.name
         )
+        self._cluster_environment = plugins.get("cluster_environment")
         self.strategy: Strategy = select_strategy(
-            f["strategy"], self.accelerator, self._parsed_devices, self.num_nodes, self.precision_plugin
+            f["strategy"],
+            self.accelerator,
+            self._parsed_devices,
+            self.num_nodes,
+            self.precision_plugin,
+            cluster_environment=self._cluster_environment,
         )
         self.precision_plugin = self.strategy.precision_plugin
-        checkpoint_io = _checkpoint_io_from_plugins(f["plugins"])
-        if checkpoint_io is not None:
-            self.strategy.checkpoint_io = checkpoint_io
+        if "checkpoint_io" in plugins:
+            self.strategy.checkpoint_io = plugins["checkpoint_io"]
+        self._layer_sync = plugins.get("layer_sync")
+        if self._layer_sync is not None:  # plugins=[TorchSyncBatchNorm()] is sync_batchnorm=True
+            self.sync_batchnorm = True
         rank_zero_only.rank = self.strategy.global_rank  # type: ignore[attr-defined]
 
         # --- profiler
@@ -729,7 +745,8 @@ class Trainer:
                         self._restore_training_state(checkpoint)
                     self._log_hyperparams()
                     self._plan = make_plan(self, self._hooks, optimizers_ready=True)
-                    self.fit_loop.run(self._plan)
+                    with slurm_requeue(self):  # SLURM's requeue signal: stop, checkpoint, requeue the job
+                        self.fit_loop.run(self._plan)
                     self._finish_checkpoint_writes()
                     self._hooks.both("on_fit_end")
                     result = None
@@ -921,22 +938,41 @@ def _require_step(module: LightningModule, step: str, fn: str) -> None:
         )
 
 
-def _precision_from_plugins(plugins: Any, precision: Any) -> Any:
-    """The `precision=` value, or a Precision object passed in `plugins=` (other plugins are refused)."""
-    if not plugins:
-        return precision
-    items = plugins if isinstance(plugins, (list, tuple)) else [plugins]
+def _sort_plugins(plugins: Any) -> dict[str, Any]:
+    """The objects of `Trainer(plugins=...)` by kind: precision, checkpoint_io, cluster_environment, layer_sync."""
     from fulmen.checkpoint_io import CheckpointIO
+    from fulmen.environments import ClusterEnvironment
+    from fulmen.layer_sync import LayerSync
 
-    chosen = [p for p in items if isinstance(p, Precision)]
-    others = [type(p).__name__ for p in items if not isinstance(p, (Precision, CheckpointIO))]
-    if others:
-        raise NotImplementedError(f"Trainer(plugins=...) does not support {others} yet; remove them.")
-    if len(chosen) > 1 or (chosen and precision is not None):
-        raise MisconfigurationException(
-            "The precision was given twice (in `plugins=` and/or `precision=`); pass exactly one."
-        )
-    return chosen[0] if chosen else precision
+    kinds: tuple[tuple[str, type], ...] = (
+        ("precision", Precision),
+        ("checkpoint_io", CheckpointIO),
+        ("cluster_environment", ClusterEnvironment),
+        ("layer_sync", LayerSync),
+    )
+    items = [] if plugins is None else plugins if isinstance(plugins, (list, tuple)) else [plugins]
+    found: dict[str, Any] = {}
+    for plugin in items:
+        kind = next((name for name, cls in kinds if isinstance(plugin, cls)), None)
+        if kind is None:
+            raise MisconfigurationException(
+                f"Trainer(plugins=...) got {plugin!r}, which is not a plugin: pass Precision, CheckpointIO, "
+                "ClusterEnvironment or LayerSync objects (from fulmen.plugins)."
+            )
+        if kind in found:
+            names = [type(found[kind]).__name__, type(plugin).__name__]
+            if kind == "checkpoint_io":
+                raise MisconfigurationException(
+                    f"Trainer(plugins=...) got several checkpoint I/O plugins {names}; pass one (wrap one in "
+                    "another, e.g. AsyncCheckpointIO(MyCheckpointIO()), to combine them)."
+                )
+            if kind == "precision":
+                raise MisconfigurationException(
+                    "The precision was given twice (in `plugins=` and/or `precision=`); pass exactly one."
+                )
+            raise MisconfigurationException(f"Trainer(plugins=...) got two {kind} plugins {names}; pass one.")
+        found[kind] = plugin
+    return found
 
 
 def _as_given(loader: Any) -> Any:
@@ -957,21 +993,6 @@ def _optional_count(flag: str, value: Any, minimum: int, meaning: str) -> int | 
 
 class LoggerFinalizeError(RuntimeError):
     """A logger failed to finish writing its files at the end of an otherwise successful run."""
-
-
-def _checkpoint_io_from_plugins(plugins: Any) -> Any:
-    """The CheckpointIO plugin passed in `plugins=`, if any (at most one)."""
-    from fulmen.checkpoint_io import CheckpointIO
-
-    items = plugins if isinstance(plugins, (list, tuple)) else [plugins]
-    chosen = [p for p in items if isinstance(p, CheckpointIO)]
-    if len(chosen) > 1:
-        names = [type(p).__name__ for p in chosen]
-        raise MisconfigurationException(
-            f"Trainer(plugins=...) got several checkpoint I/O plugins {names}; pass one (wrap one in another, "
-            "e.g. AsyncCheckpointIO(MyCheckpointIO()), to combine them)."
-        )
-    return chosen[0] if chosen else None
 
 
 def _flag(value: bool | None, default: bool) -> bool:

@@ -91,4 +91,8 @@ def auto_resume_path(trainer: Trainer, fn: str) -> str | None:
         path = cb.resume_checkpoint_path(trainer)
         if path is not None:
             return str(path)
+    from fulmen.environments import hpc_checkpoint_path, requeue_environment
+
+    if requeue_environment(trainer) is not None:  # a requeued SLURM job continues from its hpc checkpoint
+        return hpc_checkpoint_path(trainer.default_root_dir)
     return None

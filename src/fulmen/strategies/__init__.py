@@ -59,12 +59,18 @@ def select_strategy(
     devices: list[int],
     num_nodes: int,
     precision: Precision,
+    cluster_environment: Any = None,
 ) -> Strategy:
-    """Pick the Strategy for the flags: the one place where accelerator, devices and nodes meet."""
+    """Pick the Strategy for the flags: the one place where accelerator, devices and nodes meet.
+
+    `cluster_environment` (from `Trainer(plugins=...)`) replaces the detected one in a distributed strategy.
+    """
     device_objs = accelerator.parallel_devices(devices)
     if isinstance(strategy, Strategy):
         strategy.accelerator = strategy.accelerator or accelerator
         strategy.precision_plugin = precision
+        if cluster_environment is not None and getattr(strategy, "cluster_environment", None) is None:
+            strategy.cluster_environment = cluster_environment  # type: ignore[attr-defined]
         connect = getattr(strategy, "connect_flags", None)
         if connect is not None:  # a distributed strategy built by the user: give it devices and nodes
             connect(accelerator, device_objs, num_nodes)
@@ -100,7 +106,11 @@ def select_strategy(
         from fulmen.strategies.fsdp import FSDPStrategy
 
         return FSDPStrategy(
-            accelerator=accelerator, parallel_devices=device_objs, num_nodes=num_nodes, precision=precision
+            accelerator=accelerator,
+            parallel_devices=device_objs,
+            num_nodes=num_nodes,
+            precision=precision,
+            cluster_environment=cluster_environment,
         )
     from fulmen.strategies.ddp import DDPStrategy
 
@@ -110,6 +120,7 @@ def select_strategy(
         parallel_devices=device_objs,
         num_nodes=num_nodes,
         precision=precision,
+        cluster_environment=cluster_environment,
         start_method=start_method,
         **ddp_kwargs,
     )

@@ -196,7 +196,7 @@ class DDPStrategy(Strategy):
     def _wrap(self, module: nn.Module) -> nn.Module:
         trainer = self._trainer
         if trainer is not None and trainer.sync_batchnorm:
-            module = _convert_sync_batchnorm(module, self.root_device)
+            module = _convert_sync_batchnorm(module, self.root_device, getattr(trainer, "_layer_sync", None))
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **self._ddp_kwargs)
 
@@ -344,8 +344,15 @@ class DDPStrategy(Strategy):
         return count == dist.get_world_size() if all else count > 0
 
 
-def _convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """BatchNorm layers that average their statistics over every process (torch supports this on GPUs)."""
+def _convert_sync_batchnorm(module: nn.Module, device: torch.device, layer_sync: Any = None) -> nn.Module:
+    """BatchNorm layers that average their statistics over every process (torch supports this on GPUs).
+
+    `layer_sync` is the LayerSync plugin from `Trainer(plugins=...)`; a custom one converts as it likes.
+    """
+    from fulmen.layer_sync import TorchSyncBatchNorm
+
+    if layer_sync is not None and type(layer_sync) is not TorchSyncBatchNorm:
+        return layer_sync.apply(module)
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
     if has_bn and device.type == "cpu":
         raise MisconfigurationException(

@@ -115,7 +115,7 @@ class FSDPStrategy(DDPStrategy):
             )
         trainer = self._trainer
         if trainer is not None and trainer.sync_batchnorm:
-            module = _convert_sync_batchnorm(module, self.root_device)
+            module = _convert_sync_batchnorm(module, self.root_device, getattr(trainer, "_layer_sync", None))
         options: dict[str, Any] = {
             "mesh": self._device_mesh(),
             "reshard_after_forward": self.sharding_strategy != "SHARD_GRAD_OP",
