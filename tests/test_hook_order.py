@@ -363,3 +363,32 @@ def test_manual_optimization_hooks_fire_from_manual_backward_and_step(make_train
         "after opt.step",
     ]
     assert trainer.global_step == 1
+
+
+def test_checkpoint_and_early_stopping_declare_they_run_after_the_module():
+    from fulmen.callbacks import Checkpoint, EarlyStopping, ModelCheckpoint
+
+    assert Checkpoint.runs_after_module_epoch_end and ModelCheckpoint.runs_after_module_epoch_end
+    assert EarlyStopping.runs_after_module_epoch_end and not L.Callback.runs_after_module_epoch_end
+
+
+def test_declared_monitoring_callback_runs_epoch_end_after_the_module(make_trainer):
+    calls = []
+
+    class Judge(L.Callback):
+        runs_after_module_epoch_end = True
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            calls.append("judge")
+
+    class Plain(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            calls.append("plain")
+
+    class Model(BoringModel):
+        def on_train_epoch_end(self):
+            calls.append("module")
+
+    trainer = make_trainer(callbacks=[Judge(), Plain()], limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(Model())
+    assert calls == ["plain", "module", "judge"]

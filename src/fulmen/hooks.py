@@ -16,14 +16,6 @@ if TYPE_CHECKING:
     from fulmen.module import LightningModule
     from fulmen.trainer import Trainer
 
-# Callbacks that watch a metric run their epoch-end hooks after the module's (see _MONITORING).
-_MONITORING = ("Checkpoint", "EarlyStopping")
-
-
-def _is_monitoring(callback: object) -> bool:
-    return any(cls.__name__ in _MONITORING for cls in type(callback).__mro__)
-
-
 _UNLISTED: Any = object()
 
 
@@ -51,10 +43,11 @@ class HookDispatcher:
             n: [fn for _, fn in pairs] for n, pairs in listeners.items()
         }
         self._cb_regular: dict[str, list[Callable[..., Any]]] = {
-            n: [fn for cb, fn in pairs if not _is_monitoring(cb)] for n, pairs in listeners.items()
+            n: [fn for cb, fn in pairs if not cb.runs_after_module_epoch_end]
+            for n, pairs in listeners.items()
         }
         self._cb_monitoring: dict[str, list[Callable[..., Any]]] = {
-            n: [fn for cb, fn in pairs if _is_monitoring(cb)] for n, pairs in listeners.items()
+            n: [fn for cb, fn in pairs if cb.runs_after_module_epoch_end] for n, pairs in listeners.items()
         }
         module = self._module
         self._mod: dict[str, Callable[..., Any] | None] = {}

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch.optim import Optimizer
 
 from fulmen.utilities import MisconfigurationException, rank_zero_warn
@@ -39,7 +40,10 @@ class LRSchedulerConfig:
 
 
 def _is_plateau(scheduler: Any) -> bool:
-    return type(scheduler).__name__ == "ReduceLROnPlateau" or hasattr(scheduler, "_is_better")
+    # torch's, or a look-alike that decides by a metric as it does
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) or hasattr(
+        scheduler, "_is_better"
+    )
 
 
 def _scheduler_config(item: Any, monitor: str | None = None) -> LRSchedulerConfig:

@@ -19,6 +19,7 @@ from fulmen import data
 from fulmen.accelerators import parse_devices, select_accelerator
 from fulmen.callbacks.callback import Callback
 from fulmen.callbacks.checkpoint import Checkpoint
+from fulmen.callbacks.early_stopping import EarlyStopping
 from fulmen.compiled import from_compiled
 from fulmen.datamodule import LightningDataModule
 from fulmen.environments import slurm_requeue
@@ -468,12 +469,12 @@ class Trainer:
     @property
     def early_stopping_callback(self) -> Any:
         """The first EarlyStopping callback, or None."""
-        return next((c for c in self.callbacks if _is_a(c, "EarlyStopping")), None)
+        return next((c for c in self.callbacks if isinstance(c, EarlyStopping)), None)
 
     @property
     def early_stopping_callbacks(self) -> list[Any]:
         """Every EarlyStopping callback."""
-        return [c for c in self.callbacks if _is_a(c, "EarlyStopping")]
+        return [c for c in self.callbacks if isinstance(c, EarlyStopping)]
 
     @property
     def predict_dataloaders(self) -> Any:
@@ -997,10 +998,6 @@ class LoggerFinalizeError(RuntimeError):
 
 def _flag(value: bool | None, default: bool) -> bool:
     return default if value is None else bool(value)
-
-
-def _is_a(obj: object, class_name: str) -> bool:
-    return any(c.__name__ == class_name for c in type(obj).__mro__)
 
 
 def _monitoring_last(callbacks: list[Callback]) -> list[Callback]:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 from torch.optim import Optimizer
 
-Trainer = Any
-Module = Any
+if TYPE_CHECKING:
+    from fulmen.module import LightningModule as Module
+    from fulmen.trainer import Trainer
 
 
 class Callback:
     """Base class: every hook does nothing until overridden. Signatures match Lightning 2.x."""
+
+    # Callbacks that judge the epoch's metrics (checkpointing, early stopping) set this to True: their
+    # `on_train_epoch_end` then runs after the module's, so they see what the module logged there.
+    runs_after_module_epoch_end: ClassVar[bool] = False
 
     @property
     def state_key(self) -> str:

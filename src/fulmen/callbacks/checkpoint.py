@@ -12,3 +12,5 @@ from fulmen.callbacks.callback import Callback
 
 class Checkpoint(Callback):
     """Marks a callback as one that saves checkpoints; it adds no hooks of its own."""
+
+    runs_after_module_epoch_end = True

@@ -46,6 +46,8 @@ class EarlyStopping(Callback):
     `stopping_reason_message` gives the sentence it printed with `verbose` (None while not stopped).
     """
 
+    runs_after_module_epoch_end = True
+
     def __init__(
         self,
         monitor: str,

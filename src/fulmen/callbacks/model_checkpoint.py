@@ -585,10 +585,9 @@ def _settle() -> None:
 
 def _saves_with_fulmen(trainer: Trainer) -> bool:
     """True unless `trainer.save_checkpoint` was overridden (in a subclass or on the instance)."""
-    from fulmen.trainer import Trainer as FulmenTrainer
+    from fulmen.trainer import Trainer as FulmenTrainer  # late: the trainer module imports the callbacks
 
-    overridden_here = "save_checkpoint" in getattr(trainer, "__dict__", {})
-    return not overridden_here and type(trainer).save_checkpoint is FulmenTrainer.save_checkpoint
+    return not is_overridden("save_checkpoint", trainer, FulmenTrainer)
 
 
 def _link(target: str, linkpath: str) -> None:
