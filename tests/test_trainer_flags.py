@@ -127,6 +127,9 @@ def test_max_time_stops_training(make_trainer, max_time):
 
     model = Slow()
     trainer = make_trainer(max_epochs=1000, max_time=max_time, limit_val_batches=0)
+    torch.optim.SGD(
+        [torch.nn.Parameter(torch.zeros(1))], lr=0.1
+    )  # torch's first optimizer imports dynamo (s)
     start = time.monotonic()
     trainer.fit(model)
     elapsed = time.monotonic() - start
@@ -498,3 +501,30 @@ def test_a_fractional_val_check_interval_with_an_iterable_loader_is_rejected(mak
         MisconfigurationException, match=r"val_check_interval=0.5 is a fraction of an epoch.*no length"
     ):
         make_trainer(val_check_interval=0.5).fit(IterableTrain())
+
+
+def test_max_time_is_kept_by_a_timer_callback(make_trainer):
+    from fulmen.callbacks import Timer
+
+    trainer = make_trainer(max_time={"minutes": 5})
+    timers = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    assert len(timers) == 1 and timers[0].time_remaining() == 300.0
+    trainer.fit(Counting(train_length=4))
+    assert 0 < timers[0].time_elapsed("train") < 300.0
+
+
+def test_a_users_timer_replaces_the_one_max_time_would_add(make_trainer):
+    from fulmen.callbacks import Timer
+
+    mine = Timer(duration="00:00:01:00")
+    trainer = make_trainer(max_time={"minutes": 5}, callbacks=[mine])
+    assert [c for c in trainer.callbacks if isinstance(c, Timer)] == [mine]
+
+
+def test_removing_the_timer_lifts_the_time_limit(make_trainer):
+    from fulmen.callbacks import Timer
+
+    trainer = make_trainer(max_time={"seconds": 0}, max_epochs=2, limit_val_batches=0)
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, Timer)]
+    trainer.fit(Counting(train_length=4))
+    assert trainer.current_epoch == 2

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -284,7 +283,6 @@ class FitLoop:
         self._active: frozenset[str] = frozenset()
         self._direct: Any = None  # the raw optimizer when the step can skip the closure plumbing (see run)
         self._automatic = True
-        self._deadline: float | None = None
         self._val_check_batch: float = math.inf
         self._train_loaded_epoch: int | None = None
         self._val_loaded_epoch: int | None = None
@@ -297,8 +295,6 @@ class FitLoop:
         self.plan = plan
         hooks = plan.hooks
         progress = self.progress
-        if t.max_time is not None:
-            self._deadline = time.monotonic() + t.max_time.total_seconds()
 
         # SIGTERM from here on: a checkpoint at the next train batch's end, then exit 0 (preemption.py)
         with self.preemption:
@@ -703,15 +699,14 @@ class FitLoop:
     def _should_stop(self, epoch_end: bool) -> bool:
         """The one stopping rule, checked after each batch and (`epoch_end`) before each epoch.
 
-        Any time: max_steps reached, max_time up, or should_stop once min_epochs/min_steps allow it.
+        Any time: max_steps reached, or should_stop (set by the Timer of `max_time`, EarlyStopping, ...)
+        once min_epochs/min_steps allow it.
         Between epochs also: max_epochs reached, or no batches to train on; and a should_stop that
         came too early is dropped with a warning (training continues to the minimum).
         """
         t = self.trainer
         p = self.progress
         if t.max_steps != -1 and p.global_step >= t.max_steps:
-            return True
-        if self._deadline is not None and time.monotonic() >= self._deadline:
             return True
         if self._stop_requested():
             return True

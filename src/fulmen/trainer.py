@@ -302,11 +302,18 @@ class Trainer:
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         if self.enable_model_summary and not any(isinstance(c, ModelSummary) for c in callbacks):
             callbacks.append(ModelSummary())
+        if self.max_time is not None:
+            callbacks = _add_timer(callbacks, self.max_time)
         if self.enable_checkpointing:
             callbacks = _add_default_checkpoint(callbacks)
         return callbacks
 
     def _make_loggers(self, logger: Any, quiet: bool) -> list[Any]:
+        if self.fast_dev_run and logger is not False and not self.barebones:
+            from fulmen.loggers.logger import DummyLogger
+
+            # as in Lightning: `self.logger.experiment.add_*` calls keep working and write nothing
+            return [DummyLogger()]
         if logger is False or (quiet and logger in (None, True)):
             return []
         if logger is None or logger is True:
@@ -1004,6 +1011,16 @@ def _monitoring_last(callbacks: list[Callback]) -> list[Callback]:
     """Checkpointing callbacks run last so that they see every metric logged before them."""
     plain = [c for c in callbacks if not isinstance(c, Checkpoint)]
     return plain + [c for c in callbacks if isinstance(c, Checkpoint)]
+
+
+def _add_timer(callbacks: list[Callback], max_time: Any) -> list[Callback]:
+    """`max_time` is kept by a Timer callback (in `trainer.callbacks`), as in Lightning; a user's Timer wins."""
+    from fulmen.callbacks.timer import Timer
+
+    if any(isinstance(c, Timer) for c in callbacks):
+        rank_zero_info("Ignoring `Trainer(max_time=...)`: the callbacks already contain a Timer.")
+        return callbacks
+    return [*callbacks, Timer(duration=max_time, interval="step")]
 
 
 def _add_default_checkpoint(callbacks: list[Callback]) -> list[Callback]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fulmen.utilities import rank_zero_only
@@ -112,8 +112,68 @@ def rank_zero_experiment(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class _DummyExperiment:
-    def __getattr__(self, _: str) -> Callable[..., None]:
-        return lambda *args, **kwargs: None
+    """Stands in for a writer object: every method call, index and item assignment does nothing."""
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("__"):  # copy/pickle probe dunders: behave like a plain object
+            raise AttributeError(name)
+        return _nothing
+
+    def __getitem__(self, idx: Any) -> _DummyExperiment:
+        # `logger.experiment[0].add_image(...)` also does nothing
+        return self
+
+    def __setitem__(self, *args: Any) -> None:
+        pass
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class DummyLogger(Logger):
+    """A logger that records nothing: `fast_dev_run` puts it in place of the configured loggers.
+
+    Every call on it or on its `experiment` (e.g. `self.logger.experiment.add_histogram(...)`) does
+    nothing, so code written for a real logger runs unchanged during a quick debugging run.
+    """
+
+    def __init__(self) -> None:
+        self._experiment = _DummyExperiment()
+
+    @property
+    def experiment(self) -> _DummyExperiment:
+        """A stand-in on which every method call does nothing."""
+        return self._experiment
+
+    @property
+    def name(self) -> str:
+        """Empty: there is no experiment."""
+        return ""
+
+    @property
+    def version(self) -> str:
+        """Empty: there is no run."""
+        return ""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Record nothing."""
+
+    def log_hyperparams(self, params: Mapping[str, Any] | Any, *args: Any, **kwargs: Any) -> None:
+        """Record nothing."""
+
+    def __getitem__(self, idx: int) -> DummyLogger:
+        # `self.logger[0]` works as on a list of loggers
+        return self
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from ()
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        """Any other method a logger might have (`log_image`, `log_table`, ...) exists and does nothing."""
+        if name.startswith("_"):  # private and dunder lookups (copy, pickle, `_version`) stay normal
+            raise AttributeError(name)
+        return _nothing
 
 
 def next_version(root_dir: str) -> int:
