@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from fulmen import hparams
+from fulmen.checkpoint import lightning_loops
 from fulmen.checkpoint.files import CheckpointError, check_plain, load
 from fulmen.epoch_replay import _resume_state
 from fulmen.seed import rng_states
@@ -49,7 +50,7 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
         "pytorch-lightning_version": FORMAT_VERSION,
         "fulmen_version": _version(),
         "state_dict": trainer.strategy.lightning_module_state_dict(),
-        "loops": {"fit_loop": progress},
+        "loops": {"fit_loop": progress, **lightning_loops.evaluation_loops()},
     }
     if not weights_only:
         ckpt["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
@@ -68,6 +69,12 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
             ckpt["accumulated_grads"] = grads
         if progress.pop("_epoch_end_pending", False):
             progress["pending_epoch_schedulers"] = _plateau_metrics(trainer)
+    # Lightning's own counters beside fulmen's, so that Lightning resumes this file where it stopped
+    progress.update(
+        lightning_loops.for_lightning(
+            progress, module.automatic_optimization, trainer.accumulate_grad_batches
+        )
+    )
     ckpt.update(hparams.checkpoint_entries(module))
     dm = trainer.datamodule
     if dm is not None:
@@ -232,8 +239,8 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     if precision_state:
         trainer.precision_plugin.load_state_dict(precision_state)
     loops = dict(ckpt.get("loops", {}).get("fit_loop") or {})
-    if "epoch_progress" in loops:  # written by Lightning
-        loops = _progress_from_lightning(ckpt, loops)
+    if lightning_loops.written_by_lightning(loops):
+        loops = lightning_loops.from_lightning(ckpt, loops)
     epoch_start = loops.pop("epoch_start", None)
     pending_schedulers = loops.pop("pending_epoch_schedulers", None)
     loops.pop("stage", None)  # where the saved run was; this run's loop sets its own stage as it goes
@@ -250,27 +257,6 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     rs = _resume_state(trainer)
     rs.pending_rng = _for_rank(trainer, ckpt.get("rng_states"))
     rs.pending_epoch_start = _for_rank(trainer, epoch_start)
-
-
-def _progress_from_lightning(ckpt: dict[str, Any], fit_loop: dict[str, Any]) -> dict[str, Any]:
-    """fulmen's counters from a Lightning 2.x checkpoint's loop progress (so its runs resume here too).
-
-    Lightning counts a batch (an epoch) as "processed" once trained and "completed" after its end
-    hooks; a checkpoint written inside those hooks has processed > completed, which still means done.
-    """
-    epochs = fit_loop["epoch_progress"]["current"]
-    batches = fit_loop.get("epoch_loop.batch_progress", {})
-    in_epoch = epochs.get("started", 0) > epochs.get("processed", 0)  # saved before the epoch's end
-    stepped = fit_loop.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", 0)
-    current, total = batches.get("current", {}), batches.get("total", {})
-    return {
-        "stage": "train",
-        "epoch": epochs.get("processed", ckpt.get("epoch", 0)),
-        "epoch_batches": current.get("processed", 0) if in_epoch else 0,
-        "global_step": ckpt.get("global_step", 0),
-        "batches_that_stepped": stepped + current.get("processed", 0) - current.get("completed", 0),
-        "total_batches": total.get("processed", 0),
-    }
 
 
 def _finish_epoch_schedulers(trainer: Trainer, metrics: dict[str, float]) -> None:
