@@ -185,7 +185,8 @@ def test_validation_on_a_combined_loader_gets_structured_batches(make_trainer, m
     trainer = make_trainer(limit_train_batches=1, num_sanity_val_steps=0)
     trainer.fit(model, _loader(2, 0), CombinedLoader({"a": _loader(6, 1), "b": _loader(4, 2)}, mode))
     assert model.val_seen == [(batch, i, ()) for i, batch in enumerate(expected)]
-    assert isinstance(trainer.val_dataloaders, dict)
+    assert sorted(trainer.val_dataloaders) == ["a", "b"]
+    assert trainer.num_val_batches == [3, 2]  # per loader, as Lightning reports it
 
 
 def test_validation_on_a_sequential_combined_loader_passes_dataloader_idx(make_trainer):
@@ -208,3 +209,18 @@ def test_test_and_predict_accept_a_sequential_combined_loader(make_trainer):
     results = trainer.test(SeveralLoaders(), combined, verbose=False)
     assert [r["value/dataloader_idx_" + str(i)] for i, r in enumerate(results)] == [1.0, 2.0]
     assert trainer.predict(SeveralLoaders(), combined) == [[1.0, 1.0], [2.0]]
+
+
+def test_predict_refuses_a_combined_loader_read_together(make_trainer):
+    with pytest.raises(ValueError, match='only supports CombinedLoader\\(mode="sequential"\\)'):
+        make_trainer().predict(BoringModel(), CombinedLoader([_loader(4, 1), _loader(2, 2)], "min_size"))
+
+
+def test_a_dict_of_eval_loaders_comes_back_as_a_dict(make_trainer):
+    model = Recording()
+    trainer = make_trainer(limit_train_batches=1, num_sanity_val_steps=0)
+    val = {"a": _loader(4, 1), "b": _loader(2, 2)}
+    trainer.fit(model, _loader(2, 0), val)
+    assert trainer.val_dataloaders == val and trainer.num_val_batches == [2, 1]
+    trainer.predict(BoringModel(), val)
+    assert trainer.predict_dataloaders == val and trainer.num_predict_batches == [2, 1]

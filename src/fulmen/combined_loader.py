@@ -34,9 +34,7 @@ def _is_node(tree: Any) -> bool:
     if isinstance(tree, Mapping):
         return True
     if isinstance(tree, (list, tuple)):
-        return len(tree) > 0 and all(
-            isinstance(item, Iterable) and not isinstance(item, str) for item in tree
-        )
+        return all(isinstance(item, Iterable) and not isinstance(item, str) for item in tree)
     return False
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
@@ -65,12 +65,26 @@ def _warn_if_dataset(loaders: Any, source: str) -> None:
             )
 
 
+def evaluation_loaders(raw: Any, process: Callable[..., Any]) -> tuple[CombinedLoader, list[Any]]:
+    """The loaders of validate/test/predict, each passed through `process` (the strategy's sharding).
+
+    Returns:
+        The loaders in the structure they were given (a CombinedLoader; "sequential" unless the user
+        chose another mode), and what the loop runs one after another: each loader in sequential
+        mode, else the CombinedLoader itself, whose steps get a batch of every loader.
+    """
+    if isinstance(raw, CombinedLoader):
+        combined = raw
+    else:
+        combined = CombinedLoader([] if raw is None else raw, "sequential")
+    combined.flattened = [process(dl, shuffle=False) for dl in combined.flattened]
+    return combined, (list(combined.flattened) if combined.mode == "sequential" else [combined])
+
+
 def as_list(loaders: Any) -> list[Any]:
-    """Evaluation accepts one dataloader, a list/tuple or dict of them, or a sequential CombinedLoader."""
+    """One dataloader, a list/tuple or dict of them, as a list."""
     if loaders is None:
         return []
-    if isinstance(loaders, CombinedLoader):
-        return list(loaders.flattened)
     if isinstance(loaders, Mapping):
         return list(loaders.values())
     if isinstance(loaders, Sequence) and not isinstance(loaders, (str, bytes)):

@@ -102,7 +102,8 @@ class EvaluationLoop:
         self.progress = progress
         self.results = results
         self.plan = RunPlan()  # passed in by each run
-        self.dataloaders: list[Any] = []
+        self.dataloaders: list[Any] = []  # what the loop runs one after another
+        self.combined: CombinedLoader | None = None  # the same loaders, in the structure the user gave
         self.explicit: Any = None
         self._loaded = False
 
@@ -111,21 +112,18 @@ class EvaluationLoop:
         if self._loaded and not reload:
             return
         raw = data.request_dataloaders(self.trainer, self.stage, self.explicit)
-        process = self.trainer.strategy.process_dataloader
-        if isinstance(raw, CombinedLoader) and raw.mode != "sequential":
-            # read together: one "dataloader" whose steps get a batch of each (no dataloader_idx)
-            raw.flattened = [process(dl, shuffle=False) for dl in raw.flattened]
-            self.dataloaders = [raw]
-        else:
-            self.dataloaders = [process(dl, shuffle=False) for dl in data.as_list(raw)]
+        self.combined, self.dataloaders = data.evaluation_loaders(
+            raw, self.trainer.strategy.process_dataloader
+        )
         self._loaded = True
 
-    def num_batches(self, sanity: bool = False) -> list[float]:
-        """Batches to run per dataloader under the limit flags."""
+    def num_batches(self, sanity: bool = False, each_loader: bool = False) -> list[float]:
+        """Batches to run per dataloader under the limit flags (`each_loader`: per loader of a CombinedLoader)."""
         t = self.trainer
         limit = t.limit_val_batches if self.stage == "validate" else t.limit_test_batches
         flag = "limit_val_batches" if self.stage == "validate" else "limit_test_batches"
-        counts = [data.limit_batches(dl, limit, flag) for dl in self.dataloaders]
+        loaders = self.combined.flattened if each_loader and self.combined is not None else self.dataloaders
+        counts = [data.limit_batches(dl, limit, flag) for dl in loaders]
         if sanity:
             steps = t.num_sanity_val_steps
             counts = [c if steps == -1 else min(c, float(steps)) for c in counts]
@@ -222,6 +220,7 @@ class PredictionLoop:
         self.trainer = trainer
         self.explicit: Any = None
         self.dataloaders: list[Any] = []  # of the current run, for callbacks (e.g. prediction writers)
+        self.combined: CombinedLoader | None = None  # the same loaders, in the structure the user gave
         self.predictions: list[list[Any]] = []  # per dataloader, filled as the run goes
 
     def run(self, plan: RunPlan, return_predictions: bool) -> Any:
@@ -231,7 +230,9 @@ class PredictionLoop:
         transfer = None if plan.fast_transfer else plan.transfer
         module = t.lightning_module
         raw = data.request_dataloaders(t, "predict", self.explicit)
-        loaders = [t.strategy.process_dataloader(dl, shuffle=False) for dl in data.as_list(raw)]
+        if isinstance(raw, CombinedLoader) and raw.mode != "sequential":
+            raise ValueError('trainer.predict() only supports CombinedLoader(mode="sequential").')
+        self.combined, loaders = data.evaluation_loaders(raw, t.strategy.process_dataloader)
         multiple = len(loaders) > 1
         all_outputs: list[list[Any]] = []
         self.dataloaders, self.predictions = loaders, all_outputs
@@ -243,7 +244,6 @@ class PredictionLoop:
             for dl_idx, loader in enumerate(loaders):
                 limit = data.limit_batches(loader, t.limit_predict_batches, "limit_predict_batches")
                 extra = (dl_idx,) if multiple else ()
-                loader = data.batches_of(loader)
                 outputs: list[Any] = []
                 if plan.profiler is not None:
                     loader = plan.profiler.profile_iterable(loader, "predict_dataloader_next")

@@ -410,14 +410,12 @@ class Trainer:
     @property
     def val_dataloaders(self) -> Any:
         """The validation dataloader(s)."""
-        dls = self.validate_loop.dataloaders
-        return _as_given(dls[0]) if len(dls) == 1 else (dls or None)
+        return _as_given(self.validate_loop.combined)
 
     @property
     def test_dataloaders(self) -> Any:
         """The test dataloader(s)."""
-        dls = self.test_loop.dataloaders
-        return _as_given(dls[0]) if len(dls) == 1 else (dls or None)
+        return _as_given(self.test_loop.combined)
 
     @property
     def is_last_batch(self) -> bool:
@@ -432,7 +430,7 @@ class Trainer:
     @property
     def num_val_batches(self) -> list[int | float]:
         """Validation batches per dataloader after the limit flags."""
-        return [_count(n) for n in self.validate_loop.num_batches()]
+        return [_count(n) for n in self.validate_loop.num_batches(each_loader=True)]
 
     @property
     def estimated_stepping_batches(self) -> int | float:
@@ -486,13 +484,12 @@ class Trainer:
     @property
     def predict_dataloaders(self) -> Any:
         """The predict dataloader(s) of the last `predict` call."""
-        dls = self.predict_loop.dataloaders
-        return dls[0] if len(dls) == 1 else (dls or None)
+        return _as_given(self.predict_loop.combined)
 
     @property
     def num_test_batches(self) -> list[int | float]:
         """Test batches per dataloader after the limit flags."""
-        return [_count(n) for n in self.test_loop.num_batches()]
+        return [_count(n) for n in self.test_loop.num_batches(each_loader=True)]
 
     @property
     def num_predict_batches(self) -> list[int | float]:
@@ -506,7 +503,7 @@ class Trainer:
     @property
     def num_sanity_val_batches(self) -> list[int | float]:
         """Validation batches per dataloader that the sanity check runs."""
-        return [_count(n) for n in self.validate_loop.num_batches(sanity=True)]
+        return [_count(n) for n in self.validate_loop.num_batches(sanity=True, each_loader=True)]
 
     @property
     def val_check_batch(self) -> int | float:
@@ -984,10 +981,12 @@ def _sort_plugins(plugins: Any) -> dict[str, Any]:
 
 
 def _as_given(loader: Any) -> Any:
-    """A CombinedLoader is shown as the dict/list of loaders it combines, as Lightning shows it."""
+    """Loaders as the user gave them (one loader, or the list/dict a CombinedLoader holds); None if none."""
     from fulmen.combined_loader import CombinedLoader
 
-    return loader.iterables if isinstance(loader, CombinedLoader) else loader
+    if isinstance(loader, CombinedLoader):
+        return loader.iterables if loader.flattened else None
+    return loader
 
 
 def _count(batches: float) -> int | float:
