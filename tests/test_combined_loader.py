@@ -3,10 +3,18 @@
 The expected batches are the ones Lightning 2.6 produces for the same inputs.
 """
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+import fulmen as L
+from fulmen.callbacks import Callback
 from fulmen.combined_loader import CombinedLoader
 from fulmen.demos import BoringModel
 
@@ -224,3 +232,94 @@ def test_a_dict_of_eval_loaders_comes_back_as_a_dict(make_trainer):
     assert trainer.val_dataloaders == val and trainer.num_val_batches == [2, 1]
     trainer.predict(BoringModel(), val)
     assert trainer.predict_dataloaders == val and trainer.num_predict_batches == [2, 1]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resuming_mid_epoch_with_several_train_loaders_is_exact(make_trainer, tmp_path):
+    def loaders():
+        first = DataLoader(
+            torch.randn(12, 32, generator=torch.Generator().manual_seed(1)), batch_size=2, shuffle=True
+        )
+        second = DataLoader(
+            torch.randn(8, 32, generator=torch.Generator().manual_seed(2)), batch_size=2, shuffle=True
+        )
+        return {"a": first, "b": second}
+
+    class TwoInputs(BoringModel):
+        def training_step(self, batch, batch_idx):
+            return self.layer(batch["a"]).sum() + self.layer(batch["b"]).pow(2).sum()
+
+    class SaveAndStop(Callback):
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step == 8:  # epoch 1 (6 batches each), batch 2
+                trainer.save_checkpoint(tmp_path / "mid.ckpt")
+                raise _Stop
+
+    def run(callbacks=(), ckpt_path=None):
+        L.seed_everything(3, verbose=False)
+        model = TwoInputs()
+        trainer = make_trainer(max_epochs=2, limit_val_batches=0, callbacks=list(callbacks))
+        try:
+            trainer.fit(model, loaders(), ckpt_path=ckpt_path)
+        except _Stop:
+            pass
+        return model
+
+    full = run()
+    run([SaveAndStop()])
+    with pytest.warns(UserWarning, match="reads and discards the 2 batches"):
+        resumed = run(ckpt_path=tmp_path / "mid.ckpt")
+    for key, value in full.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+DDP_SCRIPT = """
+import json, sys
+import torch
+from torch.utils.data import DataLoader
+import fulmen as L
+from fulmen.demos import BoringModel
+
+class TwoInputs(BoringModel):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+    def training_step(self, batch, batch_idx):
+        self.seen.append([batch["a"][0, 0].item(), batch["b"][0, 0].item()])
+        return self.layer(batch["a"]).sum() + self.layer(batch["b"]).sum()
+
+def data(n, offset):
+    return DataLoader(torch.arange(offset, offset + n, dtype=torch.float32).repeat(32, 1).T, batch_size=1)
+
+model = TwoInputs()
+trainer = L.Trainer(strategy="ddp", accelerator="cpu", devices=2, max_epochs=1, logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+trainer.fit(model, {"a": data(8, 0), "b": data(4, 100)})
+with open(sys.argv[1] + f"/rank{trainer.global_rank}.json", "w") as f:
+    json.dump({"batches": trainer.num_training_batches, "seen": model.seen}, f)
+"""
+
+
+@pytest.mark.slow
+def test_several_train_loaders_are_sharded_under_ddp(tmp_path):
+    script = tmp_path / "fit.py"
+    script.write_text(DDP_SCRIPT)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")
+    }
+    env["PYTHONPATH"] = str(Path(__file__).parent.parent / "src")
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=180
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["batches"] for r in ranks] == [4, 4]  # 8 and 4 samples over 2 ranks: max(4, 2) steps
+    a_values = sorted(a for r in ranks for a, _ in r["seen"])
+    assert a_values == [float(v) for v in range(8)]  # every "a" sample once, split between the ranks
+    for r in ranks:  # each rank's 2 "b" samples, cycled
+        b_values = [b for _, b in r["seen"]]
+        assert b_values[:2] == b_values[2:] and len(set(b_values)) == 2
