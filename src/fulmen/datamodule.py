@@ -16,6 +16,10 @@ class LightningDataModule(HyperparametersMixin, DataHooks):
     """Groups `prepare_data`, `setup`, the dataloaders and `teardown` so that data can be reused."""
 
     name: str | None = None
+    # the keys under which a checkpoint holds the datamodule's hyper-parameters (Lightning's names)
+    CHECKPOINT_HYPER_PARAMS_KEY = "datamodule_hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "datamodule_hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "datamodule_hparams_type"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Arguments are accepted and ignored, as in Lightning (e.g. `from_datasets` passes `batch_size`)."""

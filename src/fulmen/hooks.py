@@ -52,8 +52,8 @@ class HookDispatcher:
         module = self._module
         self._mod: dict[str, Callable[..., Any] | None] = {}
         for n in dir(LightningModule):
-            if n.endswith(("_model_eval", "_model_train")):
-                continue  # these default to model.eval()/train(): always called, never skipped
+            if n.endswith(("_model_eval", "_model_train", "_model_zero_grad")):
+                continue  # these default to model.eval()/train()/zero_grad(): always called, never skipped
             if n.startswith("on_") or n in ("setup", "teardown", "configure_model", "prepare_data"):
                 self._mod[n] = overriding(n, module, LightningModule)
 

@@ -670,6 +670,11 @@ class FitLoop:
         progress = self.progress
         self._load_val_data()
         t.validating = True
+        if (
+            progress.epoch_batches % t.accumulate_grad_batches == 0
+            or progress.epoch_batches == self.num_train_batches
+        ):
+            t._hooks.module("on_validation_model_zero_grad")  # frees the gradients; not mid-accumulation
         self.val_loop.run(self.plan)
         progress.val_checks += 1
         t.training = True

@@ -7,10 +7,13 @@ the Trainer calls them in Lightning 2.x's documented order.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import os
+import sys
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -72,6 +75,17 @@ def _warn_module_hparams(hparams: Mapping[str, Any]) -> None:
             )
 
 
+def _inspected_by_torch_jit() -> bool:
+    """True while torch.jit.script looks at the module's attributes (it reads every class attribute)."""
+    marker = os.path.join("torch", "jit")
+    frame = sys._getframe(2)
+    while frame is not None:
+        if marker in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
+
+
 class class_only:  # noqa: N801 (used as a decorator, like classmethod)
     """A classmethod that refuses to run on an instance, as Lightning's `load_from_checkpoint` does.
 
@@ -85,7 +99,7 @@ class class_only:  # noqa: N801 (used as a decorator, like classmethod)
 
     def __get__(self, instance: Any, owner: type | None = None) -> Callable[..., Any]:
         cls = owner if owner is not None else type(instance)
-        if instance is not None and not torch.jit.is_scripting():
+        if instance is not None and not _inspected_by_torch_jit():
             raise TypeError(
                 f"The classmethod `{cls.__name__}.{self.method.__name__}` cannot be called on an instance. "
                 "Please call it on the class type and make sure the return value is used."
@@ -158,6 +172,10 @@ class HyperparametersMixin:
 class DataHooks:
     """The data hooks shared by LightningModule and LightningDataModule; all default to doing nothing."""
 
+    #: True: `prepare_data` runs on local rank 0 of every machine; False: on global rank 0 only (set it in
+    #: __init__ when the machines share a filesystem).
+    prepare_data_per_node: bool = True
+
     def prepare_data(self) -> None:
         """Download or prepare data once per node, before `setup`."""
 
@@ -215,6 +233,11 @@ _LOG_VALUE_HELP = "a float, an int, a scalar tensor or a torchmetrics Metric"
 class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: ignore[misc]
     """A torch.nn.Module with the training, evaluation and optimizer hooks a Trainer drives."""
 
+    # the keys under which a checkpoint holds the hyper-parameters (Lightning's names)
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._trainer: Trainer | None = None
@@ -244,9 +267,9 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
     @property
     def trainer(self) -> Trainer:
         """The Trainer this module is attached to."""
-        if self._trainer is None:
+        if self._trainer is None and not _inspected_by_torch_jit():  # scripting reads every attribute
             raise RuntimeError(f"{type(self).__name__} is not attached to a `Trainer`.")
-        return self._trainer
+        return self._trainer  # type: ignore[return-value]
 
     @trainer.setter
     def trainer(self, trainer: Trainer | None) -> None:
@@ -453,6 +476,15 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
                     p.requires_grad = False
         self._param_requires_grad_state = state
 
+    @contextlib.contextmanager
+    def toggled_optimizer(self, optimizer: Any) -> Generator[None, None, None]:
+        """`with self.toggled_optimizer(opt):` toggle `opt` for the block, untoggle after (even on error)."""
+        self.toggle_optimizer(optimizer)
+        try:
+            yield
+        finally:
+            self.untoggle_optimizer(optimizer)
+
     def untoggle_optimizer(self, optimizer: Any) -> None:
         """Restore the requires_grad flags that `toggle_optimizer` changed."""
         for p, flag in self._param_requires_grad_state.items():
@@ -589,6 +621,10 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
     ) -> None:
         """Called after validation_step."""
 
+    def on_validation_model_zero_grad(self) -> None:
+        """Called by fit before a validation run: frees the gradients (unless inside an accumulation window)."""
+        self.zero_grad()
+
     def on_validation_model_eval(self) -> None:
         """Puts the model in eval mode for validation."""
         self.eval()
@@ -672,9 +708,89 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
             p.requires_grad = True
         self.train()
 
-    def to_torchscript(self, *args: Any, **kwargs: Any) -> Any:
-        """Script the module with torch.jit.script."""
-        return torch.jit.script(self.eval())
+    @torch.no_grad()
+    def to_torchscript(
+        self,
+        file_path: str | os.PathLike[str] | None = None,
+        method: str = "script",
+        example_inputs: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Compile the module to TorchScript (in eval mode; the module's own mode is restored).
+
+        Args:
+            file_path: also save the result there with `torch.jit.save`.
+            method: "script" (`torch.jit.script`, follows control flow) or "trace" (`torch.jit.trace`,
+                records one run on `example_inputs`).
+            example_inputs: the inputs for "trace"; defaults to `self.example_input_array`, moved to the
+                module's device through the batch-transfer hooks.
+            kwargs: passed on to `torch.jit.script` / `torch.jit.trace`.
+        """
+        training = self.training
+        if method == "script":
+            compiled = torch.jit.script(self.eval(), **kwargs)
+        elif method == "trace":
+            if example_inputs is None:
+                if self.example_input_array is None:
+                    raise ValueError(
+                        "to_torchscript(method='trace') needs inputs to trace with: pass `example_inputs=` or set "
+                        "`self.example_input_array` in __init__."
+                    )
+                example_inputs = self.example_input_array
+            example_inputs = self._example_on_device(example_inputs)
+            compiled = torch.jit.trace(func=self.eval(), example_inputs=example_inputs, **kwargs)
+        else:
+            raise ValueError(f"to_torchscript(method={method!r}) is not valid; use 'script' or 'trace'.")
+        self.train(training)
+        if file_path is not None:
+            torch.jit.save(compiled, os.fspath(file_path))
+        return compiled
+
+    @torch.no_grad()
+    def to_onnx(
+        self, file_path: str | os.PathLike[str] | Any, input_sample: Any = None, **kwargs: Any
+    ) -> Any:
+        """Export the module, in eval mode, to ONNX with `torch.onnx.export` (needs `pip install onnx`, and
+        `onnxscript` for torch's default exporter); returns what torch.onnx.export returns.
+
+        Args:
+            file_path: where to write the `.onnx` file (or a file object).
+            input_sample: the inputs to export with; defaults to `self.example_input_array`, moved to the
+                module's device through the batch-transfer hooks.
+            kwargs: passed on to `torch.onnx.export` (e.g. `dynamo=False`, `input_names`, `dynamic_axes`).
+        """
+        import importlib.util
+
+        name = type(self).__name__
+        if importlib.util.find_spec("onnx") is None:
+            raise ModuleNotFoundError(f"`{name}.to_onnx()` needs the `onnx` package: `pip install onnx`.")
+        dynamo_default = inspect.signature(torch.onnx.export).parameters.get("dynamo")
+        dynamo = kwargs.get("dynamo", dynamo_default.default if dynamo_default is not None else False)
+        if dynamo and importlib.util.find_spec("onnxscript") is None:
+            raise ModuleNotFoundError(
+                f"`{name}.to_onnx()` uses torch's dynamo-based exporter, which needs `onnxscript`: "
+                "`pip install onnxscript`, or pass dynamo=False for the older TorchScript-based exporter."
+            )
+        if input_sample is None:
+            if self.example_input_array is None:
+                raise ValueError(
+                    f"`{name}.to_onnx()` needs an input to export with: pass `input_sample=` or set "
+                    "`self.example_input_array` in __init__."
+                )
+            input_sample = self.example_input_array
+        input_sample = self._example_on_device(input_sample)
+        training = self.training
+        path = os.fspath(file_path) if isinstance(file_path, (str, os.PathLike)) else file_path
+        try:  # exported in eval mode (as to_torchscript does), so dropout and BatchNorm act as in inference
+            return torch.onnx.export(self.eval(), input_sample, path, **kwargs)
+        finally:
+            self.train(training)
+
+    def _example_on_device(self, sample: Any) -> Any:
+        """An example input moved to the module's device through the batch-transfer hooks."""
+        sample = self.on_before_batch_transfer(sample, 0)
+        sample = self.transfer_batch_to_device(sample, self.device, 0)
+        return self.on_after_batch_transfer(sample, 0)
 
     @class_only
     def load_from_checkpoint(
@@ -696,3 +812,14 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         return load_module_from_checkpoint(
             cls, checkpoint_path, map_location, strict, hparams_file, weights_only, **kwargs
         )
+
+
+# torch.jit.script compiles every property of a module it scripts and types its annotated attributes;
+# the Trainer-facing ones cannot be compiled (nor need to be), so they are listed as unused/ignored.
+_FULMEN_CLASSES = [klass for klass in LightningModule.__mro__ if klass.__module__.startswith("fulmen")]
+LightningModule.__jit_unused_properties__ = sorted(  # type: ignore[attr-defined]
+    {name for klass in _FULMEN_CLASSES for name, value in vars(klass).items() if isinstance(value, property)}
+)
+LightningModule.__jit_ignored_attributes__ = sorted(  # type: ignore[attr-defined]
+    {name for klass in _FULMEN_CLASSES for name in vars(klass).get("__annotations__", {})}
+)

@@ -833,11 +833,15 @@ class Trainer:
         self.callbacks = _monitoring_last(kept + extra)
 
     def _prepare_data(self) -> None:
-        if self.local_rank != 0:
-            return
-        if self.datamodule is not None:
+        # once per machine (local rank 0), or once per job (global rank 0) with prepare_data_per_node=False
+        def chosen(owner: Any) -> bool:
+            per_node = getattr(owner, "prepare_data_per_node", True)
+            return self.local_rank == 0 if per_node else self.global_rank == 0
+
+        if self.datamodule is not None and chosen(self.datamodule):
             self.datamodule.prepare_data()
-        self._hooks.module("prepare_data")
+        if chosen(self.lightning_module):
+            self._hooks.module("prepare_data")
 
     def _call_setup(self, fn: str) -> None:
         if self.world_size > 1:  # every rank reports rank 0's version_N folder (only rank 0 writes there)
