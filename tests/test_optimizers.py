@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader
 
 import fulmen as L
 from fulmen.demos import BoringModel, RandomDataset
+from fulmen.optim import LightningOptimizer
 
 
 def _lr(optimizer):
@@ -462,3 +463,34 @@ def test_any_override_or_extra_keeps_the_general_step(make_trainer, override):
     trainer.fit(Model())
     assert trainer.fit_loop._direct is None
     assert trainer.global_step == 2
+
+
+def test_self_optimizers_is_an_instance_of_the_optimizer_class(make_trainer):
+    # Lightning 2.6: isinstance(self.optimizers(), torch.optim.SGD) is True
+    seen = []
+
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def training_step(self, batch, batch_idx):
+            opt = self.optimizers()
+            seen.append((isinstance(opt, torch.optim.SGD), isinstance(opt, LightningOptimizer)))
+            seen.append(opt.param_groups is opt.optimizer.param_groups and opt.defaults["lr"] == 0.1)
+            return super().training_step(batch, batch_idx)
+
+    make_trainer(limit_train_batches=1, limit_val_batches=0).fit(Model())
+    assert seen == [(True, True), True]
+
+
+def test_wrapped_optimizer_pickles_as_a_wrapper_of_the_same_optimizer(make_trainer):
+    import pickle
+
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
+    model = BoringModel()
+    trainer.fit(model)
+    wrapper = trainer.strategy.lightning_optimizers[0]
+    wrapper._trainer = None  # the trainer itself is not what this checks
+    copy = pickle.loads(pickle.dumps(wrapper))
+    assert type(copy).__name__ == "LightningSGD" and isinstance(copy, torch.optim.SGD)
+    assert copy.optimizer.param_groups[0]["lr"] == wrapper.param_groups[0]["lr"]

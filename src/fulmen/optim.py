@@ -154,11 +154,22 @@ def parse_optimizers(
 
 
 class LightningOptimizer:
-    """Wraps a torch optimizer so that `step()` runs fulmen's hooks, precision and strategy around it."""
+    """Wraps a torch optimizer so that `step()` runs fulmen's hooks, precision and strategy around it.
+
+    Each wrapper's class also derives from the wrapped optimizer's class (as in Lightning), so
+    `isinstance(self.optimizers(), torch.optim.SGD)` holds; everything but the methods below reads
+    through to the wrapped optimizer.
+    """
 
     def __init__(self, optimizer: Optimizer, trainer: Trainer) -> None:
         self._optimizer = optimizer
         self._trainer = trainer
+        if isinstance(optimizer, Optimizer):
+            self.__class__ = _wrapper_class(type(optimizer))
+
+    def __reduce__(self) -> Any:
+        # the per-optimizer class is made at run time and cannot be pickled by name
+        return (LightningOptimizer, (self._optimizer, self._trainer))
 
     @property
     def optimizer(self) -> Optimizer:
@@ -200,3 +211,15 @@ class LightningOptimizer:
 
     def __repr__(self) -> str:
         return f"LightningOptimizer({self._optimizer!r})"
+
+
+_WRAPPER_CLASSES: dict[type, type] = {}
+
+
+def _wrapper_class(optimizer_class: type) -> type:
+    """LightningOptimizer's methods first, then `optimizer_class` for isinstance checks (one class per type)."""
+    cls = _WRAPPER_CLASSES.get(optimizer_class)
+    if cls is None:
+        name = f"Lightning{optimizer_class.__name__}"
+        cls = _WRAPPER_CLASSES[optimizer_class] = type(name, (LightningOptimizer, optimizer_class), {})
+    return cls

@@ -364,6 +364,13 @@ def resolve_precision(value: Any, device_type: str) -> Precision:
     if key in ("16-true", "bf16-true"):
         return HalfPrecision(key)
     device_type = {"gpu": "cuda", "tpu": "xla"}.get(device_type, device_type)
+    if key == "16-mixed" and device_type == "cpu":  # as Lightning: fp16 autocast has no CPU kernels
+        rank_zero_warn(
+            "You passed `Trainer(accelerator='cpu', precision='16-mixed')` but AMP with fp16 is not supported on "
+            "CPU. Using `precision='bf16-mixed'` instead.",
+            stacklevel=5,
+        )
+        key = "bf16-mixed"
     if key == "16-mixed" and device_type not in ("cuda",):
         raise MisconfigurationException(
             f"precision='16-mixed' needs a CUDA GPU (fp16 autocast with a grad scaler), but this run is on "
