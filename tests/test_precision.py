@@ -74,6 +74,13 @@ def test_16_mixed_on_cpu_falls_back_to_bf16_mixed_with_lightnings_warning(flag):
     assert trainer.precision == "bf16-mixed"
 
 
+def test_modern_names_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("32-true", "bf16-mixed", "16-true", "bf16-true", "64-true"):
+            assert resolve_precision(name, "cpu").name == name
+
+
 def test_16_mixed_on_mps_names_the_alternatives():
     with pytest.raises(MisconfigurationException) as err:
         resolve_precision("16-mixed", "mps")
