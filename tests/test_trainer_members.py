@@ -149,3 +149,12 @@ def test_model_registry_is_accepted_with_a_warning(make_trainer):
 def test_trainer_accepts_lightning_2_6_flags():
     trainer = L.Trainer(enable_autolog_hparams=True, model_registry=None, logger=False)
     assert trainer.enable_autolog_hparams is True
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_init_module_creates_weights_on_the_gpu(make_trainer):
+    trainer = make_trainer(accelerator="gpu", devices=1, precision="bf16-true")
+    with trainer.init_module():
+        layer = torch.nn.Linear(2, 2)
+    assert layer.weight.device.type == "cuda" and layer.weight.dtype == torch.bfloat16
