@@ -1,6 +1,7 @@
 import pytest
 
 import fulmen as L
+from fulmen.demos import BoringModel
 
 
 @pytest.fixture
@@ -47,3 +48,44 @@ def _isolate_global_state():
             os.environ[key] = value
     torch.use_deterministic_algorithms(deterministic)
     rank_zero_only.rank = rank
+
+
+class LoggingModel(BoringModel):
+    """Logs known values: `train_value` = batch_idx per training step, `val_value` = 10 + epoch per
+    validation batch, `test_value` = 0.5 per test batch. Its keyword arguments are its hyper-parameters."""
+
+    def __init__(self, **hparams):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def training_step(self, batch, batch_idx):
+        self.log("train_value", float(batch_idx))
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_value", 10.0 + self.current_epoch)
+
+    def test_step(self, batch, batch_idx):
+        self.log("test_value", 0.5)
+
+
+@pytest.fixture
+def logging_model():
+    """The `LoggingModel` class that the logger tests share."""
+    return LoggingModel
+
+
+@pytest.fixture
+def logged_fit(make_trainer):
+    """Fit a model (default: a `LoggingModel()`) with `logger`: 3 training and 2 validation batches per epoch,
+    a log row at every step, no checkpoints. Returns the trainer."""
+
+    def fit(logger, epochs=2, model=None, **trainer_kwargs):
+        options = dict(
+            limit_train_batches=3, limit_val_batches=2, num_sanity_val_steps=0, log_every_n_steps=1
+        )
+        trainer = make_trainer(max_epochs=epochs, logger=logger, **{**options, **trainer_kwargs})
+        trainer.fit(model if model is not None else LoggingModel())
+        return trainer
+
+    return fit

@@ -7,7 +7,6 @@ import torch
 import yaml
 
 import fulmen as L
-from fulmen.demos import BoringModel
 from fulmen.loggers import CSVLogger
 from fulmen.utilities import rank_zero_only
 
@@ -17,39 +16,9 @@ def _rows(logger):
         return list(csv.DictReader(f))
 
 
-class LoggingModel(BoringModel):
-    def __init__(self, lr: float = 0.1, hidden: int = 8) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-
-    def training_step(self, batch, batch_idx):
-        self.log("train_value", float(batch_idx))
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_value", 10.0 + self.current_epoch)
-
-
-def _fit(tmp_path, logger, epochs=2):
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=epochs,
-        limit_train_batches=3,
-        limit_val_batches=2,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(LoggingModel(lr=0.05, hidden=16))
-    return trainer
-
-
-def test_step_and_epoch_rows_with_step_and_epoch_columns(tmp_path):
+def test_step_and_epoch_rows_with_step_and_epoch_columns(tmp_path, logged_fit):
     logger = CSVLogger(tmp_path)
-    _fit(tmp_path, logger)
+    logged_fit(logger)
     rows = _rows(logger)
     steps = [(r["step"], r["train_value"]) for r in rows if r["train_value"]]
     assert steps == [("0", "0.0"), ("1", "1.0"), ("2", "2.0"), ("3", "0.0"), ("4", "1.0"), ("5", "2.0")]
@@ -57,9 +26,9 @@ def test_step_and_epoch_rows_with_step_and_epoch_columns(tmp_path):
     assert val == [("2", "0", "10.0"), ("5", "1", "11.0")]
 
 
-def test_hparams_yaml_holds_saved_hyperparameters(tmp_path):
+def test_hparams_yaml_holds_saved_hyperparameters(tmp_path, logged_fit, logging_model):
     logger = CSVLogger(tmp_path)
-    _fit(tmp_path, logger, epochs=1)
+    logged_fit(logger, epochs=1, model=logging_model(lr=0.05, hidden=16))
     with open(os.path.join(logger.log_dir, "hparams.yaml")) as f:
         assert yaml.safe_load(f) == {"lr": 0.05, "hidden": 16}
 
@@ -115,7 +84,9 @@ def test_only_rank_zero_writes(tmp_path, monkeypatch):
     assert not os.path.exists(os.path.join(tmp_path, "lightning_logs"))
 
 
-def test_a_logger_that_cannot_write_at_the_end_fails_the_run_after_the_checkpoint_is_safe(tmp_path):
+def test_a_logger_that_cannot_write_at_the_end_fails_the_run_after_the_checkpoint_is_safe(
+    tmp_path, logging_model
+):
     """Issue 13 item 7: fit must not return normally when the logger's files could not be written."""
     import shutil
 
@@ -143,6 +114,6 @@ def test_a_logger_that_cannot_write_at_the_end_fails_the_run_after_the_checkpoin
         callbacks=[BreakTheFolder(), ModelCheckpoint(dirpath=tmp_path / "ckpts")],
     )
     with pytest.raises(LoggerFinalizeError, match=r"CSVLogger: NotADirectoryError"):
-        trainer.fit(LoggingModel())
+        trainer.fit(logging_model())
     assert os.listdir(tmp_path / "ckpts") == ["epoch=0-step=2.ckpt"]
     assert torch.load(tmp_path / "ckpts" / "epoch=0-step=2.ckpt", weights_only=True)["global_step"] == 2

@@ -10,8 +10,6 @@ pytest.importorskip("sqlalchemy")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-import fulmen as L  # noqa: E402
-from fulmen.demos import BoringModel  # noqa: E402
 from fulmen.loggers.mlflow import MLFlowLogger  # noqa: E402
 from fulmen.utilities import rank_zero_only  # noqa: E402
 
@@ -28,45 +26,10 @@ def store(tmp_path_factory):
     return uri, folder
 
 
-class LoggingModel(BoringModel):
-    def __init__(self, lr: float = 0.1, optim: dict | None = None) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-
-    def training_step(self, batch, batch_idx):
-        self.log("train_value", float(batch_idx))
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_value", 10.0 + self.current_epoch)
-
-    def test_step(self, batch, batch_idx):
-        self.log("test_value", 0.5)
-
-
-def _fit(tmp_path, logger, epochs=2, **kwargs):
-    options = dict(
-        default_root_dir=tmp_path,
-        max_epochs=epochs,
-        limit_train_batches=3,
-        limit_val_batches=2,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    options.update(kwargs)
-    trainer = L.Trainer(**options)
-    trainer.fit(LoggingModel(lr=0.25, optim={"name": "sgd", "momentum": 0.9}))
-    return trainer
-
-
-def test_params_metrics_with_steps_tags_and_status(store, tmp_path):
+def test_params_metrics_with_steps_tags_and_status(store, tmp_path, logged_fit, logging_model):
     uri, _ = store
     logger = MLFlowLogger("fit-run", run_name="first", tracking_uri=uri, tags={"team": "vision"})
-    _fit(tmp_path, logger)
+    logged_fit(logger, model=logging_model(lr=0.25, optim={"name": "sgd", "momentum": 0.9}))
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(logger.run_id)
     assert run.data.params == {"lr": "0.25", "optim/name": "sgd", "optim/momentum": "0.9"}
@@ -91,11 +54,13 @@ def test_params_metrics_with_steps_tags_and_status(store, tmp_path):
     assert logger.version == run.info.run_id
 
 
-def test_fit_then_test_reach_the_store_with_the_default_background_queue(store, tmp_path):
+def test_fit_then_test_reach_the_store_with_the_default_background_queue(
+    store, tmp_path, logged_fit, logging_model
+):
     uri, _ = store
     logger = MLFlowLogger("fit-test", tracking_uri=uri)
-    trainer = _fit(tmp_path, logger, epochs=1)
-    trainer.test(LoggingModel(), verbose=False)
+    trainer = logged_fit(logger, epochs=1)
+    trainer.test(logging_model(), verbose=False)
     client = MlflowClient(tracking_uri=uri)
     assert len(client.get_metric_history(logger.run_id, "train_value")) == 3
     assert [m.value for m in client.get_metric_history(logger.run_id, "test_value")] == [0.5]
@@ -143,18 +108,18 @@ def test_repeated_hyperparams_are_not_relogged(store):
     assert params["lr"] == "0.1" and 250 <= len(params["long"]) < 10_000
 
 
-def test_log_model_all_uploads_checkpoints(store, tmp_path):
+def test_log_model_all_uploads_checkpoints(store, tmp_path, logged_fit):
     uri, _ = store
     from fulmen.callbacks import ModelCheckpoint
 
     logger = MLFlowLogger("models", tracking_uri=uri, log_model="all")
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpts", save_top_k=-1, filename="{epoch}")
-    _fit(tmp_path, logger, epochs=2, enable_checkpointing=True, callbacks=[checkpoint])
+    logged_fit(logger, epochs=2, enable_checkpointing=True, callbacks=[checkpoint])
     files = MlflowClient(tracking_uri=uri).list_artifacts(logger.run_id, "checkpoints")
     assert sorted(os.path.basename(f.path) for f in files) == ["epoch=0.ckpt", "epoch=1.ckpt"]
 
 
-def test_log_model_true_uploads_best_at_the_end(store, tmp_path):
+def test_log_model_true_uploads_best_at_the_end(store, tmp_path, logged_fit):
     uri, _ = store
     from fulmen.callbacks import ModelCheckpoint
 
@@ -162,7 +127,7 @@ def test_log_model_true_uploads_best_at_the_end(store, tmp_path):
     checkpoint = ModelCheckpoint(
         dirpath=tmp_path / "ckpts", monitor="val_value", mode="max", filename="{epoch}"
     )
-    _fit(tmp_path, logger, epochs=2, enable_checkpointing=True, callbacks=[checkpoint])
+    logged_fit(logger, epochs=2, enable_checkpointing=True, callbacks=[checkpoint])
     files = MlflowClient(tracking_uri=uri).list_artifacts(logger.run_id, "checkpoints")
     assert [os.path.basename(f.path) for f in files] == ["epoch=1.ckpt"]
 

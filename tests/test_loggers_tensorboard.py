@@ -10,25 +10,9 @@ pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.plugins.hparams import api_pb2, metadata  # noqa: E402
 
-import fulmen as L  # noqa: E402
 from fulmen.demos import BoringModel  # noqa: E402
 from fulmen.loggers import CSVLogger, TensorBoardLogger, default_logger  # noqa: E402
 from fulmen.utilities import rank_zero_only  # noqa: E402
-
-
-class LoggingModel(BoringModel):
-    """Logs a known value per training step and a known epoch value in validation."""
-
-    def __init__(self, lr: float = 0.1, layers: int = 1) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-
-    def training_step(self, batch, batch_idx):
-        self.log("train_value", float(batch_idx))
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_value", 10.0 + self.current_epoch)
 
 
 def _read(log_dir):
@@ -37,26 +21,9 @@ def _read(log_dir):
     return acc
 
 
-def _fit(tmp_path, logger, epochs=2, model=None):
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=epochs,
-        limit_train_batches=3,
-        limit_val_batches=2,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(model or LoggingModel())
-    return trainer
-
-
-def test_step_scalars_are_written_at_their_global_step(tmp_path):
+def test_step_scalars_are_written_at_their_global_step(tmp_path, logged_fit):
     logger = TensorBoardLogger(tmp_path)
-    _fit(tmp_path, logger)
+    logged_fit(logger)
     scalars = _read(logger.log_dir).Scalars("train_value")
     assert [(s.step, s.value) for s in scalars] == [
         (0, 0.0),
@@ -68,18 +35,18 @@ def test_step_scalars_are_written_at_their_global_step(tmp_path):
     ]
 
 
-def test_epoch_scalars_land_on_last_step_with_epoch_key(tmp_path):
+def test_epoch_scalars_land_on_last_step_with_epoch_key(tmp_path, logged_fit):
     logger = TensorBoardLogger(tmp_path)
-    _fit(tmp_path, logger)
+    logged_fit(logger)
     acc = _read(logger.log_dir)
     assert [(s.step, s.value) for s in acc.Scalars("val_value")] == [(2, 10.0), (5, 11.0)]
     epochs = {s.step: s.value for s in acc.Scalars("epoch")}
     assert epochs[2] == 0.0 and epochs[5] == 1.0
 
 
-def test_versions_are_numbered_folders(tmp_path):
+def test_versions_are_numbered_folders(tmp_path, logged_fit):
     first = TensorBoardLogger(tmp_path, name="exp")
-    _fit(tmp_path, first, epochs=1)
+    logged_fit(first, epochs=1)
     second = TensorBoardLogger(tmp_path, name="exp")
     assert second.version == 1
     assert second.log_dir == os.path.join(tmp_path, "exp", "version_1")
@@ -88,9 +55,9 @@ def test_versions_are_numbered_folders(tmp_path):
     assert os.listdir(os.path.join(tmp_path, "exp")) == ["version_0"]
 
 
-def test_hparams_session_lists_values_and_metrics_appear_as_scalars(tmp_path):
+def test_hparams_session_lists_values_and_metrics_appear_as_scalars(tmp_path, logged_fit, logging_model):
     logger = TensorBoardLogger(tmp_path)
-    _fit(tmp_path, logger, epochs=1, model=LoggingModel(lr=0.25, layers=3))
+    logged_fit(logger, epochs=1, model=logging_model(lr=0.25, layers=3))
     acc = _read(logger.log_dir)
     content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
     start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
@@ -139,14 +106,14 @@ def test_a_bare_number_is_the_hp_metric(tmp_path):
     assert [s.value for s in _read(logger.log_dir).Scalars("hp_metric")] == [0.125]
 
 
-def test_log_graph_writes_the_traced_model(tmp_path):
-    class GraphModel(LoggingModel):
+def test_log_graph_writes_the_traced_model(tmp_path, logged_fit, logging_model):
+    class GraphModel(logging_model):
         def __init__(self):
             super().__init__()
             self.example_input_array = torch.zeros(2, 32)
 
     logger = TensorBoardLogger(tmp_path, log_graph=True)
-    _fit(tmp_path, logger, epochs=1, model=GraphModel())
+    logged_fit(logger, epochs=1, model=GraphModel())
     graph = _read(logger.log_dir).Graph()
     ops = {node.op for node in graph.node}
     assert "aten::linear" in ops
@@ -186,10 +153,10 @@ def test_default_logger_is_tensorboard_when_installed(tmp_path, monkeypatch):
     assert isinstance(default_logger(str(tmp_path)), CSVLogger)
 
 
-def test_several_loggers_receive_the_same_metrics(tmp_path):
+def test_several_loggers_receive_the_same_metrics(tmp_path, logged_fit):
     tb = TensorBoardLogger(tmp_path, name="tb")
     csv_logger = CSVLogger(tmp_path, name="csv")
-    trainer = _fit(tmp_path, [tb, csv_logger], epochs=1)
+    trainer = logged_fit([tb, csv_logger], epochs=1)
     assert trainer.loggers == [tb, csv_logger] and trainer.log_dir == tb.log_dir
     tb_values = [s.value for s in _read(tb.log_dir).Scalars("val_value")]
     with open(os.path.join(csv_logger.log_dir, "metrics.csv")) as f:
@@ -206,7 +173,7 @@ def test_missing_tensorboard_names_the_install_command(tmp_path, monkeypatch):
         TensorBoardLogger(tmp_path)
 
 
-def test_hparams_dashboard_lists_every_logged_scalar_as_a_metric(tmp_path):
+def test_hparams_dashboard_lists_every_logged_scalar_as_a_metric(tmp_path, logged_fit, logging_model):
     """TensorBoard's own HParams backend builds the experiment from what the logger wrote."""
     from tensorboard import context
     from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
@@ -214,7 +181,7 @@ def test_hparams_dashboard_lists_every_logged_scalar_as_a_metric(tmp_path):
     from tensorboard.plugins.hparams import backend_context
 
     logger = TensorBoardLogger(tmp_path)
-    _fit(tmp_path, logger, epochs=1, model=LoggingModel(lr=0.5, layers=2))
+    logged_fit(logger, epochs=1, model=logging_model(lr=0.5, layers=2))
     mux = plugin_event_multiplexer.EventMultiplexer()
     mux.AddRunsFromDirectory(str(tmp_path))
     mux.Reload()

@@ -11,8 +11,6 @@ wandb = pytest.importorskip("wandb")
 
 from wandb.proto import wandb_internal_pb2  # noqa: E402
 
-import fulmen as L  # noqa: E402
-from fulmen.demos import BoringModel  # noqa: E402
 from fulmen.loggers.wandb import WandbLogger  # noqa: E402
 
 
@@ -74,34 +72,9 @@ def _history_and_config(save_dir):
     return history, config
 
 
-class LoggingModel(BoringModel):
-    def __init__(self, lr: float = 0.1, optim: dict | None = None) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-
-    def training_step(self, batch, batch_idx):
-        self.log("train_value", float(batch_idx))
-        return super().training_step(batch, batch_idx)
-
-    def validation_step(self, batch, batch_idx):
-        self.log("val_value", 10.0 + self.current_epoch)
-
-
-def test_offline_run_records_metrics_at_global_step_and_config(tmp_path):
+def test_offline_run_records_metrics_at_global_step_and_config(tmp_path, logged_fit, logging_model):
     logger = WandbLogger(save_dir=tmp_path, offline=True, project="fulmen-test", name="first")
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=2,
-        limit_train_batches=3,
-        limit_val_batches=2,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-        logger=logger,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(LoggingModel(lr=0.25, optim={"name": "sgd"}))
+    logged_fit(logger, model=logging_model(lr=0.25, optim={"name": "sgd"}))
     run_id = logger.version
     assert logger.name == "fulmen-test" and run_id == logger.experiment.id
     wandb.finish()

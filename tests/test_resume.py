@@ -138,7 +138,18 @@ def test_sigterm_writes_last_checkpoint_exits_cleanly_and_last_resumes_bit_ident
     assert info_a == info_b
 
 
-def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp_path):
+def _as_previous_layout(path):
+    """Rewrite a checkpoint as fulmen wrote it before the loop recorded pending ends in its counters."""
+    ckpt = torch.load(path, weights_only=True)
+    loops = ckpt["loops"]["fit_loop"]
+    for key in ("batch_end_pending", "batch_stepped", "epoch_end_pending"):
+        loops.pop(key)
+    loops["stage"] = "train"
+    torch.save(ckpt, path)
+
+
+@pytest.mark.parametrize("layout", ["current", "previous"])
+def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp_path, layout):
     """In process: the epoch-end checkpoint is written before the epoch-interval scheduler steps."""
     from torch.utils.data import DataLoader
 
@@ -160,7 +171,7 @@ def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
-            callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpts", save_last=True), *callbacks],
+            callbacks=[ModelCheckpoint(dirpath=folder / "ckpts", save_last=True), *callbacks],
         )
         trainer.fit(model, DataLoader(RandomDataset(32, 8), batch_size=2, shuffle=True), ckpt_path=ckpt_path)
         return model, trainer
@@ -168,7 +179,14 @@ def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp
     reference, ref_trainer = fit(tmp_path / "ref")
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "run", [Stop()])
-    resumed, trainer = fit(tmp_path / "run", ckpt_path=tmp_path / "ckpts" / "last.ckpt")
+    last = (
+        tmp_path / "run" / "ckpts" / "last.ckpt"
+    )  # each run its own folder: ModelCheckpoint keeps files it did not write
+    saved = torch.load(last, weights_only=True)["loops"]["fit_loop"]
+    assert saved["epoch_end_pending"] and (saved["epoch"], saved["epoch_batches"]) == (1, 0)
+    if layout == "previous":
+        _as_previous_layout(last)
+    resumed, trainer = fit(tmp_path / "run", ckpt_path=last)
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 2
     assert trainer.optimizers[0].param_groups[0]["lr"] == ref_trainer.optimizers[0].param_groups[0]["lr"]
     assert torch.equal(reference.layer.weight, resumed.layer.weight)

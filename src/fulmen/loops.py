@@ -295,6 +295,7 @@ class FitLoop:
         self.plan = plan
         hooks = plan.hooks
         progress = self.progress
+        progress.clear_pending()
 
         # SIGTERM from here on: a checkpoint at the next train batch's end, then exit 0 (preemption.py)
         with self.preemption:
@@ -342,8 +343,6 @@ class FitLoop:
                     ended = self._train_batch(batch, batch_idx)
             if ended is _STOP_EPOCH:
                 break
-            progress.epoch_batches = batch_idx + 1
-            progress.total_batches += 1
             if self.preemption.active:
                 self.preemption.poll(batch_idx)
             if self._should_validate(batch_idx):
@@ -380,16 +379,24 @@ class FitLoop:
         if stepped and automatic and t.strategy.lr_scheduler_configs:
             self._step_schedulers("step")
 
+        progress.batch_trained(stepped or not automatic)
         if "on_train_batch_end" in active:
             hooks.callbacks("on_train_batch_end", outputs, batch, batch_idx)
             hooks.module("on_train_batch_end", outputs, batch, batch_idx)
         if plan.progress_bar is not None:
             plan.progress_bar._on_train_batch(t)
-        if stepped or not automatic:
-            if t.loggers and (progress.batches_that_stepped + 1) % t.log_every_n_steps == 0:
+        if (stepped or not automatic) and t.loggers:
+            if (progress.batches_that_stepped + 1) % t.log_every_n_steps == 0:
                 self.results.log_step(results, progress.batches_that_stepped, progress.epoch)
-            progress.batches_that_stepped += 1
+        progress.batch_finished()
         return None
+
+    def ends_accumulation_window(self, batch_idx: int) -> bool:
+        """The accumulation rule: batch `batch_idx` steps the optimizer when it completes a window of
+        `accumulate_grad_batches` batches or is the epoch's last (windows restart with each epoch)."""
+        return (
+            batch_idx + 1
+        ) % self.trainer.accumulate_grad_batches == 0 or batch_idx + 1 == self.num_train_batches
 
     def _automatic_step(self, batch: Any, batch_idx: int) -> tuple[Any, bool]:
         """One batch of automatic optimization: forward, zero_grad and backward in a closure, then the step."""
@@ -401,7 +408,7 @@ class FitLoop:
             return {}, False
         accumulate = t.accumulate_grad_batches
         zero_grad_now = batch_idx % accumulate == 0
-        step_now = (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == self.num_train_batches
+        step_now = self.ends_accumulation_window(batch_idx)
         if self._direct is not None:
             output, loss = self._direct_step(batch, batch_idx, zero_grad_now, step_now)
         else:
@@ -486,7 +493,7 @@ class FitLoop:
             loss.backward()
         if step_now:
             optimizer.step()
-            self.progress.global_step += 1
+            self.progress.optimizer_stepped()
         return output, loss
 
     def _manual_step(self, batch: Any, batch_idx: int) -> tuple[Any, bool]:
@@ -511,6 +518,7 @@ class FitLoop:
         results = self.results.train
         results.new_batch(None)
         results.compute_epoch(self.results.reduce)
+        progress.epoch_ending()
         hooks.callbacks("on_train_epoch_end", monitoring=False)
         hooks.module("on_train_epoch_end")
         results.compute_epoch(self.results.reduce)
@@ -519,8 +527,7 @@ class FitLoop:
         self.results.log_epoch(results, _epoch_log_step(progress), progress.epoch)
         if t.lightning_module.automatic_optimization:
             self._step_schedulers("epoch")
-        progress.epoch += 1
-        progress.epoch_batches = 0
+        progress.epoch_finished()
 
     def _step_schedulers(self, interval: str) -> None:
         """Step the schedulers of `interval` ("step" or "epoch") that are due, through `lr_scheduler_step`."""
@@ -676,7 +683,7 @@ class FitLoop:
         ):
             t._hooks.module("on_validation_model_zero_grad")  # frees the gradients; not mid-accumulation
         self.val_loop.run(self.plan)
-        progress.val_checks += 1
+        progress.validation_finished()
         t.training = True
 
     def _sanity_check(self) -> None:

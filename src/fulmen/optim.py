@@ -198,7 +198,7 @@ class LightningOptimizer:
         loop = self._trainer.fit_loop
         plan = loop.plan
         out = plan.optimizer_step(self._optimizer, closure, plan.before_optimizer_step, **kwargs)
-        loop.progress.global_step += 1
+        loop.progress.optimizer_stepped()
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def _version() -> str:
 def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     """Everything needed to rebuild the module and, unless `weights_only`, resume the run exactly."""
     module = trainer.lightning_module
-    progress = _resume_progress(trainer)
+    progress = trainer._progress.state_dict()  # a batch (epoch) whose end hooks run counts as done
     ckpt: dict[str, Any] = {
         "epoch": trainer._progress.epoch,
         "global_step": progress["global_step"],
@@ -64,10 +64,10 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
         epoch_start = rs.pending_epoch_start if rs.pending_epoch_start is not None else rs.epoch_start
         if progress["epoch_batches"] > 0 and epoch_start is not None:
             progress["epoch_start"] = _per_rank(trainer, epoch_start)
-        grads = _accumulated_grads(trainer, progress["epoch_batches"])
+        grads = _accumulated_grads(trainer, progress)
         if grads:
             ckpt["accumulated_grads"] = grads
-        if progress.pop("_epoch_end_pending", False):
+        if progress["epoch_end_pending"]:
             progress["pending_epoch_schedulers"] = _plateau_metrics(trainer)
     # Lightning's own counters beside fulmen's, so that Lightning resumes this file where it stopped
     progress.update(
@@ -90,39 +90,12 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     return ckpt
 
 
-def _resume_progress(trainer: Trainer) -> dict[str, Any]:
-    """The loop counters as a resume should see them.
-
-    Inside `on_train_batch_end` the batch is trained but the loop has not counted it yet; inside
-    `on_train_epoch_end` the epoch is done but not counted and its epoch-interval schedulers have not
-    stepped. The dispatcher records which hook runs (`_current_fx_name`), so the saved counters say
-    "this batch (epoch) is complete" explicitly.
-    """
-    state = trainer._progress.state_dict()
-    module = trainer.lightning_module
-    hook = getattr(module, "_current_fx_name", None)
-    if hook == "on_train_batch_end":
-        state["epoch_batches"] += 1
-        state["total_batches"] += 1
-        automatic = module.automatic_optimization
-        batch_idx = state["epoch_batches"] - 1
-        steps = (batch_idx + 1) % trainer.accumulate_grad_batches == 0 or state[
-            "epoch_batches"
-        ] == trainer.num_training_batches
-        if not automatic or (trainer.optimizers and steps):
-            state["batches_that_stepped"] += 1
-    elif hook == "on_train_epoch_end":
-        state["epoch"] += 1
-        state["epoch_batches"] = 0
-        state["_epoch_end_pending"] = True
-    return state
-
-
-def _accumulated_grads(trainer: Trainer, epoch_batches: int) -> dict[str, torch.Tensor]:
+def _accumulated_grads(trainer: Trainer, progress: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Gradients summed so far when the checkpoint falls inside an accumulation window."""
     module = trainer.lightning_module
-    accumulate = trainer.accumulate_grad_batches
-    if accumulate == 1 or not module.automatic_optimization or epoch_batches % accumulate == 0:
+    if trainer.accumulate_grad_batches == 1 or not module.automatic_optimization:
+        return {}
+    if progress["epoch_batches"] == 0 or progress["batch_stepped"]:  # the window is closed
         return {}
     return {name: p.grad.detach().clone() for name, p in module.named_parameters() if p.grad is not None}
 
@@ -242,12 +215,18 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     if lightning_loops.written_by_lightning(loops):
         loops = lightning_loops.from_lightning(ckpt, loops)
     epoch_start = loops.pop("epoch_start", None)
-    pending_schedulers = loops.pop("pending_epoch_schedulers", None)
-    loops.pop("stage", None)  # where the saved run was; this run's loop sets its own stage as it goes
-    if loops:
-        trainer._progress.load_state_dict(loops)
-    if pending_schedulers is not None and module.automatic_optimization:
-        _finish_epoch_schedulers(trainer, pending_schedulers)
+    plateau_metrics = loops.pop("pending_epoch_schedulers", None)
+    # files saved before the counters recorded pending ends: the metrics entry marks a pending epoch
+    # end, the gradients an open accumulation window; their "stage" said nothing more
+    loops.setdefault("epoch_end_pending", plateau_metrics is not None)
+    loops.setdefault("batch_stepped", "accumulated_grads" not in ckpt)
+    loops.pop("stage", None)
+    progress = trainer._progress
+    progress.load_state_dict(loops)
+    if progress.epoch_end_pending:  # saved inside on_train_epoch_end: finish that epoch's end here
+        if module.automatic_optimization:
+            _finish_epoch_schedulers(trainer, plateau_metrics or {})
+        progress.clear_pending()
     grads = ckpt.get("accumulated_grads")
     if grads:
         params = dict(module.named_parameters())

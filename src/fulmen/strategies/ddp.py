@@ -227,8 +227,7 @@ class DDPStrategy(Strategy):
             return False
         if not isinstance(args[1], int) or not self._module.automatic_optimization:  # type: ignore[union-attr]
             return False
-        batch_idx, every = args[1], trainer.accumulate_grad_batches
-        return (batch_idx + 1) % every != 0 and batch_idx + 1 != trainer.fit_loop.num_train_batches
+        return not trainer.fit_loop.ends_accumulation_window(args[1])
 
     # ------------------------------------------------------------------ data
     def process_dataloader(self, dataloader: Any, shuffle: bool, training: bool = False) -> Any:
