@@ -77,3 +77,93 @@ def test_a_logged_metric_does_not_carry_sanity_check_batches_into_epoch_0(tmp_pa
     )
     trainer.fit(Model(), dl, dl)
     assert float(trainer.callback_metrics["val_acc"]) == 1.0
+
+
+class _StepAndEpoch(BoringModel):
+    """Logs a forked value (on_step and on_epoch) and a step-only value in every step."""
+
+    def training_step(self, batch, batch_idx):
+        out = super().training_step(batch, batch_idx)
+        self.log("train_loss", out["loss"], on_step=True, on_epoch=True)
+        self.log("train_steponly", 1.0, on_step=True, on_epoch=False)
+        return out
+
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self.log("val_loss", self.step(batch), on_step=True, on_epoch=True)
+        self.log("val_steponly", 2.0, on_step=True, on_epoch=False)
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self.log("test_loss", self.step(batch), on_step=True, on_epoch=True)
+        self.log("test_steponly", 2.0, on_step=True, on_epoch=False)
+
+
+def _loader():
+    return DataLoader(RandomDataset(32, 8), batch_size=2)
+
+
+def test_after_test_callback_metrics_hold_no_step_values(make_trainer):
+    # Lightning 2.6: ['test_loss', 'test_loss_epoch'] (no test_loss_step, no step-only key)
+    trainer = make_trainer(limit_test_batches=2)
+    trainer.test(_StepAndEpoch(), _loader(), verbose=False)
+    assert sorted(trainer.callback_metrics) == ["test_loss", "test_loss_epoch"]
+
+
+def test_after_fit_training_step_values_stay_and_validation_step_values_do_not(make_trainer):
+    # Lightning 2.6 after fit: train_loss_step and train_steponly stay; val_loss_step and val_steponly do not
+    trainer = make_trainer(limit_train_batches=2, limit_val_batches=2, num_sanity_val_steps=0)
+    trainer.fit(_StepAndEpoch(), _loader(), _loader())
+    assert sorted(trainer.callback_metrics) == [
+        "train_loss",
+        "train_loss_epoch",
+        "train_loss_step",
+        "train_steponly",
+        "val_loss",
+        "val_loss_epoch",
+    ]
+
+
+def test_callbacks_never_see_validation_step_values(make_trainer):
+    seen = []
+
+    class Peek(L.Callback):
+        def on_validation_batch_end(self, trainer, *args):
+            seen.append(sorted(trainer.callback_metrics))
+
+    trainer = make_trainer(limit_val_batches=1, callbacks=[Peek()])
+    trainer.validate(_StepAndEpoch(), _loader(), verbose=False)
+    assert seen == [[]]  # Lightning 2.6: empty during the epoch, epoch values after it
+
+
+def test_several_dataloaders_put_the_index_after_the_step_epoch_suffix(make_trainer):
+    # Lightning 2.6: x_epoch/dataloader_idx_0, never x/dataloader_idx_0_epoch
+    trainer = make_trainer(limit_test_batches=1)
+    results = trainer.test(_StepAndEpoch(), [_loader(), _loader()], verbose=False)
+    assert [sorted(r) for r in results] == [
+        ["test_loss_epoch/dataloader_idx_0"],
+        ["test_loss_epoch/dataloader_idx_1"],
+    ]
+    assert sorted(trainer.callback_metrics) == [
+        "test_loss/dataloader_idx_0",
+        "test_loss/dataloader_idx_1",
+        "test_loss_epoch/dataloader_idx_0",
+        "test_loss_epoch/dataloader_idx_1",
+    ]
+
+
+def test_callback_metrics_is_one_dict_that_keeps_what_is_written_into_it(make_trainer):
+    trainer = make_trainer(limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(_StepAndEpoch(), _loader(), _loader())
+    trainer.callback_metrics["external"] = torch.tensor(3.0)
+    assert trainer.callback_metrics is trainer.callback_metrics
+    assert trainer.callback_metrics["external"] == 3.0 and "val_loss" in trainer.callback_metrics
+
+
+def test_a_value_written_during_fit_reaches_a_monitoring_callback(make_trainer):
+    class Feed(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            trainer.callback_metrics["fed"] = torch.tensor(float(trainer.current_epoch))
+
+    stop = L.callbacks.EarlyStopping(monitor="fed", mode="min", patience=0)
+    trainer = make_trainer(max_epochs=5, limit_train_batches=1, limit_val_batches=0, callbacks=[Feed(), stop])
+    trainer.fit(_StepAndEpoch(), _loader())
+    assert trainer.current_epoch == 2  # "fed" rose after epoch 0: patience 0 stops after the second epoch

@@ -84,6 +84,7 @@ class _Slot:
 
     __slots__ = (
         "name",
+        "suffix",
         "on_step",
         "on_epoch",
         "prog_bar",
@@ -111,8 +112,10 @@ class _Slot:
         reduce: str | Callable[..., Any],
         sync_dist: bool,
         dataloader_idx: int | None,
+        suffix: str = "",
     ) -> None:
         self.name = name
+        self.suffix = suffix  # "/dataloader_idx_N": after the _step/_epoch fork, as Lightning names keys
         self.on_step = on_step
         self.on_epoch = on_epoch
         self.prog_bar = prog_bar
@@ -124,6 +127,10 @@ class _Slot:
         self.last: Any = None
         self.stepped = False
         self.reset_epoch()
+
+    def key(self, fork: str = "") -> str:
+        """The metric's name with "_step"/"_epoch" (`fork`) and the dataloader suffix: `x_epoch/dataloader_idx_0`."""
+        return f"{self.name}{fork}{self.suffix}"
 
     def reset_epoch(self) -> None:
         self.pending: list[torch.Tensor] = []
@@ -250,12 +257,15 @@ class ResultStore:
         batch_size: int | None,
     ) -> None:
         """Record `value` under `name` for the current hook (see `self.log`)."""
-        key = name
+        suffix = ""
         if add_dataloader_idx and self.dataloader_idx is not None:
-            key = f"{name}/dataloader_idx_{self.dataloader_idx}"
+            suffix = f"/dataloader_idx_{self.dataloader_idx}"
+        key = name + suffix
         slot = self.slots.get(key)
         if slot is None:
-            slot = self._new_slot(hook, key, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist)
+            slot = self._new_slot(
+                hook, name, suffix, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist
+            )
         if slot.metric is not None:
             slot.metric = value
             if slot.on_step:
@@ -292,7 +302,8 @@ class ResultStore:
     def _new_slot(
         self,
         hook: str | None,
-        key: str,
+        name: str,
+        suffix: str,
         value: Any,
         prog_bar: bool,
         logger: bool | None,
@@ -319,7 +330,7 @@ class ResultStore:
                 reduce_fx, reduce_fx
             )
         slot = _Slot(
-            key,
+            name,
             step,
             epoch,
             prog_bar,
@@ -327,10 +338,11 @@ class ResultStore:
             reduce,
             sync_dist,
             self.dataloader_idx,
+            suffix,
         )
         if _is_metric(value):
             slot.metric = value
-        self.slots[key] = slot
+        self.slots[name + suffix] = slot
         return slot
 
     # ------------------------------------------------------------------ views
@@ -340,7 +352,7 @@ class ResultStore:
         for slot in self.slots.values():
             if not (slot.on_step and slot.stepped) or (for_logger and not slot.logger):
                 continue
-            out[slot.name + "_step" if slot.on_epoch else slot.name] = slot.last
+            out[slot.key("_step" if slot.on_epoch else "")] = slot.last
         return out
 
     def mark_step_logged(self) -> None:
@@ -356,7 +368,7 @@ class ResultStore:
             value = slot.compute_epoch(reduce_across)
             if value is None:
                 continue
-            self.epoch_metrics[slot.name + "_epoch" if slot.on_step else slot.name] = value
+            self.epoch_metrics[slot.key("_epoch" if slot.on_step else "")] = value
 
     def epoch_metrics_for(
         self, for_logger: bool = False, prog_bar: bool = False, dataloader_idx: int | None = None
@@ -370,27 +382,31 @@ class ResultStore:
                 continue
             if (for_logger and not slot.logger) or (prog_bar and not slot.prog_bar):
                 continue
-            out[slot.name + "_epoch" if slot.on_step else slot.name] = slot.epoch_value
+            out[slot.key("_epoch" if slot.on_step else "")] = slot.epoch_value
         return out
 
     def callback_view(self, prog_bar_only: bool = False) -> dict[str, Any]:
-        """What callbacks (or, filtered, the progress bar) see: epoch values, then the latest step values."""
+        """What callbacks (or, filtered, the progress bar) see: epoch values, then the latest step values.
+
+        As in Lightning, callbacks never see the step values of validation and test (only the bar does).
+        """
         out: dict[str, Any] = {}
         if not prog_bar_only:
             out.update(self.epoch_metrics)
+        steps_visible = prog_bar_only or self.stage == "train"
         for slot in self.slots.values():
             if prog_bar_only and not slot.prog_bar:
                 continue
             forked = slot.on_step and slot.on_epoch
             if slot.on_epoch and slot.epoch_value is not None:
-                out[slot.name + "_epoch" if forked else slot.name] = slot.epoch_value
+                out[slot.key("_epoch" if forked else "")] = slot.epoch_value
                 if forked and not prog_bar_only:
-                    out[slot.name] = slot.epoch_value
-            if slot.on_step and slot.last is not None:
+                    out[slot.key()] = slot.epoch_value
+            if slot.on_step and slot.last is not None and steps_visible:
                 if forked:
-                    out[slot.name + "_step"] = slot.last
+                    out[slot.key("_step")] = slot.last
                 if not forked or not (prog_bar_only or slot.epoch_value is not None):
-                    out[slot.name] = slot.last
+                    out[slot.key()] = slot.last
         return out
 
 
@@ -408,6 +424,9 @@ class RunResults:
         self.test = ResultStore("test")
         self.current: ResultStore | None = None  # None: the running hook may not log
         self.logged: dict[str, Any] = {}  # tensors, as Lightning keeps them
+        # `trainer.callback_metrics`: one dict for the run, refreshed from the stores when read, so that values
+        # written into it by users or integrations stay (as in Lightning)
+        self.callback_metrics: dict[str, Any] = {}
         if trainer.strategy.world_size > 1:
             # training only: every rank runs as many train batches, while evaluation shards may differ by one
             self.train.reduce_step = self.reduce
@@ -421,6 +440,12 @@ class RunResults:
         for store in (self.train, self.validate, self.test):
             store.clear()
         self.logged = {}
+        self.callback_metrics = {}
+
+    def refreshed_callback_metrics(self) -> dict[str, Any]:
+        """The run's callback-metrics dict, updated with the latest logged values."""
+        self.callback_metrics.update(self.callback_view())
+        return self.callback_metrics
 
     def callback_view(self, prog_bar_only: bool = False) -> dict[str, Any]:
         """`trainer.callback_metrics` (or, filtered, what the progress bar shows) over all stages."""

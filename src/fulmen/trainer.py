@@ -562,8 +562,11 @@ class Trainer:
 
     @property
     def callback_metrics(self) -> dict[str, Any]:
-        """Everything logged, as callbacks see it: latest step values and epoch values (tensors)."""
-        return self._results.callback_view()
+        """Everything logged, as callbacks see it: latest step values and epoch values (tensors).
+
+        One dict per run: what you write into it stays until a logged value of the same name replaces it.
+        """
+        return self._results.refreshed_callback_metrics()
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
