@@ -18,7 +18,7 @@ from fulmen.seed import rng_states, set_rng_states
 from fulmen.utilities import rank_zero_warn
 
 if TYPE_CHECKING:
-    from fulmen.trainer import Trainer
+    pass
 
 _KNOWN_SAMPLERS = (
     "SequentialSampler",
@@ -34,19 +34,12 @@ _KNOWN_SAMPLERS = (
 
 @dataclass
 class ResumeState:
-    """What the trainer keeps between epochs for an exact resume (see the module docstring)."""
+    """What the fit loop keeps between epochs for an exact resume (`trainer.fit_loop.resume_state`)."""
 
     epoch_start: dict[str, Any] | None = None  # this epoch's start: RNG, generators, sampler states
     pending_rng: dict[str, Any] | None = None  # restored RNG, applied right before the next batch
     pending_epoch_start: dict[str, Any] | None = None  # the interrupted epoch's start, from a checkpoint
     warned: set[str] = field(default_factory=set)
-
-
-def _resume_state(trainer: Trainer) -> ResumeState:
-    state = getattr(trainer, "_resume_state", None)
-    if state is None:
-        state = trainer._resume_state = ResumeState()  # type: ignore[attr-defined]
-    return state
 
 
 def _generators(loader: Any) -> list[torch.Generator | None]:
@@ -92,14 +85,13 @@ def _apply_epoch_start(loader: Any, start: dict[str, Any], rng: bool = True) -> 
             obj.load_state_dict(state)
 
 
-def train_batches(trainer: Trainer, loader: Any, start: int) -> Iterable[tuple[int, Any]]:
+def train_batches(rs: ResumeState, loader: Any, start: int, num_batches: float) -> Iterable[tuple[int, Any]]:
     """Enumerate the train `loader` for one epoch, from batch `start`; records the epoch's starting state.
 
     `start > 0` only after a mid-epoch resume: the epoch's permutation is replayed from the states saved
     in the checkpoint and the first `start` batches are skipped (at the sampler, without reading them,
-    for a map-style DataLoader).
+    for a map-style DataLoader). `num_batches` is the epoch's length under `limit_train_batches`.
     """
-    rs = _resume_state(trainer)
     if start == 0:
         if rs.pending_rng is not None:
             set_rng_states(rs.pending_rng)
@@ -107,12 +99,11 @@ def train_batches(trainer: Trainer, loader: Any, start: int) -> Iterable[tuple[i
         rs.pending_epoch_start = None
         rs.epoch_start = _capture_epoch_start(loader)
         return enumerate(loader)
-    return resume_batches(trainer, loader, start)
+    return resume_batches(rs, loader, start, num_batches)
 
 
-def resume_batches(trainer: Trainer, loader: Any, start: int) -> Iterable[tuple[int, Any]]:
+def resume_batches(rs: ResumeState, loader: Any, start: int, num_batches: float) -> Iterable[tuple[int, Any]]:
     """Enumerate `loader` from batch `start`, replaying the interrupted epoch's order (see `train_batches`)."""
-    rs = _resume_state(trainer)
     epoch_start = rs.pending_epoch_start
     rs.pending_epoch_start = None
     after_skip = rs.pending_rng
@@ -122,7 +113,7 @@ def resume_batches(trainer: Trainer, loader: Any, start: int) -> Iterable[tuple[
         if after_skip is not None:
             set_rng_states(after_skip)
 
-    if start >= trainer.num_training_batches:  # saved after the epoch's last batch: nothing left to read
+    if start >= num_batches:  # saved after the epoch's last batch: nothing left to read
         if epoch_start is not None:
             rs.epoch_start = epoch_start
         restore_checkpoint_rng()

@@ -287,6 +287,7 @@ class FitLoop:
         self._train_loaded_epoch: int | None = None
         self._val_loaded_epoch: int | None = None
         self.preemption = Preemption(trainer)
+        self.resume_state = epoch_replay.ResumeState()  # where each epoch started (epoch_replay.py)
 
     # ------------------------------------------------------------------ the loop
     def run(self, plan: RunPlan) -> None:
@@ -331,7 +332,7 @@ class FitLoop:
 
         start = progress.epoch_batches
         source = self._train_source
-        batch_iter = epoch_replay.train_batches(t, source, start)
+        batch_iter = epoch_replay.train_batches(self.resume_state, source, start, self.num_train_batches)
         profiler = plan.profiler
         if profiler is not None:
             batch_iter = profiler.profile_iterable(batch_iter, "train_dataloader_next")

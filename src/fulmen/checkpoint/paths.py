@@ -66,7 +66,7 @@ def _find_last(trainer: Trainer) -> str | None:
 
 def load_for_run(trainer: Trainer, ckpt_path: Any, fn: str) -> dict[str, Any] | None:
     """The checkpoint a run starts from (`ckpt_path`, else a callback's `resume_checkpoint_path`), weights restored."""
-    trainer._resume_state = ResumeState()  # type: ignore[attr-defined]
+    trainer.fit_loop.resume_state = ResumeState()
     if ckpt_path is None:
         ckpt_path = auto_resume_path(trainer, fn)
         if ckpt_path is None:

@@ -24,7 +24,6 @@ import torch
 from fulmen import hparams
 from fulmen.checkpoint import lightning_loops
 from fulmen.checkpoint.files import CheckpointError, check_plain, load
-from fulmen.epoch_replay import _resume_state
 from fulmen.seed import rng_states
 from fulmen.utilities import rank_zero_warn
 
@@ -43,9 +42,9 @@ def _version() -> str:
 def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     """Everything needed to rebuild the module and, unless `weights_only`, resume the run exactly."""
     module = trainer.lightning_module
-    progress = trainer._progress.state_dict()  # a batch (epoch) whose end hooks run counts as done
+    progress = trainer.fit_loop.progress.state_dict()  # a batch (epoch) whose end hooks run counts as done
     ckpt: dict[str, Any] = {
-        "epoch": trainer._progress.epoch,
+        "epoch": trainer.fit_loop.progress.epoch,
         "global_step": progress["global_step"],
         "pytorch-lightning_version": FORMAT_VERSION,
         "fulmen_version": _version(),
@@ -59,7 +58,7 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
         precision_state = trainer.precision_plugin.state_dict()
         if precision_state:
             ckpt[type(trainer.precision_plugin).__name__] = precision_state
-        rs = _resume_state(trainer)
+        rs = trainer.fit_loop.resume_state
         ckpt["rng_states"] = _per_rank(trainer, rng_states())
         epoch_start = rs.pending_epoch_start if rs.pending_epoch_start is not None else rs.epoch_start
         if progress["epoch_batches"] > 0 and epoch_start is not None:
@@ -221,7 +220,7 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     loops.setdefault("epoch_end_pending", plateau_metrics is not None)
     loops.setdefault("batch_stepped", "accumulated_grads" not in ckpt)
     loops.pop("stage", None)
-    progress = trainer._progress
+    progress = trainer.fit_loop.progress
     progress.load_state_dict(loops)
     if progress.epoch_end_pending:  # saved inside on_train_epoch_end: finish that epoch's end here
         if module.automatic_optimization:
@@ -233,7 +232,7 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
         for name, grad in grads.items():
             if name in params:
                 params[name].grad = grad.to(device=params[name].device, dtype=params[name].dtype)
-    rs = _resume_state(trainer)
+    rs = trainer.fit_loop.resume_state
     rs.pending_rng = _for_rank(trainer, ckpt.get("rng_states"))
     rs.pending_epoch_start = _for_rank(trainer, epoch_start)
 
@@ -241,7 +240,7 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
 def _finish_epoch_schedulers(trainer: Trainer, metrics: dict[str, float]) -> None:
     """Step the epoch-interval schedulers that the interrupted epoch end had not stepped yet."""
     module = trainer.lightning_module
-    finished_epoch = trainer._progress.epoch  # already counted as complete
+    finished_epoch = trainer.fit_loop.progress.epoch  # already counted as complete
     for cfg in trainer.lr_scheduler_configs:
         if cfg.interval != "epoch" or finished_epoch % cfg.frequency != 0:
             continue
