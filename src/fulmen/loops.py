@@ -283,6 +283,7 @@ class FitLoop:
         self._active: frozenset[str] = frozenset()
         self._direct: Any = None  # the raw optimizer when the step can skip the closure plumbing (see run)
         self._automatic = True
+        self._epoch_results_fresh = False  # the train accumulators were just reset (before on_train_start)
         self._val_check_batch: float = math.inf
         self._train_loaded_epoch: int | None = None
         self._val_loaded_epoch: int | None = None
@@ -307,6 +308,9 @@ class FitLoop:
             self._active = plan.active
             self._wants_outputs = "on_train_batch_end" in plan.active
             self._direct = plan.direct_optimizer
+            # values logged in on_train_start count towards the first epoch, as in Lightning
+            self.results.train.reset_epoch()
+            self._epoch_results_fresh = True
             hooks.both("on_train_start")
             profiler = plan.profiler
             while not self._should_stop(epoch_end=True):
@@ -326,7 +330,9 @@ class FitLoop:
             self.setup_train_data(reload=True)
         data.set_sampler_epoch(self.train_dataloader, progress.epoch)
         t.lightning_module.train()
-        self.results.train.reset_epoch()
+        if not self._epoch_results_fresh:
+            self.results.train.reset_epoch()
+        self._epoch_results_fresh = False
         hooks.both("on_train_epoch_start")
         self._automatic = t.lightning_module.automatic_optimization  # read once per epoch, not per batch
 

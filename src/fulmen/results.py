@@ -210,6 +210,7 @@ class ResultStore:
         self._batch_size: int | None = None
         self.dataloader_idx: int | None = None
         self.epoch_metrics: dict[str, Any] = {}
+        self.epoch_ending = False  # between an epoch end's first compute_epoch and finish_epoch
         # reduces a sync_dist step value across processes at once (set by the Trainer; None: one process)
         self.reduce_step: Callable[[torch.Tensor, str], torch.Tensor] | None = None
 
@@ -231,8 +232,17 @@ class ResultStore:
             slot.reset_epoch()
             slot.stepped = False
 
+    def _compute_local_epoch_values(self) -> None:
+        """Epoch values of the slots that need no other process (no sync_dist, no torchmetrics object)."""
+        for slot in self.slots.values():
+            if slot.on_epoch and slot.metric is None and not slot.sync_dist and slot.pending:
+                value = slot.compute_epoch(None)
+                if value is not None:
+                    self.epoch_metrics[slot.name + "_epoch" if slot.on_step else slot.name] = value
+
     def finish_epoch(self) -> None:
         """Reset logged torchmetrics objects once their epoch value is final (as Lightning does)."""
+        self.epoch_ending = False
         for slot in self.slots.values():
             if slot.metric is not None and slot.epoch_value is not None:
                 slot.metric.reset()
@@ -241,6 +251,7 @@ class ResultStore:
         """Forget everything (a new run, or the end of the sanity check)."""
         self.slots = {}
         self.epoch_metrics = {}
+        self.epoch_ending = False
 
     def log(
         self,
@@ -361,7 +372,13 @@ class ResultStore:
             slot.stepped = False
 
     def compute_epoch(self, reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None) -> None:
-        """Reduce the epoch accumulators into `epoch_metrics` (names suffixed `_epoch` if forked)."""
+        """Reduce the epoch accumulators into `epoch_metrics` (names suffixed `_epoch` if forked).
+
+        Between the first call at an epoch's end and `finish_epoch`, reads of the callback view also
+        compute the values logged since (so a callback sees what an earlier callback logged in the same
+        epoch-end hook, as in Lightning); values that need other processes wait for the next call here.
+        """
+        self.epoch_ending = True
         for slot in self.slots.values():
             if not slot.on_epoch:
                 continue
@@ -391,6 +408,8 @@ class ResultStore:
         As in Lightning, callbacks never see the step values of validation and test (only the bar does).
         """
         out: dict[str, Any] = {}
+        if self.epoch_ending:
+            self._compute_local_epoch_values()
         if not prog_bar_only:
             out.update(self.epoch_metrics)
         steps_visible = prog_bar_only or self.stage == "train"

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from fulmen.callbacks.callback import Callback
 from fulmen.utilities import MisconfigurationException, rank_zero_warn
 
@@ -19,8 +21,9 @@ class LearningRateMonitor(Callback):
     """Log the learning rate of every param group of every optimizer while training.
 
     Keys are ``lr-{OptimizerClass}`` (or the scheduler config's ``name``), with ``/pg1``, ``/pg2`` ...
-    appended when an optimizer has several param groups (the group's ``"name"`` is used if it has one),
-    and ``-1``, ``-2`` ... when two optimizers would share a key.
+    appended when an optimizer has several param groups, and ``/{name}`` for a group with a ``"name"``
+    (even a single one), and ``-1``, ``-2`` ... when two optimizers would share a key. The values also
+    go into ``trainer.callback_metrics`` (as tensors), so a callback can monitor them.
 
     Args:
         logging_interval: "step" or "epoch" to log every optimizer at that interval; None (default) logs
@@ -28,7 +31,8 @@ class LearningRateMonitor(Callback):
         log_momentum: also log ``{key}-momentum`` (``momentum``, or ``betas[0]`` for Adam-like optimizers).
         log_weight_decay: also log ``{key}-weight_decay``.
 
-    Every value logged is also kept in ``self.lrs[key]`` (a list per key).
+    Every learning rate logged is also kept in ``self.lrs[key]`` (a list per key); the latest momentum
+    and weight decay in ``self.last_momentum_values`` / ``self.last_weight_decay_values``.
     """
 
     def __init__(
@@ -43,6 +47,8 @@ class LearningRateMonitor(Callback):
         self.log_momentum = log_momentum
         self.log_weight_decay = log_weight_decay
         self.lrs: dict[str, list[float]] = defaultdict(list)
+        self.last_momentum_values: dict[str, float | None] = {}
+        self.last_weight_decay_values: dict[str, float | None] = {}
         # (optimizer, interval, key per param group), resolved once in on_train_start
         self._plan: list[tuple[Any, str, list[str]]] = []
 
@@ -64,11 +70,23 @@ class LearningRateMonitor(Callback):
             seen[base] = count + 1
             name = base if count == 0 else f"{base}-{count}"
             groups = optimizer.param_groups
+            group_names = [g["name"] for g in groups if "name" in g]
+            if len(group_names) != len(set(group_names)):
+                raise MisconfigurationException(
+                    f"LearningRateMonitor: the param groups of {type(optimizer).__name__} share a 'name' "
+                    f"({group_names}); give each group its own name (they become the logged keys)."
+                )
             if len(groups) == 1:
-                keys = [name]
+                keys = [f"{name}/{groups[0]['name']}" if "name" in groups[0] else name]
             else:
                 keys = [f"{name}/{g.get('name', f'pg{i + 1}')}" for i, g in enumerate(groups)]
             self._plan.append((optimizer, interval, keys))
+            for key in keys:
+                self.lrs.setdefault(key, [])
+                if self.log_momentum:
+                    self.last_momentum_values.setdefault(f"{key}-momentum", None)
+                if self.log_weight_decay:
+                    self.last_weight_decay_values.setdefault(f"{key}-weight_decay", None)
             if self.log_momentum and not any("momentum" in g or "betas" in g for g in groups):
                 rank_zero_warn(
                     f"LearningRateMonitor(log_momentum=True): {type(optimizer).__name__} has no momentum; "
@@ -112,7 +130,14 @@ class LearningRateMonitor(Callback):
         if not stats:
             return
         for key, value in stats.items():
-            self.lrs[key].append(value)
+            if key in self.last_momentum_values:
+                self.last_momentum_values[key] = value
+            elif key in self.last_weight_decay_values:
+                self.last_weight_decay_values[key] = value
+            else:
+                self.lrs[key].append(value)
+        device = trainer.strategy.root_device
+        trainer.callback_metrics.update({k: torch.tensor(v, device=device) for k, v in stats.items()})
         if trainer.is_global_zero:
             for logger in trainer.loggers:
                 logger.log_metrics(stats, step=step)

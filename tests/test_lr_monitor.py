@@ -1,0 +1,122 @@
+"""LearningRateMonitor: keys named as Lightning names them (param-group names), values in callback_metrics."""
+
+import pytest
+import torch
+from torch import nn
+
+from fulmen.callbacks import Callback, LearningRateMonitor
+from fulmen.demos import BoringModel
+from fulmen.loggers.logger import Logger
+from fulmen.utilities import MisconfigurationException
+
+
+class Recorder(Logger):
+    def __init__(self):
+        self.calls = []
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append(dict(metrics))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+class Groups(BoringModel):
+    def __init__(self, groups):
+        super().__init__()
+        self.head = nn.Linear(32, 2)
+        self.groups = groups
+
+    def configure_optimizers(self):
+        return self.groups(self)
+
+
+class SeenAtEpochEnd(Callback):
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+
+
+def _fit(make_trainer, groups, **monitor_kwargs):
+    monitor, seen = LearningRateMonitor(**monitor_kwargs), SeenAtEpochEnd()
+    trainer = make_trainer(
+        limit_train_batches=2,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+        logger=Recorder(),
+        callbacks=[monitor, seen],
+    )
+    trainer.fit(Groups(groups))
+    return monitor, seen.metrics, trainer
+
+
+def test_named_param_groups_name_the_keys_and_feed_callback_metrics(make_trainer):
+    def two_named(m):
+        return torch.optim.SGD(
+            [
+                {"params": m.layer.parameters(), "name": "backbone"},
+                {"params": m.head.parameters(), "lr": 0.5, "name": "head"},
+            ],
+            lr=0.1,
+            momentum=0.9,
+        )
+
+    monitor, metrics, trainer = _fit(make_trainer, two_named, log_momentum=True)
+    assert sorted(monitor.lrs) == ["lr-SGD/backbone", "lr-SGD/head"]
+    assert monitor.lrs["lr-SGD/head"] == [0.5, 0.5, 0.5]  # no scheduler: at the epoch start and each step
+    assert metrics["lr-SGD/backbone"] == pytest.approx(0.1) and metrics["lr-SGD/head"] == pytest.approx(0.5)
+    assert metrics["lr-SGD/head-momentum"] == pytest.approx(0.9)
+    assert monitor.last_momentum_values == {"lr-SGD/backbone-momentum": 0.9, "lr-SGD/head-momentum": 0.9}
+    assert isinstance(trainer.callback_metrics["lr-SGD/head"], torch.Tensor)  # as Lightning stores them
+    assert "lr-SGD/backbone" in trainer.logger.calls[0]
+
+
+def test_a_single_named_group_keeps_its_name(make_trainer):
+    monitor, metrics, _ = _fit(
+        make_trainer, lambda m: torch.optim.Adam([{"params": m.parameters(), "name": "all"}])
+    )
+    assert list(monitor.lrs) == ["lr-Adam/all"] and "lr-Adam/all" in metrics
+
+
+def test_unnamed_groups_are_numbered_and_the_scheduler_name_wins(make_trainer):
+    def with_scheduler(m):
+        opt = torch.optim.SGD(
+            [{"params": m.layer.parameters()}, {"params": m.head.parameters(), "name": "head"}], lr=0.1
+        )
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1), "name": "my"},
+        }
+
+    monitor, metrics, _ = _fit(make_trainer, with_scheduler)
+    assert sorted(monitor.lrs) == ["my/head", "my/pg1"]
+    assert {"my/head", "my/pg1"} <= set(metrics)
+
+
+def test_duplicate_group_names_are_refused(make_trainer):
+    def clash(m):
+        return torch.optim.SGD(
+            [{"params": m.layer.parameters(), "name": "x"}, {"params": m.head.parameters(), "name": "x"}],
+            lr=0.1,
+        )
+
+    with pytest.raises(MisconfigurationException, match="share a 'name'"):
+        _fit(make_trainer, clash)
+
+
+def test_a_monitor_can_watch_the_learning_rate(make_trainer):
+    from fulmen.callbacks import EarlyStopping
+
+    def decaying(m):
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)
+        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.StepLR(opt, 1, gamma=0.1)}
+
+    stop = EarlyStopping(monitor="lr-SGD", stopping_threshold=0.05, mode="min", check_on_train_epoch_end=True)
+    trainer = make_trainer(
+        max_epochs=10,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=Recorder(),
+        callbacks=[LearningRateMonitor(), stop],
+    )
+    trainer.fit(Groups(decaying))
+    assert trainer.current_epoch == 3  # lr 1, 0.1, 0.01 (< 0.05 at the third epoch's check)
