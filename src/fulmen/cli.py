@@ -25,6 +25,7 @@ import torch
 from fulmen.callbacks.callback import Callback
 from fulmen.datamodule import LightningDataModule
 from fulmen.module import LightningModule
+from fulmen.seed import seed_everything
 from fulmen.trainer import Trainer
 from fulmen.utilities import MisconfigurationException, is_overridden
 
@@ -319,7 +320,6 @@ class LightningCLI:
         return self.config[self.subcommand] if self.subcommand is not None else self.config
 
     def _set_seed(self) -> None:
-        from fulmen.seed import seed_everything
 
         section = self._section()
         seed = section.get("seed_everything")

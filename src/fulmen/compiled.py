@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import nn
 
+from fulmen.module import LightningModule
+
 _MARK = "_fulmen_compiled_forward"  # set on a module whose forward fulmen compiled
 
 
@@ -39,7 +41,6 @@ def from_compiled(model: Any) -> Any:
 
     Anything else (an eager module, a compiled plain nn.Module) is returned unchanged.
     """
-    from fulmen.module import LightningModule
 
     if not is_compiled(model):
         return model

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
 from fulmen.combined_loader import CombinedBatches, CombinedLoader, steps_per_epoch
+from fulmen.datamodule import LightningDataModule
+from fulmen.module import LightningModule
+from fulmen.seed import worker_init_fn
 from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -30,8 +33,6 @@ def request_dataloaders(trainer: Trainer, stage: str, explicit: Any) -> Any:
         fn = trainer.state.fn
         _warn_if_dataset(explicit, f"the dataloaders passed to trainer.{fn.value if fn else stage}()")
         return explicit
-    from fulmen.datamodule import LightningDataModule
-    from fulmen.module import LightningModule
 
     dm = trainer.datamodule
     module = trainer.lightning_module
@@ -190,8 +191,6 @@ def seed_workers(loader: Any) -> None:
     if os.environ.get("PL_SEED_WORKERS") != "1" or not isinstance(loader, DataLoader):
         return
     if loader.num_workers > 0 and loader.worker_init_fn is None:
-        from fulmen.seed import worker_init_fn
-
         loader.worker_init_fn = worker_init_fn
 
 

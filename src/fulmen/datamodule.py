@@ -9,6 +9,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from fulmen.checkpoint.state import load_datamodule_from_checkpoint
 from fulmen.module import DataHooks, HyperparametersMixin, class_only
 
 
@@ -94,7 +95,6 @@ class LightningDataModule(HyperparametersMixin, DataHooks):
         **kwargs: Any,
     ) -> Any:
         """A new datamodule built from the hyper-parameters stored in a checkpoint (and `kwargs`)."""
-        from fulmen.checkpoint.state import load_datamodule_from_checkpoint
 
         return load_datamodule_from_checkpoint(
             cls, checkpoint_path, map_location, hparams_file, weights_only, **kwargs

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from fulmen.callbacks.callback import Callback
+from fulmen.module import LightningModule
 from fulmen.utilities import overriding
 
 if TYPE_CHECKING:
-    from fulmen.callbacks.callback import Callback
-    from fulmen.module import LightningModule
     from fulmen.trainer import Trainer
 
 _UNLISTED: Any = object()
@@ -31,8 +31,6 @@ class HookDispatcher:
 
     def resolve(self) -> None:
         """Look every hook up again (instance first, then class): the run plan calls this at its fixed points."""
-        from fulmen.callbacks.callback import Callback
-        from fulmen.module import LightningModule
 
         names = [n for n in dir(Callback) if n.startswith("on_") or n in ("setup", "teardown")]
         listeners = {

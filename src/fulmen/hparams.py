@@ -32,6 +32,9 @@ from typing import Any
 
 import torch
 
+from fulmen.checkpoint.files import CheckpointError
+from fulmen.utilities import rank_zero_warn
+
 TAG = "__fulmen_hparam__"
 # checkpoint key: {name: "what it was"} for the hyper-parameters left out of "hyper_parameters"
 UNSAVED_KEY = "fulmen_unsaved_hyper_parameters"
@@ -292,7 +295,6 @@ def checkpoint_entries(owner: Any, prefix: str = "") -> dict[str, Any]:
             if (owner_name, name) in _warned_unsaved or "nn.Module" in what:
                 continue  # nn.Module arguments were warned about by save_hyperparameters
             _warned_unsaved.add((owner_name, name))
-            from fulmen.utilities import rank_zero_warn
 
             rank_zero_warn(
                 f"{owner_name}'s hyper-parameter {name!r} is {what}, which a checkpoint cannot hold safely; it is "
@@ -317,8 +319,6 @@ def init_kwargs(
     checkpoint could not store and that are not passed again are named: an error when `__init__` needs
     them, a warning when their defaults are used instead.
     """
-    from fulmen.checkpoint.files import CheckpointError
-    from fulmen.utilities import rank_zero_warn
 
     stored = ckpt.get(f"{prefix}hyper_parameters") or {}
     loaded, failed = from_checkpoint(stored, home=cls.__module__, trusted=trusted)
@@ -375,8 +375,6 @@ def _read_yaml(path: Any) -> dict[str, Any]:
     import os
 
     import yaml
-
-    from fulmen.checkpoint.files import CheckpointError
 
     with open(os.fspath(path)) as f:
         data = yaml.safe_load(f) or {}

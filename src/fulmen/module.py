@@ -20,8 +20,10 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from fulmen.checkpoint.state import load_module_from_checkpoint
 from fulmen.hparams import is_omegaconf
-from fulmen.utilities import AttributeDict, MisconfigurationException, move_data_to_device
+from fulmen.results import check_hook_may_log
+from fulmen.utilities import AttributeDict, MisconfigurationException, move_data_to_device, rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
@@ -65,7 +67,6 @@ def _collect_init_args(frame: Any, ignore: Sequence[str]) -> dict[str, Any]:
 
 
 def _warn_module_hparams(hparams: Mapping[str, Any]) -> None:
-    from fulmen.utilities import rank_zero_warn
 
     for name, value in hparams.items():
         if isinstance(value, nn.Module):
@@ -515,8 +516,6 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
             return  # not attached to a Trainer: nothing to log to
         store = trainer.fit_loop.results.current
         if store is None:
-            from fulmen.results import check_hook_may_log
-
             check_hook_may_log(self._current_fx_name)
             return
         store.log(
@@ -807,7 +806,6 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         `weights_only=False` trusts the file (it may run code stored in it); True or None reads it safely.
         `strict=None` follows the new module's `strict_loading`. See checkpoint/state.py.
         """
-        from fulmen.checkpoint.state import load_module_from_checkpoint
 
         return load_module_from_checkpoint(
             cls, checkpoint_path, map_location, strict, hparams_file, weights_only, **kwargs

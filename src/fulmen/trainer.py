@@ -15,20 +15,30 @@ from typing import Any
 
 import torch
 
-from fulmen import data
+from fulmen import checkpoint, data
 from fulmen.accelerators import parse_devices, select_accelerator
 from fulmen.callbacks.callback import Callback
 from fulmen.callbacks.checkpoint import Checkpoint
 from fulmen.callbacks.early_stopping import EarlyStopping
+from fulmen.callbacks.model_checkpoint import ModelCheckpoint
+from fulmen.callbacks.model_summary import ModelSummary
+from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
+from fulmen.checkpoint import check_ckpt_path
+from fulmen.checkpoint_io import CheckpointIO
+from fulmen.combined_loader import CombinedLoader
 from fulmen.compiled import from_compiled
 from fulmen.datamodule import LightningDataModule
-from fulmen.environments import slurm_requeue
+from fulmen.environments import ClusterEnvironment, slurm_requeue
 from fulmen.flags import check_choice, check_count, check_limit, map_legacy_flags, parse_max_time
 from fulmen.hooks import HookDispatcher
+from fulmen.layer_sync import LayerSync
+from fulmen.loggers import default_logger
 from fulmen.loops import EvaluationLoop, FitLoop, PredictionLoop
 from fulmen.module import LightningModule
+from fulmen.optim import LightningOptimizer
 from fulmen.plan import RunPlan, make_plan
 from fulmen.precision import Precision, resolve_precision
+from fulmen.preemption import sigterm_received
 from fulmen.profilers import Profiler, _profiled_run, resolve_profiler
 from fulmen.progress import Progress
 from fulmen.results import RunResults
@@ -292,8 +302,6 @@ class Trainer:
             )
 
     def _default_callbacks(self, user: list[Callback]) -> list[Callback]:
-        from fulmen.callbacks.model_summary import ModelSummary
-        from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
 
         callbacks = list(user)
         if self.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -317,8 +325,6 @@ class Trainer:
         if logger is False or (quiet and logger in (None, True)):
             return []
         if logger is None or logger is True:
-            from fulmen.loggers import default_logger
-
             return [default_logger(self.default_root_dir)]
         if isinstance(logger, Iterable):
             return list(logger)
@@ -392,7 +398,6 @@ class Trainer:
 
     @optimizers.setter
     def optimizers(self, value: list[torch.optim.Optimizer]) -> None:
-        from fulmen.optim import LightningOptimizer
 
         self.strategy.optimizers = list(value)
         self.strategy.lightning_optimizers = [LightningOptimizer(o, self) for o in value]
@@ -456,7 +461,6 @@ class Trainer:
     @property
     def progress_bar_callback(self) -> Any:
         """The progress bar callback, if any."""
-        from fulmen.callbacks.progress import ProgressBar
 
         return next((c for c in self.callbacks if isinstance(c, ProgressBar)), None)
 
@@ -529,7 +533,6 @@ class Trainer:
     @property
     def received_sigterm(self) -> bool:
         """True once SIGTERM arrived during fit (see BackupAndRestore)."""
-        from fulmen.preemption import sigterm_received
 
         return sigterm_received()
 
@@ -612,7 +615,6 @@ class Trainer:
             )
         if ckpt_path is None and self._resume_from_checkpoint is not None:
             ckpt_path = self._resume_from_checkpoint
-        from fulmen.checkpoint import check_ckpt_path
 
         check_ckpt_path(ckpt_path)  # a wrong path fails here, before prepare_data/setup run
         self._attach(model, datamodule, "fit")
@@ -802,13 +804,11 @@ class Trainer:
 
     def _finish_checkpoint_writes(self) -> None:
         """Checkpoints written in the background are on disk, on every rank, before on_fit_end runs."""
-        from fulmen import checkpoint
 
         checkpoint.finish_writes()
         self.strategy.barrier("checkpoint_writes")
 
     def _on_exception(self, exc: BaseException, fn: str) -> None:
-        from fulmen import checkpoint
 
         if isinstance(exc, KeyboardInterrupt):
             rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
@@ -902,12 +902,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints (see checkpoint/)
     def _load_checkpoint(self, ckpt_path: Any, fn: str) -> dict[str, Any] | None:
-        from fulmen import checkpoint
 
         return checkpoint.load_for_run(self, ckpt_path, fn)
 
     def _restore_training_state(self, ckpt: dict[str, Any]) -> None:
-        from fulmen import checkpoint
 
         checkpoint.restore_training_state(self, ckpt)
 
@@ -915,7 +913,6 @@ class Trainer:
         self, filepath: str | os.PathLike[str], weights_only: bool = False, storage_options: Any = None
     ) -> None:
         """Write a checkpoint of the current state to `filepath` (atomically; rank 0 writes)."""
-        from fulmen import checkpoint
 
         if self.lightning_module is None:
             raise MisconfigurationException(
@@ -952,9 +949,6 @@ def _require_step(module: LightningModule, step: str, fn: str) -> None:
 
 def _sort_plugins(plugins: Any) -> dict[str, Any]:
     """The objects of `Trainer(plugins=...)` by kind: precision, checkpoint_io, cluster_environment, layer_sync."""
-    from fulmen.checkpoint_io import CheckpointIO
-    from fulmen.environments import ClusterEnvironment
-    from fulmen.layer_sync import LayerSync
 
     kinds: tuple[tuple[str, type], ...] = (
         ("precision", Precision),
@@ -989,7 +983,6 @@ def _sort_plugins(plugins: Any) -> dict[str, Any]:
 
 def _as_given(loader: Any) -> Any:
     """Loaders as the user gave them (one loader, or the list/dict a CombinedLoader holds); None if none."""
-    from fulmen.combined_loader import CombinedLoader
 
     if isinstance(loader, CombinedLoader):
         return loader.iterables if loader.flattened else None
@@ -1030,10 +1023,6 @@ def _add_timer(callbacks: list[Callback], max_time: Any) -> list[Callback]:
 
 
 def _add_default_checkpoint(callbacks: list[Callback]) -> list[Callback]:
-    try:
-        from fulmen.callbacks.model_checkpoint import ModelCheckpoint
-    except ImportError:  # checkpointing callbacks not available in this build
-        return callbacks
     # as in Lightning, any Checkpoint callback (even OnExceptionCheckpoint alone) replaces the default one
     if not any(isinstance(c, Checkpoint) for c in callbacks):
         callbacks.append(ModelCheckpoint())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fulmen.callbacks.callback import Callback
+from fulmen.tuner import _scale_batch_size
 from fulmen.utilities import MisconfigurationException
 
 if TYPE_CHECKING:
@@ -54,7 +55,6 @@ class BatchSizeFinder(Callback):
 
     def scale_batch_size(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Run the search for this fit's model and datamodule."""
-        from fulmen.tuner import _scale_batch_size
 
         loop = trainer.fit_loop
         if loop.explicit_train is not None or loop.val_loop.explicit is not None:

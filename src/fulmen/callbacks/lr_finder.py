@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fulmen.callbacks.callback import Callback
+from fulmen.tuner import _lr_find
 from fulmen.utilities import rank_zero_info
 
 if TYPE_CHECKING:
@@ -53,7 +54,6 @@ class LearningRateFinder(Callback):
 
     def lr_find(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Run the sweep on this fit's data."""
-        from fulmen.tuner import _lr_find
 
         self.optimal_lr = _lr_find(
             trainer,

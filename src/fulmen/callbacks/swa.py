@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fulmen.callbacks.callback import Callback
+from fulmen.optim import LRSchedulerConfig
 from fulmen.utilities import MisconfigurationException, rank_zero_info
 
 if TYPE_CHECKING:
@@ -130,7 +131,6 @@ class StochasticWeightAveraging(Callback):
             anneal_epochs=max(1, self._annealing_epochs),
             anneal_strategy=self._annealing_strategy,  # type: ignore[arg-type]
         )
-        from fulmen.optim import LRSchedulerConfig
 
         configs = trainer.lr_scheduler_configs
         if configs:

@@ -18,6 +18,7 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
 from fulmen.callbacks.callback import Callback
+from fulmen.module import LightningModule
 from fulmen.utilities import is_overridden, rank_zero_info, rank_zero_warn
 
 Trainer = Any
@@ -69,7 +70,6 @@ class WeightAveraging(Callback):
         """Create the averaged copy of the module when fit begins."""
         if stage != "fit":
             return
-        from fulmen.module import LightningModule
 
         if is_overridden("configure_model", pl_module, LightningModule):
             rank_zero_warn(

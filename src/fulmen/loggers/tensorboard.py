@@ -17,7 +17,7 @@ from typing import Any
 
 from fulmen.loggers.csv_logs import _plain
 from fulmen.loggers.logger import FolderLogger, rank_zero_experiment
-from fulmen.utilities import rank_zero_only, rank_zero_warn
+from fulmen.utilities import move_data_to_device, rank_zero_only, rank_zero_warn
 
 # SummaryWriter options a user may pass through, as with Lightning's **kwargs.
 _WRITER_OPTIONS = ("max_queue", "flush_secs", "filename_suffix", "comment", "purge_step")
@@ -214,7 +214,6 @@ class TensorBoardLogger(FolderLogger):
                 "in your LightningModule's __init__ or pass `input_array` to log_graph()."
             )
             return
-        from fulmen.utilities import move_data_to_device
 
         device = next((p.device for p in model.parameters()), None)
         if device is not None:

@@ -32,7 +32,9 @@ from torch.utils.data.distributed import DistributedSampler
 
 from fulmen import data
 from fulmen.environments import ClusterEnvironment, detect_environment
+from fulmen.layer_sync import TorchSyncBatchNorm
 from fulmen.precision import Precision
+from fulmen.strategies.launchers import make_launcher
 from fulmen.strategies.strategy import Strategy
 from fulmen.utilities import MisconfigurationException, apply_to_collection, rank_zero_warn
 
@@ -145,7 +147,6 @@ class DDPStrategy(Strategy):
         env.validate()
         self.cluster_environment = env
         self._resolve_ranks()
-        from fulmen.strategies.launchers import make_launcher
 
         self.launcher = make_launcher(self)
 
@@ -348,7 +349,6 @@ def _convert_sync_batchnorm(module: nn.Module, device: torch.device, layer_sync:
 
     `layer_sync` is the LayerSync plugin from `Trainer(plugins=...)`; a custom one converts as it likes.
     """
-    from fulmen.layer_sync import TorchSyncBatchNorm
 
     if layer_sync is not None and type(layer_sync) is not TorchSyncBatchNorm:
         return layer_sync.apply(module)

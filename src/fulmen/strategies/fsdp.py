@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from fulmen.checkpoint.files import SHARDS_SUFFIX, shard_reader
 from fulmen.strategies.ddp import DEFAULT_TIMEOUT, DDPStrategy, _convert_sync_batchnorm
 from fulmen.strategies.strategy import SHARDED_MARKER
 from fulmen.utilities import MisconfigurationException
@@ -188,8 +189,6 @@ class FSDPStrategy(DDPStrategy):
         if self._sharded():
             import torch.distributed.checkpoint as dcp
 
-            from fulmen.checkpoint.files import SHARDS_SUFFIX
-
             folder = path + SHARDS_SUFFIX
             if self.is_global_zero and os.path.isdir(folder):
                 shutil.rmtree(folder)  # a checkpoint saved again under the same name
@@ -210,8 +209,6 @@ class FSDPStrategy(DDPStrategy):
 
     def _load_shards(self, keys: tuple[str, ...]) -> dict[str, Any]:
         import torch.distributed.checkpoint as dcp
-
-        from fulmen.checkpoint.files import SHARDS_SUFFIX, shard_reader
 
         trainer = self._trainer
         assert trainer is not None and trainer.ckpt_path is not None

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from fulmen.checkpoint.files import atomic_save
+from fulmen.checkpoint_io import TorchCheckpointIO, writes_like_fulmen
 from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
 from fulmen.precision import Precision
 from fulmen.utilities import MisconfigurationException
@@ -222,8 +224,6 @@ class Strategy:
     def checkpoint_io(self) -> CheckpointIO:
         """The plugin that writes, reads and deletes checkpoint files (default `TorchCheckpointIO`)."""
         if self._checkpoint_io is None:
-            from fulmen.checkpoint_io import TorchCheckpointIO
-
             self._checkpoint_io = TorchCheckpointIO()
         return self._checkpoint_io
 
@@ -235,11 +235,8 @@ class Strategy:
         """Write the checkpoint dict to `path`: one file, written by rank 0 (`wait=False`: finished in the background)."""
         if not self.is_global_zero:
             return
-        from fulmen.checkpoint_io import writes_like_fulmen
 
         if self._checkpoint_io is None or writes_like_fulmen(self._checkpoint_io):
-            from fulmen.checkpoint.files import atomic_save
-
             atomic_save(checkpoint, path, wait=wait)
         else:  # the user's plugin decides how (and whether in the background) the file is written
             self._checkpoint_io.save_checkpoint(checkpoint, path)
