@@ -688,7 +688,9 @@ class FitLoop:
             progress.epoch_batches % t.accumulate_grad_batches == 0
             or progress.epoch_batches == self.num_train_batches
         ):
-            self.plan.hooks.module("on_validation_model_zero_grad")  # frees the gradients; not mid-accumulation
+            self.plan.hooks.module(
+                "on_validation_model_zero_grad"
+            )  # frees the gradients; not mid-accumulation
         self.val_loop.run(self.plan)
         progress.validation_finished()
         t.training = True
