@@ -254,6 +254,18 @@ def test_spawn_brings_results_back_to_the_calling_process(tmp_path, strategy):
     assert parent["metrics"]["val_count"] == 10.0
 
 
+@pytest.mark.slow
+def test_spawn_brings_back_results_larger_than_a_pipe_buffer(tmp_path):
+    """Rank 0's results (here 256 KiB of frozen weights) outgrow the pipe: the parent reads while joining."""
+    out = tmp_path / "parent.pt"
+    proc, _ = _run([str(HELPERS / "ddp_spawn_fit.py"), str(out), "ddp_spawn", "-1", "big"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    parent = _load(out)
+    _assert_weights_equal(parent["weights"], _expected_weights())
+    assert parent["weights"]["wide.weight"].shape == (256, 256)
+    assert parent["global_step"] == 4
+
+
 # ---------------------------------------------------------------------------- failing fast
 def test_a_rank_that_raises_ends_the_job_naming_it(tmp_path):
     proc, elapsed = _run(
@@ -474,3 +486,44 @@ def test_collectives_move_cpu_tensors_to_the_device_only_under_nccl(monkeypatch,
     out = strategy.reduce(torch.tensor(3.0), "sum")
     assert seen == [torch.device(expected)]
     assert out.device == torch.device(expected)
+
+
+# ---------------------------------------------------------------------------- exit status and timeouts
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["sys", "raise"])
+def test_exit_code_of_a_ddp_script_is_its_exit_status(tmp_path, how):
+    """`sys.exit(3)` or `raise SystemExit(3)` after fit on every rank: the job's status is 3, as in Lightning."""
+    proc, elapsed = _run(
+        [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", f"exit_after_fit={how}"]
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert elapsed < 60
+
+
+@pytest.mark.slow
+def test_a_ddp_script_that_ends_normally_exits_zero(tmp_path):
+    proc, _ = _run([str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("rank*.pt")) == ["rank0.pt", "rank1.pt"]
+
+
+@pytest.mark.slow
+def test_a_rank_that_stops_answering_is_named_when_the_timeout_ends_the_job(tmp_path):
+    """Rank 1 stalls outside any collective; rank 0's collective times out after 15 s and names rank 1.
+
+    (The timeout also bounds the rendezvous, so it must leave the second process time to start.)
+    """
+    proc, elapsed = _run(
+        [
+            str(HELPERS / "ddp_fit.py"),
+            str(tmp_path),
+            "accelerator=cpu",
+            "devices=2",
+            "stall_rank=1",
+            "timeout_s=15",
+        ]
+    )
+    assert proc.returncode == 1
+    assert "rank 1 did not answer" in proc.stderr, proc.stderr[-3000:]
+    assert "timeout" in proc.stderr and "killed by a signal" not in proc.stderr
+    assert elapsed < 100  # the stall lasts 120 s

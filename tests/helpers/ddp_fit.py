@@ -94,6 +94,16 @@ if __name__ == "__main__":
 
         launchers._GRACE_S = 2.0
     raise_after_fit_rank = options.pop("raise_after_fit_rank", -1)
+    exit_after_fit = options.pop(
+        "exit_after_fit", None
+    )  # "sys" (sys.exit(3)) or "raise" (raise SystemExit(3))
+    timeout_s = options.pop("timeout_s", None)
+    if timeout_s is not None:  # a short collective timeout, so a stalled rank ends the job in seconds
+        from datetime import timedelta
+
+        from fulmen.strategies import DDPStrategy
+
+        options["strategy"] = DDPStrategy(timeout=timedelta(seconds=timeout_s))
     save = options.pop("save", None)
     ckpt = options.pop("ckpt", None)
     sharding = options.pop("fsdp_sharding", None)
@@ -121,6 +131,10 @@ if __name__ == "__main__":
     trainer.fit(model, ckpt_path=ckpt)
     if save:
         trainer.save_checkpoint(save)
+    if exit_after_fit == "sys":
+        sys.exit(3)
+    if exit_after_fit == "raise":
+        raise SystemExit(3)
     if trainer.global_rank == raise_after_fit_rank:
         raise ValueError(f"after fit, on rank {trainer.global_rank} only")
     gathered = trainer.strategy.all_gather(torch.tensor([trainer.global_rank]))

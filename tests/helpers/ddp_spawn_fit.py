@@ -13,6 +13,7 @@ import fulmen as L
 if __name__ == "__main__":
     out_file, strategy = sys.argv[1], sys.argv[2]
     fail_rank = int(sys.argv[3]) if len(sys.argv) > 3 else -1
+    big = len(sys.argv) > 4 and sys.argv[4] == "big"
     trainer = L.Trainer(
         accelerator="cpu",
         devices=2,
@@ -25,6 +26,9 @@ if __name__ == "__main__":
         num_sanity_val_steps=0,
     )
     model = Model(fail_rank)
+    if big:  # 256 KiB of weights: more than a pipe holds, so the parent must read while rank 0 writes
+        model.wide = torch.nn.Linear(256, 256)
+        model.wide.requires_grad_(False)
     trainer.fit(model)
     # validate spawns again: checked once, for ddp_spawn (the weights it uses came back from fit)
     validated = trainer.validate(model, verbose=False) if strategy == "ddp_spawn" else None

@@ -447,19 +447,20 @@ class _UnevenShard(_EvenShard):
 
 
 class _ExitWithoutTeardown:
-    """End a process that joined a process group with `os._exit`, after Python's own exit work.
+    """End a process that joined a process group without the C++ teardown, keeping Python's exit status.
 
-    With torch 2.13 on gloo, the C++ teardown that runs after the interpreter finished sometimes aborts
-    the process ("terminate called without an active exception", SIGABRT) although the script succeeded,
-    which a launcher (fulmen's, torchrun, SLURM) then reports as a failed rank. This handler runs at exit
-    (atexit, registered when the group is created, so the atexit work registered later runs before it),
-    flushes logs and output, and ends the process with the status Python would have used: 1 after an
-    uncaught exception, the code given to `sys.exit`, else 0. Exit work registered with atexit before
-    the process group existed is run by `run_before_exit` callers or skipped.
+    With torch 2.13 on gloo, destroying the process group's C++ objects while the process ends sometimes
+    aborts it ("terminate called without an active exception", SIGABRT) although the script succeeded,
+    which a launcher (fulmen's, torchrun, SLURM) then reports as a failed rank. At exit (an atexit handler
+    registered when the group is created), this runs `before_exit`, flushes logs and output, keeps the
+    process groups referenced so Python's own shutdown destroys none of them, and asks C's `exit()` to
+    call `_exit(status)` first thing, before any C++ destructor. The status is exactly Python's: 0 at the
+    end of the script, the code of `sys.exit(n)` or `raise SystemExit(n)`, 1 after an uncaught exception.
+    (Python tells atexit handlers none of these, so `os._exit` cannot be called here with the right one.)
+    Without glibc's `on_exit` (macOS, musl) the process ends as Python ends it.
     """
 
     installed = False
-    code: Any = None
     before_exit: list[Any] = []
 
     @classmethod
@@ -467,13 +468,6 @@ class _ExitWithoutTeardown:
         if cls.installed:
             return
         cls.installed = True
-        original_exit = sys.exit
-
-        def recording_exit(code: Any = None) -> None:
-            cls.code = code
-            original_exit(code)
-
-        sys.exit = recording_exit  # type: ignore[assignment]
         atexit.register(cls._exit)
 
     @classmethod
@@ -486,21 +480,41 @@ class _ExitWithoutTeardown:
         import logging
 
         logging.shutdown()
-        if hasattr(sys, "last_value"):  # an uncaught exception ended the script
-            status = 1
-        elif cls.code is None or isinstance(cls.code, bool):
-            status = int(bool(cls.code))
-        elif isinstance(cls.code, int):
-            status = cls.code
-        else:
-            print(cls.code, file=sys.stderr)
-            status = 1
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-        os._exit(status)
+        if _exit_first_at_c_exit():
+            _keep_process_groups_alive()
+
+
+def _exit_first_at_c_exit() -> bool:
+    """Make C's `exit(status)` call `_exit(status)` before its other exit work; False without glibc's on_exit."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        on_exit, c_exit = libc.on_exit, libc._exit
+    except (OSError, AttributeError):
+        return False
+    on_exit.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    on_exit.restype = ctypes.c_int
+    # on_exit handlers get (status, arg) and run in reverse order of registration: this one runs first
+    return bool(on_exit(ctypes.cast(c_exit, ctypes.c_void_p), None) == 0)
+
+
+def _keep_process_groups_alive() -> None:
+    """Hold one extra reference to each process group and the store, so no destructor of theirs runs at exit."""
+    import ctypes
+
+    try:
+        held = [*dist.distributed_c10d._world.pg_map, _default_store()]
+    except Exception:
+        return
+    for obj in held:
+        if obj is not None:
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
 
 
 def _default_store() -> Any:

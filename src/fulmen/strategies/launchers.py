@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
 _FAILED_KEY = "fulmen/failed/"
+_TIMED_OUT_KEY = (
+    "fulmen/timed_out/"  # written by a process whose collective timed out: it is not the one stuck
+)
 _LOST_PEER_HINTS = (
     "Connection closed by peer",
     "Connection reset",
@@ -88,7 +91,21 @@ def _explain_failure(strategy: DDPStrategy, exc: BaseException) -> BaseException
         return exc
     culprit = _find_report(store, world, me, wait_s=0.0)
     if culprit is None and _looks_like_lost_peer(exc):
+        timed_out = "timed out" in str(exc).lower()
+        if timed_out:
+            with contextlib.suppress(Exception):
+                store.set(f"{_TIMED_OUT_KEY}{me}", "1")
         culprit = _find_report(store, world, me, wait_s=_REPORT_WAIT_S)
+        silent = _silent_ranks(store, world, me) if timed_out and culprit is None else []
+        if silent:
+            who = f"rank {silent[0]}" if len(silent) == 1 else f"ranks {', '.join(map(str, silent))}"
+            return ProcessFailedError(
+                f"rank {me}: a collective operation timed out after {strategy.timeout} because {who} did not "
+                "answer: it is stuck outside the collective (a hang in its own code, data loading or I/O) or "
+                "waits in a different one. The timeout is DDPStrategy(timeout=datetime.timedelta(...)) "
+                f"(30 minutes by default). The error here was: {_describe(exc)}",
+                silent[0],
+            )
         if culprit is None:
             return ProcessFailedError(
                 f"rank {me}: a collective operation failed because another process of the job went away without "
@@ -129,6 +146,20 @@ def _find_report(store: Any, world: int, me: int, wait_s: float) -> tuple[int, s
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.1)
+
+
+def _silent_ranks(store: Any, world: int, me: int) -> list[int]:
+    """The ranks that reported neither a failure nor a timeout of their own: the ones that stopped answering."""
+    try:
+        return [
+            rank
+            for rank in range(world)
+            if rank != me
+            and not store.check([f"{_FAILED_KEY}{rank}"])
+            and not store.check([f"{_TIMED_OUT_KEY}{rank}"])
+        ]
+    except Exception:
+        return []  # the store is gone with the process that hosted it
 
 
 # ---------------------------------------------------------------------------- launchers
@@ -280,8 +311,16 @@ class _Children:
                 except ValueError:
                     name = f"signal {-code}"
                 return f"rank {rank} (pid {proc.pid}) was killed by {name}."
-            return f"rank {rank} (pid {proc.pid}) exited with code {code}; its error is printed above."
+            return f"rank {rank} (pid {proc.pid}) exited with code {code} (its error, if it raised one, is printed above)."
         return None
+
+    def failure_status(self) -> int:
+        """The exit status of the first child that failed (1 for one killed by a signal), or 0."""
+        for _, proc in self.procs:
+            code = proc.poll()
+            if code:
+                return code if code > 0 else 1
+        return 0
 
     def start_watching(self) -> None:
         """Watch the children in a daemon thread (ends a main process stuck on a dead child)."""
@@ -346,9 +385,10 @@ class _Children:
         self._wait(timeout_s=None)  # a child stuck in a collective ends at the process group's timeout
         reason = self.failure()
         if reason is not None:
+            # this process's own status is not known here (see _ExitWithoutTeardown): the job takes the child's
             print(f"[fulmen] {reason}", file=sys.stderr, flush=True)
             sys.stdout.flush()
-            os._exit(1)
+            os._exit(self.failure_status())
 
 
 class SpawnLauncher(_InPlace):
@@ -382,11 +422,11 @@ class SpawnLauncher(_InPlace):
             "WORLD_SIZE": str(strategy.world_size),
         }
         ctx = mp.get_context(strategy.start_method)
-        queue = ctx.SimpleQueue()
+        reader, writer = ctx.Pipe(duplex=False)
         try:
             context = mp.start_processes(
                 _spawned_worker,
-                args=(fn, args, variables, n, node, queue),
+                args=(fn, args, variables, n, node, writer),
                 nprocs=n,
                 join=False,
                 start_method=strategy.start_method,
@@ -396,14 +436,21 @@ class SpawnLauncher(_InPlace):
             AttributeError,
             pickle.PicklingError,
         ) as err:  # pickling the Trainer or module failed
+            reader.close()
             raise MisconfigurationException(
                 f"strategy='ddp_spawn' must pickle the Trainer and the model to start its processes, and that "
                 f"failed: {err}. Define the model at module level, or use strategy='ddp' (re-runs the script) or "
                 "'ddp_fork'."
             ) from err
+        finally:
+            # the children hold their own ends now: with ours closed, a rank 0 that dies mid-send gives EOFError
+            writer.close()
+        received: list[bytes] = []
         try:
-            while not context.join(timeout=1.0):
-                pass
+            # read while waiting: rank 0 blocks in its send until results larger than a pipe buffer are read
+            while not context.join(timeout=0.2):
+                _receive(reader, received)
+            _receive(reader, received)
         except mp.ProcessRaisedException as err:
             raise ProcessFailedError(
                 f"rank {node * n + err.error_index} failed:\n{err}", node * n + err.error_index
@@ -414,11 +461,24 @@ class SpawnLauncher(_InPlace):
             )
             rank = node * n + err.error_index
             raise ProcessFailedError(f"rank {rank} (pid {err.error_pid}) {how}.", rank) from None
-        if queue.empty():
+        finally:
+            reader.close()
+        if not received:
             return None
-        payload = torch.load(io.BytesIO(queue.get()), weights_only=False)
+        payload = torch.load(io.BytesIO(received[0]), weights_only=False)
         _restore_in_parent(trainer, payload)
         return payload["result"]
+
+
+def _receive(reader: Any, received: list[bytes]) -> None:
+    """Append rank 0's results to `received` once they are in the pipe (a no-op after that)."""
+    if received:
+        return
+    try:
+        if reader.poll():
+            received.append(reader.recv_bytes())
+    except EOFError:
+        pass  # every sender is gone without sending: the join reports how rank 0 ended
 
 
 def _spawned_worker(
@@ -428,7 +488,7 @@ def _spawned_worker(
     variables: dict[str, str],
     n: int,
     node: int,
-    queue: Any,
+    results: Any,
 ) -> None:
     os.environ.update(variables)
     os.environ["LOCAL_RANK"] = str(local_rank)
@@ -443,7 +503,8 @@ def _spawned_worker(
     if strategy.global_rank == 0:
         buffer = io.BytesIO()
         torch.save(_results_for_parent(trainer, result, weights), buffer)
-        queue.put(buffer.getvalue())
+        results.send_bytes(buffer.getvalue())
+    results.close()
     # Done: wait for the others, then exit at once. A normal interpreter shutdown destroys the process group's
     # threads in an order that can abort the process (SIGABRT) after its work succeeded.
     strategy.barrier()
