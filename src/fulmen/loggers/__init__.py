@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from fulmen.loggers.comet import CometLogger
 from fulmen.loggers.csv_logs import CSVLogger
 from fulmen.loggers.logger import Logger, rank_zero_experiment
 from fulmen.loggers.mlflow import MLFlowLogger
@@ -13,6 +14,7 @@ from fulmen.loggers.wandb import WandbLogger
 
 __all__ = [
     "CSVLogger",
+    "CometLogger",
     "Logger",
     "MLFlowLogger",
     "TensorBoardLogger",
