@@ -265,3 +265,26 @@ def test_an_unknown_plugin_is_named(make_trainer):
 def test_two_environments_are_refused(make_trainer):
     with pytest.raises(MisconfigurationException, match="two cluster_environment plugins"):
         make_trainer(plugins=[LightningEnvironment(), SLURMEnvironment()])
+
+
+def test_with_several_processes_the_ranks_agree_on_the_requeue_signal_every_8_batches():
+    from types import SimpleNamespace
+
+    from fulmen.environments import REQUEUE_SYNC_EVERY, SlurmRequeue
+
+    votes = []
+
+    def reduce_boolean_decision(decision, all=True):
+        votes.append(decision)
+        return True  # another rank received the signal
+
+    trainer = SimpleNamespace(
+        world_size=2,
+        should_stop=False,
+        strategy=SimpleNamespace(reduce_boolean_decision=reduce_boolean_decision),
+    )
+    requeue = SlurmRequeue(trainer)
+    requeue.poll(batch_idx=3)
+    assert votes == [] and trainer.should_stop is False  # no collective between the agreed batches
+    requeue.poll(batch_idx=REQUEUE_SYNC_EVERY)
+    assert votes == [False] and trainer.should_stop is True and requeue.stopped

@@ -24,14 +24,12 @@ newest `hpc_ckpt_<n>.ckpt` when it is given no `ckpt_path`.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import re
 import signal
 import socket
 import subprocess
-from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from fulmen.utilities import MisconfigurationException, rank_zero_info, rank_zero_warn
@@ -518,36 +516,67 @@ def requeue_environment(trainer: Trainer) -> SLURMEnvironment | None:
     return None
 
 
-@contextlib.contextmanager
-def slurm_requeue(trainer: Trainer) -> Generator[None, None, None]:
-    """Around the fit loop: on SLURM's requeue signal, stop after the batch, checkpoint and requeue the job.
+REQUEUE_SYNC_EVERY = 8  # with several processes, ranks agree on a received requeue signal this often
 
-    The signal only sets `trainer.should_stop`, so the loop ends at a batch boundary with consistent
-    state; the checkpoint is written and `scontrol requeue` runs once the loop has returned.
+
+class SlurmRequeue:
+    """SLURM auto-requeue for one fit: catch the signal, stop at a batch boundary, checkpoint, requeue.
+
+    The signal handler only records the signal. The fit loop `poll`s after each training batch: one
+    process stops at once; several processes agree every `REQUEUE_SYNC_EVERY` batches (a signal reaches
+    them at slightly different batches, and stopping alone would leave the others waiting in a
+    collective). When the loop has ended, `__exit__` writes `hpc_ckpt_<n>.ckpt` and runs
+    `scontrol requeue` on rank 0.
     """
-    env = requeue_environment(trainer)
-    if env is None:
-        yield
-        return
-    received: list[int] = []
 
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signum)
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.env: SLURMEnvironment | None = None
+        self.active = False
+        self.received = False
+        self.stopped = False
+        self._previous: Any = None
+
+    def __enter__(self) -> SlurmRequeue:
+        self.env = requeue_environment(self.trainer)
+        self.received = self.stopped = False
+        if self.env is None:
+            return self
+        try:
+            self._previous = signal.signal(self.env.requeue_signal, self._handler)
+        except (ValueError, OSError):  # not the main thread, or the signal cannot be caught here
+            return self
+        self.active = True
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = True
+
+    def poll(self, batch_idx: int) -> None:
+        """At a train batch's end: stop the fit when the requeue signal arrived (on any process)."""
+        trainer = self.trainer
+        if trainer.world_size > 1:
+            if batch_idx % REQUEUE_SYNC_EVERY != 0:
+                return
+            if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
+                return
+        elif not self.received:
+            return
+        self.received = False
+        self.stopped = True
         trainer.should_stop = True
 
-    try:
-        previous = signal.signal(env.requeue_signal, handler)
-    except (ValueError, OSError):  # not the main thread, or the signal cannot be caught here
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(env.requeue_signal, previous)
-    if received:
+    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+        if not self.active:
+            return
+        assert self.env is not None
+        signal.signal(self.env.requeue_signal, self._previous)
+        self.active = False
+        if exc_type is not None or not self.stopped:
+            return
         rank_zero_info(
-            f"Handling SLURM auto-requeue signal {received[0]}: checkpointing and requeueing the job."
+            f"SLURM auto-requeue signal {self.env.requeue_signal}: checkpointing and requeueing the job."
         )
-        trainer.save_checkpoint(_next_hpc_checkpoint_path(trainer.default_root_dir))
-        if trainer.is_global_zero:
-            env.requeue()
+        self.trainer.save_checkpoint(_next_hpc_checkpoint_path(self.trainer.default_root_dir))
+        if self.trainer.is_global_zero:
+            self.env.requeue()

@@ -18,6 +18,7 @@ import torch
 
 from fulmen import data, epoch_replay
 from fulmen.combined_loader import CombinedLoader
+from fulmen.environments import SlurmRequeue
 from fulmen.module import LightningModule
 from fulmen.plan import RunPlan
 from fulmen.preemption import Preemption
@@ -288,6 +289,7 @@ class FitLoop:
         self._train_loaded_epoch: int | None = None
         self._val_loaded_epoch: int | None = None
         self.preemption = Preemption(trainer)
+        self.requeue = SlurmRequeue(trainer)
         self.resume_state = epoch_replay.ResumeState()  # where each epoch started (epoch_replay.py)
 
     # ------------------------------------------------------------------ the loop
@@ -300,7 +302,8 @@ class FitLoop:
         progress.clear_pending()
 
         # SIGTERM from here on: a checkpoint at the next train batch's end, then exit 0 (preemption.py)
-        with self.preemption:
+        # SLURM's requeue signal: stop at a batch boundary, checkpoint, requeue (environments.py)
+        with self.preemption, self.requeue:
             if self._validation_possible() and t.num_sanity_val_steps != 0 and progress.global_step == 0:
                 self._sanity_check()
 
@@ -352,6 +355,8 @@ class FitLoop:
                 break
             if self.preemption.active:
                 self.preemption.poll(batch_idx)
+            if self.requeue.active:
+                self.requeue.poll(batch_idx)
             if self._should_validate(batch_idx):
                 self._validate()
             if self._should_stop(epoch_end=False):

@@ -28,7 +28,7 @@ from fulmen.checkpoint_io import CheckpointIO
 from fulmen.combined_loader import CombinedLoader
 from fulmen.compiled import from_compiled
 from fulmen.datamodule import LightningDataModule
-from fulmen.environments import ClusterEnvironment, slurm_requeue
+from fulmen.environments import ClusterEnvironment
 from fulmen.flags import check_choice, check_count, check_limit, map_legacy_flags, parse_max_time
 from fulmen.hooks import HookDispatcher
 from fulmen.layer_sync import LayerSync
@@ -755,8 +755,7 @@ class Trainer:
                         self._restore_training_state(checkpoint)
                     self._log_hyperparams()
                     self._plan = make_plan(self, self._hooks, optimizers_ready=True)
-                    with slurm_requeue(self):  # SLURM's requeue signal: stop, checkpoint, requeue the job
-                        self.fit_loop.run(self._plan)
+                    self.fit_loop.run(self._plan)
                     self._finish_checkpoint_writes()
                     self._hooks.both("on_fit_end")
                     result = None
