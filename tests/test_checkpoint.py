@@ -198,6 +198,7 @@ KILL_DURING_SAVE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_process_killed_while_saving_leaves_previous_checkpoint_intact(tmp_path):
     script = tmp_path / "save.py"
     script.write_text(KILL_DURING_SAVE)

@@ -98,6 +98,7 @@ def app(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_fit_in_a_subprocess_with_yaml_saves_config_beside_the_logs(app):
     result = run_python(app, "app.py", "fit", "--config", "config.yml", "--model.lr", "0.3")
     assert result.returncode == 0, result.stderr
@@ -118,6 +119,7 @@ def test_fit_in_a_subprocess_with_yaml_saves_config_beside_the_logs(app):
     assert (app / "lightning_logs" / "version_1" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_print_config_prints_the_merged_yaml_and_exits(app):
     result = run_python(app, "app.py", "fit", "-c", "config.yml", "--data.batch_size", "4", "--print_config")
     assert result.returncode == 0, result.stderr
@@ -128,6 +130,7 @@ def test_print_config_prints_the_merged_yaml_and_exits(app):
     assert not (app / "lightning_logs").exists()  # nothing ran
 
 
+@pytest.mark.slow
 def test_fulmen_run_entry_point_runs_a_module_by_import_path(app):
     result = run_python(
         app, "-m", "fulmen", "run", "app:Net", "app:Data", "-c", "config.yml", "--trainer.max_steps", "3"

@@ -136,6 +136,7 @@ def test_compiled_plain_module_is_rejected_with_a_clear_error(make_trainer):
         make_trainer().fit(torch.compile(nn.Linear(4, 1), backend="eager"), _data())
 
 
+@pytest.mark.slow
 def test_checking_for_a_compiled_module_does_not_import_dynamo():
     import subprocess
     import sys

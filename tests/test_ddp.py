@@ -98,6 +98,7 @@ def ddp_run(tmp_path_factory):
     return [_load(out / f"rank{r}.pt") for r in range(2)], ckpt
 
 
+@pytest.mark.slow
 def test_ddp_ranks_read_disjoint_halves_of_the_data(ddp_run):
     ranks, _ = ddp_run
     seen0, seen1 = set(ranks[0]["seen"]), set(ranks[1]["seen"])
@@ -106,6 +107,7 @@ def test_ddp_ranks_read_disjoint_halves_of_the_data(ddp_run):
     assert seen0 | seen1 == set(range(64))
 
 
+@pytest.mark.slow
 def test_ddp_weights_identical_across_ranks_and_equal_single_process_loop(ddp_run):
     ranks, _ = ddp_run
     expected = _expected_weights()
@@ -113,12 +115,14 @@ def test_ddp_weights_identical_across_ranks_and_equal_single_process_loop(ddp_ru
     _assert_weights_equal(ranks[1]["weights"], expected)
 
 
+@pytest.mark.slow
 def test_ddp_global_step_counts_optimizer_steps(ddp_run):
     ranks, _ = ddp_run
     assert [r["global_step"] for r in ranks] == [4, 4]  # 64 samples / (2 processes x batch 8)
     assert [r["world_size"] for r in ranks] == [2, 2]
 
 
+@pytest.mark.slow
 def test_ddp_sync_dist_validation_counts_each_sample_once(ddp_run):
     ranks, _ = ddp_run
     for r in ranks:
@@ -127,11 +131,13 @@ def test_ddp_sync_dist_validation_counts_each_sample_once(ddp_run):
         assert r["metrics"]["train_loss_epoch"] == pytest.approx(ranks[0]["metrics"]["train_loss_epoch"])
 
 
+@pytest.mark.slow
 def test_ddp_sync_dist_step_value_is_reduced_at_once(ddp_run):
     ranks, _ = ddp_run
     assert ranks[0]["metrics"]["train_loss_step"] == pytest.approx(ranks[1]["metrics"]["train_loss_step"])
 
 
+@pytest.mark.slow
 def test_ddp_only_rank_zero_writes_logs_and_checkpoints(ddp_run):
     ranks, ckpt = ddp_run
     out = ckpt.parent
@@ -142,6 +148,7 @@ def test_ddp_only_rank_zero_writes_logs_and_checkpoints(ddp_run):
     assert ranks[0]["best"] == ranks[1]["best"] == str(checkpoints[0])
 
 
+@pytest.mark.slow
 def test_ddp_all_gather_and_broadcast(ddp_run):
     ranks, _ = ddp_run
     for r in ranks:
@@ -149,6 +156,7 @@ def test_ddp_all_gather_and_broadcast(ddp_run):
         assert r["broadcast"] == "from rank 0"
 
 
+@pytest.mark.slow
 def test_ddp_checkpoint_resumes_in_a_single_process(ddp_run, make_trainer):
     _, ckpt = ddp_run
     sys.path.insert(0, str(HELPERS))
@@ -164,6 +172,7 @@ def test_ddp_checkpoint_resumes_in_a_single_process(ddp_run, make_trainer):
     assert trainer.global_step == 4 + 8  # resumed after the DDP epoch; one process takes 8 steps of 8
 
 
+@pytest.mark.slow
 def test_ddp_gradient_accumulation_skips_sync_but_matches_the_single_process_loop(tmp_path):
     proc, _ = _run(
         [
@@ -182,6 +191,7 @@ def test_ddp_gradient_accumulation_skips_sync_but_matches_the_single_process_loo
 
 
 # ---------------------------------------------------------------------------- other ways to start
+@pytest.mark.slow
 @pytest.mark.parametrize("per_node", [1, 2])
 def test_two_nodes_started_separately_with_node_rank(tmp_path, per_node):
     """The article's recipe on one machine: MASTER_ADDR, MASTER_PORT, NODE_RANK and num_nodes=2.
@@ -221,6 +231,7 @@ def test_two_nodes_started_separately_with_node_rank(tmp_path, per_node):
         _assert_weights_equal(r["weights"], _expected_weights(per_step=8 * world))
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(tmp_path):
     proc, _ = _run(
         [
@@ -241,6 +252,7 @@ def test_torchrun_two_processes(tmp_path):
     _assert_weights_equal(ranks[0]["weights"], _expected_weights())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp_spawn", "ddp_fork"])
 def test_spawn_brings_results_back_to_the_calling_process(tmp_path, strategy):
     out = tmp_path / "parent.pt"
@@ -267,6 +279,7 @@ def test_spawn_brings_back_results_larger_than_a_pipe_buffer(tmp_path):
 
 
 # ---------------------------------------------------------------------------- failing fast
+@pytest.mark.slow
 def test_a_rank_that_raises_ends_the_job_naming_it(tmp_path):
     proc, elapsed = _run(
         [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "fail_rank=1"]
@@ -277,6 +290,7 @@ def test_a_rank_that_raises_ends_the_job_naming_it(tmp_path):
     assert not list(tmp_path.glob("rank*.pt"))
 
 
+@pytest.mark.slow
 def test_rank_zero_that_raises_ends_the_job_with_its_error(tmp_path):
     proc, elapsed = _run(
         [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "fail_rank=0"]
@@ -286,6 +300,7 @@ def test_rank_zero_that_raises_ends_the_job_with_its_error(tmp_path):
     assert elapsed < 60
 
 
+@pytest.mark.slow
 def test_a_rank_killed_by_sigkill_ends_the_job_naming_it(tmp_path):
     proc, elapsed = _run(
         [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "kill_rank=1"]
@@ -295,6 +310,7 @@ def test_a_rank_killed_by_sigkill_ends_the_job_naming_it(tmp_path):
     assert elapsed < 60
 
 
+@pytest.mark.slow
 def test_main_process_stuck_after_a_child_died_is_stopped(tmp_path):
     """Rank 0 is busy outside any collective (as if NCCL waited for its timeout) when rank 1 fails."""
     proc, elapsed = _run(
@@ -316,6 +332,7 @@ def test_main_process_stuck_after_a_child_died_is_stopped(tmp_path):
     assert elapsed < 60  # the stall lasts 120 s
 
 
+@pytest.mark.slow
 def test_main_script_dying_after_fit_does_not_wait_for_its_children(tmp_path):
     """Rank 0's script raises after fit while rank 1 goes on to its next collective: the job still ends."""
     proc, elapsed = _run(
@@ -326,6 +343,7 @@ def test_main_script_dying_after_fit_does_not_wait_for_its_children(tmp_path):
     assert elapsed < 60
 
 
+@pytest.mark.slow
 def test_spawned_rank_that_raises_is_named(tmp_path):
     proc, elapsed = _run([str(HELPERS / "ddp_spawn_fit.py"), str(tmp_path / "x.pt"), "ddp_spawn", "1"])
     assert proc.returncode != 0

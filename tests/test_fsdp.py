@@ -36,6 +36,7 @@ def fsdp_run(tmp_path_factory):
     return [_load(out / f"rank{r}.pt") for r in range(2)], ckpt
 
 
+@pytest.mark.slow
 def test_fsdp_two_processes_match_the_single_process_loop(fsdp_run):
     ranks, _ = fsdp_run
     _assert_weights_equal(ranks[0]["weights"], _expected_weights())
@@ -44,6 +45,7 @@ def test_fsdp_two_processes_match_the_single_process_loop(fsdp_run):
     assert set(ranks[0]["seen"]).isdisjoint(ranks[1]["seen"])
 
 
+@pytest.mark.slow
 def test_fsdp_full_checkpoint_holds_plain_tensors_and_resumes_in_one_process(fsdp_run, make_trainer):
     _, ckpt = fsdp_run
     saved = torch.load(ckpt, weights_only=True)
@@ -58,6 +60,7 @@ def test_fsdp_full_checkpoint_holds_plain_tensors_and_resumes_in_one_process(fsd
     assert trainer.global_step == 4 + 8
 
 
+@pytest.mark.slow
 def test_single_process_checkpoint_resumes_under_fsdp(tmp_path, make_trainer):
     sys.path.insert(0, str(HELPERS))
     try:
@@ -83,6 +86,7 @@ def test_single_process_checkpoint_resumes_under_fsdp(tmp_path, make_trainer):
     assert _load(tmp_path / "rank0.pt")["global_step"] == 8 + 4
 
 
+@pytest.mark.slow
 def test_fsdp_no_shard_replicates_and_matches_the_single_process_loop(tmp_path):
     proc, _ = _run(
         [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "fsdp_sharding=NO_SHARD"]
@@ -91,6 +95,7 @@ def test_fsdp_no_shard_replicates_and_matches_the_single_process_loop(tmp_path):
     _assert_weights_equal(_load(tmp_path / "rank0.pt")["weights"], _expected_weights())
 
 
+@pytest.mark.slow
 def test_fsdp_bf16_mixed_keeps_fp32_weights_close_to_the_fp32_loop(tmp_path):
     proc, _ = _run(
         [
@@ -139,6 +144,7 @@ def sharded_resume(tmp_path_factory):
     return ckpt, _load(second / "rank0.pt")
 
 
+@pytest.mark.slow
 def test_fsdp_sharded_checkpoint_is_a_file_plus_a_shard_folder(sharded_resume):
     ckpt, _ = sharded_resume
     saved = torch.load(ckpt, weights_only=True)
@@ -148,6 +154,7 @@ def test_fsdp_sharded_checkpoint_is_a_file_plus_a_shard_folder(sharded_resume):
     assert (shards / ".metadata").exists() and len(list(shards.glob("*.distcp"))) == 2
 
 
+@pytest.mark.slow
 def test_fsdp_sharded_checkpoint_resumes_exactly_under_fsdp(sharded_resume):
     _, resumed = sharded_resume
     assert resumed["global_step"] == 8
@@ -155,6 +162,7 @@ def test_fsdp_sharded_checkpoint_resumes_exactly_under_fsdp(sharded_resume):
     _assert_weights_equal(resumed["weights"], _expected_weights(epochs=2))
 
 
+@pytest.mark.slow
 def test_fsdp_sharded_checkpoint_in_one_process_names_the_fix(sharded_resume, make_trainer):
     ckpt, _ = sharded_resume
     sys.path.insert(0, str(HELPERS))

@@ -134,6 +134,7 @@ def test_cli_plot_subcommand(run, tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_entry_point_runs_in_a_subprocess(run, tmp_path):
     out = tmp_path / "sub.png"
     env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), "..", "src"))

@@ -120,6 +120,7 @@ def _kill_and_resume(tmp_path, workers, accumulate, kill_kind, kill_at, persiste
         return json.load(f_a), json.load(f_b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2], ids=["no_workers", "two_persistent_workers"])
 def test_sigkill_mid_epoch_inside_accumulation_window_resumes_bit_identical(tmp_path, workers):
     # 12 batches per epoch, 2 epochs; killed after batch 17 (epoch 1, batch 5): mid-epoch and mid-window.
@@ -132,6 +133,7 @@ def test_sigkill_mid_epoch_inside_accumulation_window_resumes_bit_identical(tmp_
     assert info_b["global_step"] == 12 and info_b["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_sigterm_writes_last_checkpoint_exits_cleanly_and_last_resumes_bit_identical(tmp_path):
     # batch 15 of 24, between two optimizer steps
     info_a, info_b = _kill_and_resume(tmp_path, workers=0, accumulate=1, kill_kind="sigterm", kill_at=15)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
@@ -89,6 +90,7 @@ def _run(tmp_path, mode):
     return proc
 
 
+@pytest.mark.slow
 def test_ddp_mid_epoch_resume_is_bit_identical_on_every_rank(tmp_path):
     _run(tmp_path, "full")  # saves mid.ckpt in epoch 1, then trains on to the end
     _run(tmp_path, "resumed")
@@ -102,6 +104,7 @@ def test_ddp_mid_epoch_resume_is_bit_identical_on_every_rank(tmp_path):
             assert torch.equal(full[key], resumed[key]), f"rank {rank}: {key} differs after resume"
 
 
+@pytest.mark.slow
 def test_ddp_sigterm_on_one_rank_saves_last_on_all_ranks_at_the_same_batch_and_exits_cleanly(tmp_path):
     proc = _run(tmp_path, "sigterm")  # returncode 0 on every process, no hang
     assert "SIGTERM received" in proc.stderr
