@@ -79,6 +79,29 @@ def test_limits_cap_each_loader():
         combined.limits = [1]
 
 
+class _CountingFetches:
+    """Five batches; counts how many were asked for."""
+
+    def __init__(self):
+        self.fetched = 0
+
+    def __len__(self):
+        return 5
+
+    def __iter__(self):
+        for value in range(5):
+            self.fetched += 1
+            yield value
+
+
+@pytest.mark.parametrize("mode", ["sequential", "max_size", "min_size"])
+def test_a_limit_fetches_no_batch_past_it(mode):
+    source = _CountingFetches()
+    combined = CombinedLoader([source], mode)
+    combined.limits = 2
+    assert len(list(combined)) == 2 and source.fetched == 2
+
+
 def test_flattened_setter_replaces_loaders_in_the_structure():
     combined = CombinedLoader({"a": A, "b": B})
     combined.flattened = [[1], [2, 3]]

@@ -16,6 +16,7 @@ except in `"sequential"` mode, where `batch_idx` restarts at 0 for each loader.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -221,9 +222,9 @@ class CombinedLoader(Iterable[Any]):
         lengths = self._lengths()
         for dataloader_idx, iterable in enumerate(self._flattened):
             limit = lengths[dataloader_idx]
-            for batch_idx, batch in enumerate(iterable):
-                if batch_idx >= limit:
-                    break
+            # a limit stops before the next batch is fetched, not after
+            batches = iterable if math.isinf(limit) else itertools.islice(iterable, int(limit))
+            for batch_idx, batch in enumerate(batches):
                 yield batch, batch_idx, dataloader_idx
 
 
