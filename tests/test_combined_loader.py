@@ -106,6 +106,12 @@ def test_flattened_setter_replaces_loaders_in_the_structure():
     combined = CombinedLoader({"a": A, "b": B})
     combined.flattened = [[1], [2, 3]]
     assert combined.iterables == {"a": [1], "b": [2, 3]}
+    nested = CombinedLoader([[0], [[1], [[2]]]])
+    assert nested.flattened == [[0], [1], [2]]
+    with pytest.raises(ValueError, match=r"Mismatch in flattened length \(1\) and existing length \(3\)"):
+        nested.flattened = [[2]]
+    nested.flattened = [[3], [2], [1]]
+    assert nested.iterables == [[3], [[2], [[1]]]]
 
 
 class _Four(IterableDataset):

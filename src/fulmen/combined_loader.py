@@ -111,7 +111,8 @@ class CombinedLoader(Iterable[Any]):
         """Replace every dataloader (e.g. with one that has a DistributedSampler), keeping the structure."""
         if len(flattened) != len(self._flattened):
             raise ValueError(
-                f"CombinedLoader holds {len(self._flattened)} iterables; got {len(flattened)} to replace them."
+                f"Mismatch in flattened length ({len(flattened)}) and existing length ({len(self._flattened)}): "
+                "give one replacement per iterable."
             )
         self._iterables = _unflatten(self._iterables, iter(flattened))
         self._flattened = list(flattened)
