@@ -167,3 +167,26 @@ def test_a_value_written_during_fit_reaches_a_monitoring_callback(make_trainer):
     trainer = make_trainer(max_epochs=5, limit_train_batches=1, limit_val_batches=0, callbacks=[Feed(), stop])
     trainer.fit(_StepAndEpoch(), _loader())
     assert trainer.current_epoch == 2  # "fed" rose after epoch 0: patience 0 stops after the second epoch
+
+
+def test_training_step_returning_none_warns_once_per_fit(make_trainer):
+    class Skips(BoringModel):
+        def training_step(self, batch, batch_idx):
+            return None
+
+    with pytest.warns(UserWarning, match=r"`training_step` returned `None`") as record:
+        make_trainer(limit_train_batches=3, limit_val_batches=0).fit(Skips(), _loader())
+    assert sum("returned `None`" in str(w.message) for w in record) == 1
+
+
+def test_fewer_batches_than_log_every_n_steps_warns_when_logging(make_trainer, tmp_path):
+    logger = L.loggers.CSVLogger(tmp_path)
+    with pytest.warns(
+        UserWarning, match=r"number of training batches \(4\) is smaller than the logging interval"
+    ):
+        make_trainer(logger=logger, limit_val_batches=0).fit(BoringModel(), _loader())
+
+
+def test_no_logging_interval_warning_without_a_logger(make_trainer, recwarn):
+    make_trainer(limit_val_batches=0).fit(BoringModel(), _loader())
+    assert not [w for w in recwarn if "logging interval" in str(w.message)]

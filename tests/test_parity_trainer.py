@@ -191,3 +191,59 @@ def test_lightning_optimizer_copies_without_recursion() -> None:
     opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
     clone = copy.copy(LightningOptimizer(opt, trainer=None))  # type: ignore[arg-type]
     assert clone.optimizer is opt
+
+
+def test_results_table_has_one_column_per_dataloader_under_its_header(make_trainer, capsys):
+    # Lightning 2.6 prints "Test metric | DataLoader 0 | DataLoader 1", each value centred under its header
+    class Model(BoringModel):
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("score", float(dataloader_idx + 1))
+
+    loaders = [DataLoader(RandomDataset(32, 2)), DataLoader(RandomDataset(32, 2))]
+    make_trainer().test(Model(), loaders)
+    lines = capsys.readouterr().out.splitlines()
+    header, row = lines[1], lines[3]
+    assert header.split() == ["Test", "metric", "DataLoader", "0", "DataLoader", "1"]
+    assert row.split() == ["score", "1.0", "2.0"]
+    for value, title in (("1.0", "DataLoader 0"), ("2.0", "DataLoader 1")):
+        centre = header.index(title) + len(title) / 2
+        assert abs(row.index(value) + len(value) / 2 - centre) <= 1
+
+
+def test_predict_puts_the_model_back_in_train_mode(make_trainer):
+    model = BoringModel()
+    make_trainer().predict(model, DataLoader(RandomDataset(32, 2)))
+    assert model.training  # Lightning 2.6 restores the mode it found
+
+
+class _FrozenBackbone(BoringModel):
+    def __init__(self):
+        super().__init__()
+        self.backbone = torch.nn.BatchNorm1d(32)
+        self.backbone.eval()  # frozen: its running statistics must not move
+        self.modes = []
+
+    def forward(self, x):
+        return self.layer(self.backbone(x))
+
+    def training_step(self, batch, batch_idx):
+        self.modes.append((self.training, self.backbone.training))
+        return super().training_step(batch, batch_idx)
+
+
+def test_validation_restores_each_submodules_own_mode(make_trainer):
+    model = _FrozenBackbone()
+    make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=1).fit(model)
+    assert model.modes == [(True, False)] * 4  # Lightning 2.6: the backbone stays in eval mode throughout
+    assert model.training and not model.backbone.training
+
+
+def test_an_overridden_model_train_hook_decides_instead(make_trainer):
+    class Model(_FrozenBackbone):
+        def on_validation_model_train(self):
+            self.train()
+
+    model = Model()
+    make_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0).fit(model)
+    assert model.modes == [(True, False), (True, False)]
+    assert model.backbone.training  # the user's hook ran after the epoch's validation

@@ -3,6 +3,8 @@
 import sys
 import types
 
+import pytest
+
 import fulmen as L
 from fulmen.callbacks.progress import TQDMProgressBar, _in_notebook
 from fulmen.demos import BoringModel
@@ -88,3 +90,49 @@ def test_terminal_shows_validation_and_test_bars(tmp_path, capsys, monkeypatch):
     assert "Sanity Checking" in out and "2/2" in out
     assert "Validation" in out and "3/3" in out
     assert "Testing" in out and "5/5" in out
+
+
+def _last_screen_line(out):
+    """What a terminal shows last: the text after the final carriage return of the last non-empty line."""
+    lines = [line.split("\r")[-1] for line in out.split("\n")]
+    return [line for line in lines if line.strip()][-1]
+
+
+def test_the_last_epochs_bar_stays_on_screen_after_fit(tmp_path, capsys, monkeypatch):
+    # Lightning 2.6 leaves the final epoch's bar (with its metrics); an erased bar ends a run with nothing shown
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    bar = TQDMProgressBar()
+    bar.min_interval = 0.0
+    _fit(tmp_path, bar, epochs=2)
+    last = _last_screen_line(capsys.readouterr().out)
+    assert last.startswith("Epoch 1") and "20/20" in last and "train_loss=" in last
+
+
+def test_one_bar_is_reused_across_epochs_unless_leave(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    _fit(tmp_path, TQDMProgressBar(), epochs=3)
+    kept = [line for line in capsys.readouterr().out.split("\n") if line.strip()]
+    assert len(kept) == 1  # one bar, reset each epoch, one final newline
+    _fit(tmp_path, TQDMProgressBar(leave=True), epochs=3)
+    kept = [line.split("\r")[-1] for line in capsys.readouterr().out.split("\n") if line.strip()]
+    assert [line.split(":")[0] for line in kept] == ["Epoch 0", "Epoch 1", "Epoch 2"]
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_rich_is_the_default_bar_and_summary_when_installed(monkeypatch, installed):
+    # Lightning 2.6: RichProgressBar and RichModelSummary when `rich` can be imported, else TQDM and the text summary
+    import importlib.util
+
+    real = importlib.util.find_spec
+    if installed and real("rich") is None:
+        pytest.skip("rich is not installed")
+
+    def find_spec(name, *args):
+        return None if name == "rich" and not installed else real(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    trainer = L.Trainer(logger=False, enable_checkpointing=False)
+    kinds = [type(c).__name__ for c in trainer.callbacks]
+    assert kinds == (
+        ["RichProgressBar", "RichModelSummary"] if installed else ["TQDMProgressBar", "ModelSummary"]
+    )

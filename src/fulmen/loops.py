@@ -32,6 +32,26 @@ if TYPE_CHECKING:
 _STOP_EPOCH = object()
 
 
+def _module_modes(module: torch.nn.Module) -> dict[torch.nn.Module, bool]:
+    """Each submodule's own train/eval mode, so that evaluation can put back exactly what it found."""
+    return {m: m.training for m in module.modules()}
+
+
+def _restore_modes(modes: dict[torch.nn.Module, bool]) -> None:
+    for m, training in modes.items():
+        m.training = training
+
+
+def _back_to_train(
+    module: LightningModule, modes: dict[torch.nn.Module, bool], hooks: Any, hook: str
+) -> None:
+    """After evaluation: the user's `on_*_model_train` if they override it, else every submodule's own mode back."""
+    if is_overridden(hook, module, LightningModule):
+        hooks.module(hook)
+    else:
+        _restore_modes(modes)
+
+
 def _loss_from(output: Any, automatic: bool) -> torch.Tensor | None:
     """Validate what training_step returned and pull out the loss (None means: skip this batch)."""
     if output is None:
@@ -168,6 +188,7 @@ class EvaluationLoop:
         transfer = None if plan.fast_transfer else plan.transfer
         progress_bar = plan.progress_bar
         with grad_ctx():
+            modes = _module_modes(module)
             hooks.module(f"{prefix}_model_eval")
             hooks.both(f"{prefix}_start")
             hooks.both(f"{prefix}_epoch_start")
@@ -199,10 +220,7 @@ class EvaluationLoop:
             if not sanity:
                 self.results.log_epoch(results, _epoch_log_step(self.progress), self.progress.epoch)
             hooks.both(f"{prefix}_end")
-            if stage == "validate":
-                hooks.module("on_validation_model_train")
-            else:
-                hooks.module("on_test_model_train")
+            _back_to_train(module, modes, hooks, f"{prefix}_model_train")
         return self._metrics_per_dataloader(results, len(self.dataloaders))
 
     @staticmethod
@@ -239,6 +257,7 @@ class PredictionLoop:
         self.dataloaders, self.predictions = loaders, all_outputs
         grad_ctx = torch.inference_mode if t.inference_mode else torch.no_grad
         with grad_ctx():
+            modes = _module_modes(module)
             hooks.module("on_predict_model_eval")
             hooks.both("on_predict_start")
             hooks.both("on_predict_epoch_start")
@@ -261,6 +280,7 @@ class PredictionLoop:
                 all_outputs.append(outputs)
             hooks.both("on_predict_epoch_end")
             hooks.both("on_predict_end")
+            _restore_modes(modes)
         if not return_predictions:
             return None
         return all_outputs[0] if len(all_outputs) == 1 else all_outputs
@@ -283,6 +303,7 @@ class FitLoop:
         self._wants_outputs = True
         self._active: frozenset[str] = frozenset()
         self._direct: Any = None  # the raw optimizer when the step can skip the closure plumbing (see run)
+        self._warned_none = False
         self._automatic = True
         self._epoch_results_fresh = False  # the train accumulators were just reset (before on_train_start)
         self._val_check_batch: float = math.inf
@@ -300,6 +321,7 @@ class FitLoop:
         hooks = plan.hooks
         progress = self.progress
         progress.clear_pending()
+        self._warned_none = False
 
         # SIGTERM from here on: a checkpoint at the next train batch's end, then exit 0 (preemption.py)
         # SLURM's requeue signal: stop at a batch boundary, checkpoint, requeue (environments.py)
@@ -332,7 +354,7 @@ class FitLoop:
         if _due(t.reload_dataloaders_every_n_epochs, self._train_loaded_epoch, progress.epoch):
             self.setup_train_data(reload=True)
         data.set_sampler_epoch(self.train_dataloader, progress.epoch)
-        t.lightning_module.train()
+        # no model.train() here (as in Lightning): a submodule the user keeps in eval mode stays there
         if not self._epoch_results_fresh:
             self.results.train.reset_epoch()
         self._epoch_results_fresh = False
@@ -433,6 +455,11 @@ class FitLoop:
             return outputs, step_now
         return {"loss": loss.detach()}, step_now
 
+    def _warn_returned_none(self) -> None:
+        if not self._warned_none:  # once per fit, as Lightning's warning cache does
+            self._warned_none = True
+            rank_zero_warn("`training_step` returned `None`. If this was on purpose, ignore this warning...")
+
     def _closure_step(
         self, batch: Any, batch_idx: int, zero_grad_now: bool, step_now: bool
     ) -> tuple[Any, Any]:
@@ -452,6 +479,8 @@ class FitLoop:
             module._current_fx_name = "training_step"
             output = training_step(batch, batch_idx)
             loss = _loss_from(output, True)
+            if output is None:
+                self._warn_returned_none()
             box["output"] = output
             box["loss"] = loss
             if zero_grad_now:
@@ -496,6 +525,8 @@ class FitLoop:
         t.lightning_module._current_fx_name = "training_step"
         output = self.plan.training_step(batch, batch_idx)
         loss = _loss_from(output, True)
+        if output is None:
+            self._warn_returned_none()
         optimizer = self._direct
         if zero_grad_now:
             optimizer.zero_grad(set_to_none=True)
@@ -591,6 +622,12 @@ class FitLoop:
         if self.num_train_batches == 0:
             rank_zero_warn(
                 "limit_train_batches is 0 (or the train dataloader is empty): no training will happen."
+            )
+        elif t.loggers and self.num_train_batches < t.log_every_n_steps and not t.fast_dev_run:
+            rank_zero_warn(
+                f"The number of training batches ({int(self.num_train_batches)}) is smaller than the logging interval "
+                f"Trainer(log_every_n_steps={t.log_every_n_steps}). Set a lower value for log_every_n_steps if "
+                "you want to see logs for the training epoch."
             )
         self._val_check_batch = self._resolve_val_check_batch()
 

@@ -8,8 +8,10 @@ in loops.py.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -303,13 +305,25 @@ class Trainer:
 
     def _default_callbacks(self, user: list[Callback]) -> list[Callback]:
 
+        # as Lightning 2.6: the Rich bar and summary when the `rich` package is installed, else TQDM and text
+        rich = importlib.util.find_spec("rich") is not None
         callbacks = list(user)
         if self.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(TQDMProgressBar())
+            if rich:
+                from fulmen.callbacks.rich_progress import RichProgressBar
+
+                callbacks.append(RichProgressBar())
+            else:
+                callbacks.append(TQDMProgressBar())
         if not self.enable_progress_bar:
             callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
         if self.enable_model_summary and not any(isinstance(c, ModelSummary) for c in callbacks):
-            callbacks.append(ModelSummary())
+            if rich:
+                from fulmen.callbacks.rich_progress import RichModelSummary
+
+                callbacks.append(RichModelSummary())
+            else:
+                callbacks.append(ModelSummary())
         if self.max_time is not None:
             callbacks = _add_timer(callbacks, self.max_time)
         if self.enable_checkpointing:
@@ -1029,15 +1043,23 @@ def _add_default_checkpoint(callbacks: list[Callback]) -> list[Callback]:
 
 
 def _print_results(stage: str, results: list[dict[str, float]]) -> None:
-    rows = [(k, v) for d in results for k, v in d.items()]
-    if not rows:
+    """The results table Lightning prints after validate()/test(): one row per metric, one column per dataloader."""
+    names = sorted({re.sub(r"/dataloader_idx_\d+$", "", k) for d in results for k in d})
+    if not names:
         return
-    width = max(len(k) for k, _ in rows) + 2
-    title = f"{stage.capitalize()} metric"
-    line = "-" * (width + 24)
-    print(line)
-    print(f"{title:<{width}}  DataLoader")
-    print(line)
-    for k, v in rows:
-        print(f"{k:<{width}}  {v:.6g}" if isinstance(v, float) else f"{k:<{width}}  {v}")
-    print(line)
+    header = [f"{stage.capitalize()} metric"] + [f"DataLoader {i}" for i in range(len(results))]
+    rows = [header]
+    for name in names:
+        cells = [name]
+        for i, d in enumerate(results):
+            value = d.get(f"{name}/dataloader_idx_{i}", d.get(name))
+            cells.append("" if value is None else str(value))
+        rows.append(cells)
+    widths = [max(len(row[c]) for row in rows) + 6 for c in range(len(header))]
+    rule = "\u2500" * sum(widths)
+    print(rule)
+    for i, row in enumerate(rows):
+        print("".join(cell.center(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print(rule)
+    print(rule)

@@ -36,7 +36,7 @@ class OnExceptionCheckpoint(Checkpoint):
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Save the current state (only while fitting: there is nothing to resume otherwise)."""
-        if not trainer.training:
+        if trainer.state.fn != "fit":
             return
         trainer.save_checkpoint(self.ckpt_path)
         rank_zero_info(f"OnExceptionCheckpoint: {type(exception).__name__} raised; saved {self.ckpt_path}.")

@@ -87,14 +87,14 @@ class TQDMProgressBar(ProgressBar):
         """Training batches in the epoch (inf if unknown)."""
         return self._total
 
-    def _new_bar(self, desc: str, total: float) -> Any:
+    def _new_bar(self, desc: str, total: float, leave: bool = True) -> Any:
         from tqdm.auto import tqdm
 
         return tqdm(
             desc=desc,
             total=None if math.isinf(total) else int(total),
             position=self.process_position,
-            leave=self.leave,
+            leave=leave,
             dynamic_ncols=True,
             file=sys.stdout,
             smoothing=0,
@@ -114,9 +114,16 @@ class TQDMProgressBar(ProgressBar):
         self._count = self._shown = 0
         self._last = time.monotonic()
         self._epoch_start = self._last
-        if self._interactive:
-            self._close()
-            self._bar = self._new_bar(f"Epoch {trainer.current_epoch}", self._total)
+        if not self._interactive:
+            return
+        desc = f"Epoch {trainer.current_epoch}"
+        if self._bar is not None and not self.leave:
+            # one bar for the whole fit, as in Lightning: reset for the new epoch, left on screen at the end
+            self._bar.reset(total=None if math.isinf(self._total) else int(self._total))
+            self._bar.set_description(desc, refresh=False)
+        else:
+            self._close()  # leave=True: the finished epoch's bar stays above the new one
+            self._bar = self._new_bar(desc, self._total)
 
     def _on_train_batch(self, trainer: Any) -> None:
         self._count += 1
@@ -142,8 +149,6 @@ class TQDMProgressBar(ProgressBar):
             self._bar.update(self._count - self._shown)
             self._shown = self._count
             self._bar.set_postfix_str(self._postfix(trainer), refresh=True)
-            if self.leave:
-                self._close()
         else:
             seconds = time.monotonic() - self._epoch_start
             print(
@@ -162,8 +167,8 @@ class TQDMProgressBar(ProgressBar):
             return
         counts = loop.num_batches(sanity=trainer.sanity_checking)
         total = sum(counts)
-        self._eval_bar = self._new_bar(desc, total)
-        self._eval_bar.leave = False
+        # inside fit the validation bar goes away when done; a bar of validate()/test() stays, as in Lightning
+        self._eval_bar = self._new_bar(desc, total, leave=trainer.state.fn != "fit")
 
     def _end_eval(self) -> None:
         bar = getattr(self, "_eval_bar", None)

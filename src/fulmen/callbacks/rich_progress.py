@@ -162,7 +162,7 @@ class RichProgressBar(ProgressBar):
             Group(self._progress, self._table),
             console=self.console,
             auto_refresh=False,
-            transient=not self._leave,
+            transient=False,  # the last epoch's bar and metrics stay on screen after fit, as in Lightning
             redirect_stdout=False,
             redirect_stderr=False,
         )
@@ -247,7 +247,7 @@ class RichProgressBar(ProgressBar):
     def _eval_start(self, trainer: Any, description: str, stage: str) -> None:
         if not trainer.is_global_zero or not self._start():
             return
-        if not trainer.training:
+        if trainer.state.fn != "fit":
             self._epoch_start = time.monotonic()
         self._eval_count = 0
         self._eval_task = self._add_task(description, _eval_total(trainer, stage, False))
@@ -256,7 +256,7 @@ class RichProgressBar(ProgressBar):
     def _eval_end(self, trainer: Any) -> None:
         if self._progress is None or self._eval_task is None:
             return
-        if trainer.training:  # back to the epoch's bar: drop the finished validation bar
+        if trainer.state.fn == "fit":  # back to the epoch's bar: drop the finished validation bar
             self._progress.remove_task(self._eval_task)
             self._eval_task = None
             if self._train_task is not None:

@@ -99,13 +99,13 @@ class ThroughputMonitor(Callback):
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pause the clock while validation runs inside fit."""
-        if trainer.training and self._resumed_at is not None:
+        if trainer.state.fn == "fit" and self._resumed_at is not None:
             self._train_time += self._now(trainer) - self._resumed_at
             self._resumed_at = None
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Restart the clock after validation."""
-        if trainer.training and not trainer.sanity_checking and self._resumed_at is None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and self._resumed_at is None:
             self._resumed_at = self._now(trainer)
 
     def on_train_batch_end(
