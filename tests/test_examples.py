@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 pytest.importorskip("mlxtend")
+# each test trains an example end to end (5-20 s each on 2 cores): the full suite runs them, -m "not slow" skips
+pytestmark = pytest.mark.slow
 
 
 def test_plain_pytorch_and_fulmen_reach_identical_weights() -> None:
