@@ -690,7 +690,7 @@ class FitLoop:
             return False
         if not self._validation_enabled_cached():
             return False
-        if self._stop_requested():
+        if t.should_stop and self._stop_requested():
             return True  # stopping early (e.g. EarlyStopping in training): validate the final weights
         if every is None:
             return self.progress.total_batches % self._val_check_batch == 0
@@ -754,7 +754,7 @@ class FitLoop:
     def _stop_requested(self) -> bool:
         """`trainer.should_stop` is set and min_epochs/min_steps allow stopping now."""
         t = self.trainer
-        if not t.should_stop:
+        if not t.should_stop:  # callers test it first: the common case costs no call
             return False
         if t.min_epochs is not None and self.progress.epoch < t.min_epochs:
             return False
@@ -772,7 +772,7 @@ class FitLoop:
         p = self.progress
         if t.max_steps != -1 and p.global_step >= t.max_steps:
             return True
-        if self._stop_requested():
+        if t.should_stop and self._stop_requested():
             return True
         if not epoch_end:
             return False
