@@ -37,22 +37,41 @@ def test_overriding_ignores_default_and_none_and_rebound_default():
     assert [is_overridden("hook", o, _Base) for o in (plain, gone, rebound)] == [False, False, False]
 
 
-def test_hooks_attached_in_setup_configure_model_and_on_fit_start_run(make_trainer):
+def test_hooks_attached_in_setup_and_on_fit_start_run(make_trainer):
     calls = []
 
     class Attacher(L.Callback):
         def setup(self, trainer, pl_module, stage):
             pl_module.on_train_epoch_start = lambda: calls.append("from setup")
+            pl_module.configure_model = lambda: calls.append("configure_model from setup")
 
         def on_fit_start(self, trainer, pl_module):
             self.on_train_batch_end = lambda *args: calls.append("from on_fit_start")
 
     class Model(BoringModel):
-        def configure_model(self):
-            self.on_train_end = lambda: calls.append("from configure_model")
+        def on_fit_start(self):
+            self.on_train_end = lambda: calls.append("from the module's on_fit_start")
 
     make_trainer(callbacks=[Attacher()], limit_train_batches=2, limit_val_batches=0).fit(Model())
-    assert calls == ["from setup", "from on_fit_start", "from on_fit_start", "from configure_model"]
+    assert calls == [
+        "configure_model from setup",
+        "from setup",
+        "from on_fit_start",
+        "from on_fit_start",
+        "from the module's on_fit_start",
+    ]
+
+
+def test_hook_attached_in_configure_model_runs(make_trainer):
+    calls = []
+
+    class Model(BoringModel):
+        def configure_model(self):
+            self.on_fit_start = lambda: calls.append("on_fit_start")
+            self.on_train_batch_start = lambda batch, batch_idx: calls.append(batch_idx)
+
+    make_trainer(limit_train_batches=2, limit_val_batches=0).fit(Model())
+    assert calls == ["on_fit_start", 0, 1]
 
 
 def test_patched_step_hook_runs_and_turns_the_direct_step_off(make_trainer):

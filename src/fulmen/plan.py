@@ -6,10 +6,9 @@ step when every piece of it is the default. Each such decision asks one question
 `utilities.overriding`, which looks a hook up as Python does (the instance first, then its class),
 so a hook assigned on an instance or through `unittest.mock.patch.object` counts like an override.
 
-When the plan is made. `Trainer._run` makes it after `configure_model` (the final plan of
-validate/test/predict) and again after `on_fit_start` (the final plan of fit), and re-resolves
-the hook tables at those points, so a hook attached in `setup`, `configure_model` or `on_fit_start`
-runs. A hook attached later in the run (in `on_train_start`, an epoch or a batch hook) is seen
+When the plan is made. `Trainer._run` resolves the hook tables after `setup`, makes the plan
+after `configure_model` (the final plan of validate/test/predict) and again after `on_fit_start`
+(the final plan of fit), so a hook attached in `setup`, `configure_model` or `on_fit_start` runs. A hook attached later in the run (in `on_train_start`, an epoch or a batch hook) is seen
 from the next `fit`/`validate`/`test`/`predict` call: Lightning would look it up at call time, but
 fixing the plan is what keeps the per-batch cost of a run to the hooks it needs.
 """

@@ -753,6 +753,7 @@ class Trainer:
                 self._hooks = HookDispatcher(self, module, self.callbacks)
                 self._prepare_data()
                 self._call_setup(fn)
+                self._hooks.resolve()  # a hook attached in setup (even configure_model) runs
                 self._hooks.module("configure_model")
                 self.strategy.setup(self)
                 self._plan = make_plan(self, self._hooks, optimizers_ready=False)
