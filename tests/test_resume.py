@@ -275,3 +275,33 @@ def test_in_process_mid_epoch_resume_replays_generators_and_sampler_states(tmp_p
         fit([Stop()])
     resumed = fit(ckpt_path=tmp_path / "mid.ckpt")
     assert torch.equal(reference.layer.weight, resumed.layer.weight)
+
+
+def test_resuming_a_checkpoint_past_max_epochs_is_an_error(tmp_path):
+    # Lightning 2.6: "You restored a checkpoint with current_epoch=3, but you have set Trainer(max_epochs=2)."
+    import fulmen as L
+    from fulmen.demos import BoringModel
+    from fulmen.utilities import MisconfigurationException
+
+    def trainer(epochs):
+        return L.Trainer(
+            max_epochs=epochs,
+            limit_train_batches=2,
+            limit_val_batches=1,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+            default_root_dir=tmp_path,
+        )
+
+    first = trainer(3)
+    first.fit(BoringModel())
+    first.save_checkpoint(tmp_path / "past.ckpt")
+    with pytest.raises(
+        MisconfigurationException, match=r"current_epoch=3, but you have set Trainer\(max_epochs=2\)"
+    ):
+        trainer(2).fit(BoringModel(), ckpt_path=tmp_path / "past.ckpt")
+    at_limit = trainer(3)
+    at_limit.fit(BoringModel(), ckpt_path=tmp_path / "past.ckpt")  # equal: nothing left to train, no error
+    assert at_limit.global_step == 6

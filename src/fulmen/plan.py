@@ -15,6 +15,7 @@ fixing the plan is what keeps the per-batch cost of a run to the hooks it needs.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,9 @@ def make_plan(trainer: Trainer, hooks: HookDispatcher, optimizers_ready: bool) -
             "optimizer_step",
         )
     }
+    for name in ("training_step", "validation_step", "test_step", "predict_step"):
+        if not _takes_batch_idx(getattr(module, name)):  # `def training_step(self, batch)`: called as it is written
+            steps[name] = _without_batch_idx(steps[name])
     plan = RunPlan(
         trainer,
         hooks,
@@ -152,6 +156,27 @@ def make_plan(trainer: Trainer, hooks: HookDispatcher, optimizers_ready: bool) -
     if profiler is not None:
         plan.transfer = _timed(profiler, "transfer_batch_to_device", plan.transfer)  # type: ignore[method-assign]
     return plan
+
+
+def _takes_batch_idx(step: Callable[..., Any]) -> bool:
+    """Whether a step method accepts `batch_idx`, by Lightning's rule: named so, *args, or two parameters."""
+    try:
+        params = list(inspect.signature(step).parameters.values())
+    except (TypeError, ValueError):  # a C function or odd callable: pass everything, as before
+        return True
+    if any(p.name == "batch_idx" or p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in positional for p in params) >= 2
+
+
+def _without_batch_idx(step: Callable[..., Any]) -> Callable[..., Any]:
+    """`step` called with the batch (and a dataloader_idx, when several) but not the batch index."""
+
+    def call(batch: Any, batch_idx: int, *rest: Any) -> Any:
+        return step(batch, *rest)
+
+    return call
 
 
 def _timed(profiler: Any, action: str, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -25,7 +25,7 @@ from fulmen import hparams
 from fulmen.checkpoint import lightning_loops
 from fulmen.checkpoint.files import CheckpointError, check_plain, load
 from fulmen.seed import rng_states
-from fulmen.utilities import rank_zero_warn
+from fulmen.utilities import MisconfigurationException, rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
@@ -222,6 +222,12 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     loops.pop("stage", None)
     progress = trainer.fit_loop.progress
     progress.load_state_dict(loops)
+    max_epochs = trainer.max_epochs
+    if max_epochs is not None and max_epochs != -1 and progress.epoch > max_epochs:
+        raise MisconfigurationException(  # Lightning's words: resuming would otherwise train nothing, silently
+            f"You restored a checkpoint with current_epoch={progress.epoch}, but you have set "
+            f"Trainer(max_epochs={max_epochs})."
+        )
     if progress.epoch_end_pending:  # saved inside on_train_epoch_end: finish that epoch's end here
         if module.automatic_optimization:
             _finish_epoch_schedulers(trainer, plateau_metrics or {})
