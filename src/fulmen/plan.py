@@ -139,7 +139,9 @@ def make_plan(trainer: Trainer, hooks: HookDispatcher, optimizers_ready: bool) -
         )
     }
     for name in ("training_step", "validation_step", "test_step", "predict_step"):
-        if not _takes_batch_idx(getattr(module, name)):  # `def training_step(self, batch)`: called as it is written
+        if not _takes_batch_idx(
+            getattr(module, name)
+        ):  # `def training_step(self, batch)`: called as it is written
             steps[name] = _without_batch_idx(steps[name])
     plan = RunPlan(
         trainer,
