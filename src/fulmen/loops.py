@@ -442,7 +442,7 @@ class FitLoop:
             return {}, False
         accumulate = t.accumulate_grad_batches
         zero_grad_now = batch_idx % accumulate == 0
-        step_now = self.ends_accumulation_window(batch_idx)
+        step_now = accumulate == 1 or self.ends_accumulation_window(batch_idx)  # no call in the common case
         if self._direct is not None:
             output, loss = self._direct_step(batch, batch_idx, zero_grad_now, step_now)
         else:

@@ -539,7 +539,7 @@ class ModelCheckpoint(Checkpoint):
         path = os.fspath(dirpath)
         return path if _files._is_url(path) else os.path.realpath(os.path.expanduser(path))
 
-    def _last_candidates(self, trainer: Trainer) -> list[str]:
+    def last_checkpoint_candidates(self, trainer: Trainer) -> list[str]:
         """`last*.ckpt` files in this folder, else in the sibling version folders of the logger."""
         if self.dirpath is None or _files._is_url(self.dirpath):
             found = []

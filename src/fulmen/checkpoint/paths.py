@@ -55,9 +55,7 @@ def _find_last(trainer: Trainer) -> str | None:
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "last_model_path", "") and exists(cb.last_model_path):
             return str(cb.last_model_path)
-        find = getattr(cb, "_last_candidates", None)
-        if find is not None:
-            candidates.extend(find(trainer))
+        candidates.extend(cb.last_checkpoint_candidates(trainer))
     local = [c for c in candidates if not _is_url(c) and os.path.exists(c)]
     if local:
         return max(local, key=os.path.getmtime)
