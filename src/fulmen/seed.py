@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
+from collections.abc import Generator
 from typing import Any
 
 import torch
@@ -79,3 +81,19 @@ def set_rng_states(state: dict[str, Any]) -> None:
         np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def isolate_rng(include_cuda: bool = True) -> Generator[None, None, None]:
+    """Run the block, then put the Python, NumPy and torch (CPU, and CUDA if asked) generators back.
+
+    Random numbers drawn inside the block do not change what is drawn after it:
+    ``with isolate_rng(): torch.rand(1)`` leaves ``torch.rand`` where it was.
+    """
+    state = rng_states()
+    if not include_cuda:
+        state.pop("cuda", None)
+    try:
+        yield
+    finally:
+        set_rng_states(state)

@@ -9,7 +9,6 @@ they tune (``lr``/``learning_rate``, ``batch_size``) is changed.
 from __future__ import annotations
 
 import copy
-import gc
 import math
 import random
 import shutil
@@ -24,6 +23,7 @@ import torch
 from fulmen.callbacks.callback import Callback
 from fulmen.datamodule import LightningDataModule
 from fulmen.utilities import MisconfigurationException, rank_zero_info, rank_zero_warn
+from fulmen.utilities.memory import garbage_collection_cuda, is_oom_error
 
 if TYPE_CHECKING:
     from fulmen.module import LightningModule
@@ -159,22 +159,6 @@ def _set_attr(where: list[tuple[Any, bool]], name: str, value: Any) -> None:
             owner.hparams[name] = value
         else:
             setattr(owner, name, value)
-
-
-def _is_oom(exc: BaseException) -> bool:
-    """Out-of-memory errors, as CUDA, MPS or CPU allocators raise them."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    if not isinstance(exc, RuntimeError) or not exc.args:
-        return False
-    message = str(exc.args[0])
-    return "out of memory" in message.lower() or "CUDNN_STATUS_NOT_SUPPORTED" in message
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 class _Snapshot:
@@ -445,7 +429,7 @@ def _lr_find(
             trial.fit(model, train_dataloaders=train_dataloaders, datamodule=datamodule)
     finally:
         snapshot.restore(model)
-        _free_memory()
+        garbage_collection_cuda()
     lr = finder.suggestion()
     if update_attr and lr is not None:
         _set_attr(_find_attr(model, None, name), name, lr)
@@ -498,9 +482,9 @@ def _scale_batch_size(
             try:
                 _run_method(trial, method, model, datamodule)
             except BaseException as exc:
-                if not _is_oom(exc):
+                if not is_oom_error(exc):
                     raise
-                _free_memory()
+                garbage_collection_cuda()
                 return False
             data_len[0] = _dataset_length(trial, method)
         return True
@@ -540,7 +524,7 @@ def _scale_batch_size(
         raise
     finally:
         snapshot.restore(model)
-        _free_memory()
+        garbage_collection_cuda()
     result = good if good is not None else original
     _set_attr(where, batch_arg_name, result)
     rank_zero_info(f"scale_batch_size: {batch_arg_name} set to {result}.")

@@ -13,8 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fulmen.callbacks.model_summary import ModelSummary, Summary, _human
+from fulmen.callbacks.model_summary import ModelSummary, Summary
 from fulmen.callbacks.progress import ProgressBar
+from fulmen.utilities.model_summary import get_human_readable_count as _human
 
 
 def _require_rich(what: str) -> None:

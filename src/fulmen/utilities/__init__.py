@@ -1,17 +1,29 @@
-"""Small helpers shared across fulmen: exceptions, rank-zero printing, moving batches, batch size."""
+"""Small helpers shared across fulmen: exceptions, rank-zero printing, moving batches, batch size.
+
+Lightning's `utilities.*` modules map onto this package (see fulmen.import_paths): the names users
+import from `lightning.pytorch.utilities` are all reachable from here.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import os
-import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
-F = TypeVar("F", bound=Callable[..., Any])
+from fulmen.utilities.rank_zero import (
+    LightningDeprecationWarning,
+    PossibleUserWarning,
+    WarningCache,
+    disable_possible_user_warnings,
+    rank_prefixed_message,
+    rank_zero_debug,
+    rank_zero_deprecation,
+    rank_zero_info,
+    rank_zero_only,
+    rank_zero_warn,
+)
 
 
 class MisconfigurationException(Exception):
@@ -33,46 +45,6 @@ class AttributeDict(dict):
 
     def __setattr__(self, key: str, value: Any) -> None:
         self[key] = value
-
-
-def _env_rank() -> int:
-    for key in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
-        if key in os.environ:
-            return int(os.environ[key])
-    return 0
-
-
-def rank_zero_only(fn: F) -> F:
-    """Decorate `fn` so that it runs only on the process of global rank 0."""
-
-    @functools.wraps(fn)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
-            return fn(*args, **kwargs)
-        return None
-
-    return wrapped  # type: ignore[return-value]
-
-
-rank_zero_only.rank = _env_rank()  # type: ignore[attr-defined]
-
-
-@rank_zero_only
-def rank_zero_warn(message: str, category: type[Warning] = UserWarning, stacklevel: int = 3) -> None:
-    """Warn once per process group: only rank 0 speaks."""
-    warnings.warn(message, category, stacklevel=stacklevel)
-
-
-@rank_zero_only
-def rank_zero_info(message: str) -> None:
-    """Print an informational line on rank 0."""
-    print(message, flush=True)
-
-
-def rank_zero_deprecation(message: str) -> None:
-    """Emit a DeprecationWarning on rank 0 pointing at the user's call site."""
-    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
-        warnings.warn(message, DeprecationWarning, stacklevel=4)
 
 
 def apply_to_collection(data: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
@@ -172,3 +144,48 @@ def overriding(name: str, instance: object, parent: type) -> Callable[..., Any] 
 def is_overridden(name: str, instance: object, parent: type) -> bool:
     """True when `instance.<name>` is not `parent`'s default (see `overriding` for the lookup rule)."""
     return overriding(name, instance, parent) is not None
+
+
+# names of `lightning.pytorch.utilities` that live in heavier or later modules: imported on first use
+_LAZY: dict[str, str] = {
+    "CombinedLoader": "fulmen.combined_loader",
+    "GradClipAlgorithmType": "fulmen.utilities.enums",
+    "LightningEnum": "fulmen.utilities.enums",
+    "find_shared_parameters": "fulmen.utilities.model_helpers",
+    "grad_norm": "fulmen.utilities.model_helpers",
+    "is_picklable": "fulmen.utilities.model_helpers",
+    "measure_flops": "fulmen.utilities.model_helpers",
+    "set_shared_parameters": "fulmen.utilities.model_helpers",
+    "is_shared_filesystem": "fulmen.utilities.data",
+    "suggested_max_num_workers": "fulmen.utilities.data",
+}
+
+__all__ = [
+    "AttributeDict",
+    "LightningDeprecationWarning",
+    "MisconfigurationException",
+    "PossibleUserWarning",
+    "SIGTERMException",
+    "WarningCache",
+    "apply_to_collection",
+    "disable_possible_user_warnings",
+    "extract_batch_size",
+    "is_overridden",
+    "move_data_to_device",
+    "overriding",
+    "rank_prefixed_message",
+    "rank_zero_debug",
+    "rank_zero_deprecation",
+    "rank_zero_info",
+    "rank_zero_only",
+    "rank_zero_warn",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fulmen.utilities' has no attribute {name!r}")

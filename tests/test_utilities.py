@@ -1,0 +1,235 @@
+"""fulmen.utilities: the helpers Lightning users import from lightning.pytorch.utilities."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from fulmen.utilities import (
+    PossibleUserWarning,
+    WarningCache,
+    disable_possible_user_warnings,
+    rank_prefixed_message,
+    rank_zero_only,
+)
+from fulmen.utilities.data import is_shared_filesystem, suggested_max_num_workers
+from fulmen.utilities.memory import (
+    garbage_collection_cuda,
+    is_cuda_out_of_memory,
+    is_cudnn_snafu,
+    is_oom_error,
+    is_out_of_cpu_memory,
+    recursive_detach,
+)
+from fulmen.utilities.migration import migrate_checkpoint
+from fulmen.utilities.model_helpers import (
+    find_shared_parameters,
+    grad_norm,
+    is_picklable,
+    measure_flops,
+    set_shared_parameters,
+)
+from fulmen.utilities.model_summary import ModelSummary, get_human_readable_count, summarize
+
+
+def _two_layers() -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    model(torch.ones(1, 2)).sum().backward()
+    return model
+
+
+def test_grad_norm_keys_and_values() -> None:
+    model = _two_layers()
+    norms = grad_norm(model, 2)
+    names = ["0.weight", "0.bias", "1.weight", "1.bias"]
+    assert list(norms) == [f"grad_2.0_norm/{n}" for n in names] + ["grad_2.0_norm_total"]
+    grads = [p.grad for p in model.parameters()]
+    assert norms["grad_2.0_norm/0.weight"] == pytest.approx(grads[0].norm(2).item())
+    total = torch.cat([g.flatten() for g in grads]).norm(2).item()
+    assert norms["grad_2.0_norm_total"] == pytest.approx(total, rel=1e-5)
+
+
+def test_grad_norm_inf_and_bad_type() -> None:
+    model = _two_layers()
+    norms = grad_norm(model, "inf", group_separator="_")
+    top = max(p.grad.abs().max().item() for p in model.parameters())
+    assert norms["grad_inf_norm_total"] == pytest.approx(top)
+    assert "grad_inf_norm_1.bias" in norms
+    with pytest.raises(ValueError, match="positive"):
+        grad_norm(model, 0)
+
+
+def test_find_and_set_shared_parameters() -> None:
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(2, 2)
+            self.b = nn.Linear(2, 2)
+            self.b.weight = self.a.weight
+
+    shared = find_shared_parameters(Tied())
+    assert shared == [["a.weight", "b.weight"]]
+    untied = Tied()
+    untied.b.weight = nn.Parameter(torch.zeros(2, 2))
+    assert find_shared_parameters(untied) == []
+    set_shared_parameters(untied, shared)
+    assert untied.b.weight is untied.a.weight
+
+
+def test_measure_flops_forward_and_backward() -> None:
+    layer = nn.Linear(4, 3)
+    x = torch.ones(2, 4)
+    forward = measure_flops(layer, lambda: layer(x))
+    assert forward == 2 * 2 * 4 * 3  # one multiply-add per weight per example
+    assert measure_flops(layer, lambda: layer(x), lambda y: y.sum()) == 2 * forward
+
+
+def test_is_picklable() -> None:
+    assert is_picklable({"lr": 0.1})
+    assert not is_picklable(lambda: 1)
+
+
+def test_suggested_max_num_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fulmen.utilities import data
+
+    monkeypatch.setattr(data, "_num_cpus_available", lambda: 16)
+    assert suggested_max_num_workers(1) == 15
+    assert suggested_max_num_workers(4) == 3
+    assert suggested_max_num_workers(32) == 1
+    with pytest.raises(ValueError, match=">= 1"):
+        suggested_max_num_workers(0)
+
+
+def test_is_shared_filesystem_single_process_is_true(tmp_path: os.PathLike[str]) -> None:
+    from fulmen.strategies import SingleDeviceStrategy
+
+    assert is_shared_filesystem(SingleDeviceStrategy(), tmp_path) is True
+
+
+def test_memory_error_recognition() -> None:
+    assert is_cuda_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert is_cudnn_snafu(RuntimeError("cuDNN error: CUDNN_STATUS_NOT_SUPPORTED. This error may appear"))
+    assert is_out_of_cpu_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert is_oom_error(RuntimeError("MPS backend out of memory"))
+    assert not is_oom_error(RuntimeError("shape mismatch"))
+    assert not is_oom_error(ValueError("CUDA out of memory"))
+    garbage_collection_cuda()  # no CUDA here: must simply return
+
+
+def test_recursive_detach() -> None:
+    x = torch.ones(2, requires_grad=True) * 2
+    out = recursive_detach({"a": x, "b": {"c": x}, "d": 3}, to_cpu=True)
+    assert not out["a"].requires_grad and not out["b"]["c"].requires_grad
+    assert out["d"] == 3 and torch.equal(out["a"], x.detach())
+
+
+class OldCallback:
+    """A callback class, as checkpoints before Lightning 1.9 used it as the key of its state."""
+
+
+def test_migrate_checkpoint_applies_newer_migrations_only() -> None:
+    ckpt = {
+        "pytorch-lightning_version": "0.9.0",
+        "checkpoint_callback_best_model_score": 0.5,
+        "callbacks": {OldCallback: {"x": 1}},
+        "amp_scaling_state": {"scale": 1},
+    }
+    migrated, applied = migrate_checkpoint(ckpt)
+    assert migrated is ckpt
+    assert list(applied) == ["0.10.0", "1.9.0", "2.0.0"]
+    assert ckpt["callbacks"] == {"ModelCheckpoint": {"best_model_score": 0.5}, "OldCallback": {"x": 1}}
+    assert "amp_scaling_state" not in ckpt
+    assert ckpt["pytorch-lightning_version"] == "2.5.0"
+    assert migrate_checkpoint(ckpt) == (ckpt, {})
+
+
+def test_migrate_checkpoint_stops_at_target_version() -> None:
+    ckpt = {"pytorch-lightning_version": "1.5.0", "amp_scaling_state": {}}
+    _, applied = migrate_checkpoint(ckpt, target_version="1.9.0")
+    assert list(applied) == ["1.9.0"]
+    assert "amp_scaling_state" in ckpt and ckpt["pytorch-lightning_version"] == "1.9.0"
+
+
+def test_model_summary_counts() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.Sequential(nn.Linear(3, 2), nn.ReLU()))
+    model[0].weight.requires_grad_(False)
+    summary = summarize(model, max_depth=1)
+    assert isinstance(summary, ModelSummary)
+    assert summary.layer_names == ["0", "1"]
+    assert summary.layer_types == ["Linear", "Sequential"]
+    assert summary.param_nums == [15, 8]
+    assert summary.total_parameters == 23 and summary.trainable_parameters == 11
+    assert summary.model_size == pytest.approx(23 * 4 / 1e6)
+    assert ModelSummary(model, max_depth=-1).layer_names == ["0", "1", "1.0", "1.1"]
+    assert "Total params" in str(summary)
+    with pytest.raises(ValueError, match="max_depth"):
+        ModelSummary(model, max_depth=-2)
+
+
+def test_human_readable_count() -> None:
+    assert [get_human_readable_count(n) for n in (123, 1234, 2_000_000, 3e9)] == [
+        "123",
+        "1.2 K",
+        "2.0 M",
+        "3.0 B",
+    ]
+
+
+def test_rank_prefixed_message_and_rank_zero_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert rank_prefixed_message("hi", 3) == "[rank: 3] hi"
+    assert rank_prefixed_message("hi", None) == "hi"
+    calls: list[int] = []
+    speak = rank_zero_only(lambda: calls.append(1))
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    speak()
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
+    speak()
+    assert calls == [1]
+
+
+def test_warning_cache_warns_once() -> None:
+    cache = WarningCache()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cache.warn("careful")
+        cache.warn("careful")
+    assert [str(w.message) for w in caught] == ["careful"]
+
+
+def test_disable_possible_user_warnings() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        disable_possible_user_warnings()
+        warnings.warn("maybe wrong", PossibleUserWarning, stacklevel=1)
+        warnings.warn("other", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in caught] == ["other"]
+
+
+def test_isolate_rng_restores_every_generator() -> None:
+    import numpy as np
+    from fulmen.utilities.seed import isolate_rng
+
+    torch.manual_seed(1)
+    random.seed(1)
+    np.random.seed(1)
+    expected = (torch.rand(1).item(), random.random(), np.random.rand())
+    torch.manual_seed(1)
+    random.seed(1)
+    np.random.seed(1)
+    with isolate_rng():
+        torch.rand(5), random.random(), np.random.rand(3)
+    assert (torch.rand(1).item(), random.random(), np.random.rand()) == expected
+
+
+def test_attribute_dict_pickles_under_its_lightning_path() -> None:
+    from fulmen.utilities.parsing import AttributeDict
+
+    hp = AttributeDict(lr=0.1)
+    assert pickle.loads(pickle.dumps(hp)) == {"lr": 0.1} and hp.lr == 0.1
