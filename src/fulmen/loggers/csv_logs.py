@@ -7,19 +7,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from fulmen.hparams_file import save_hparams_to_yaml
 from fulmen.loggers.logger import FolderLogger, rank_zero_experiment
 from fulmen.utilities import rank_zero_only
-
-
-def _plain(value: Any) -> Any:
-    """Hyper-parameters as YAML-safe plain values."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)
 
 
 class _CSVWriter:
@@ -69,10 +59,7 @@ class _CSVWriter:
 
     def save_hparams(self) -> None:
         """Write hparams.yaml."""
-        import yaml
-
-        with open(os.path.join(self.log_dir, "hparams.yaml"), "w") as f:
-            yaml.safe_dump(_plain(self.hparams), f)
+        save_hparams_to_yaml(os.path.join(self.log_dir, "hparams.yaml"), self.hparams)
 
 
 class CSVLogger(FolderLogger):

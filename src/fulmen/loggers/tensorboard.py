@@ -15,7 +15,7 @@ from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
 
-from fulmen.loggers.csv_logs import _plain
+from fulmen.hparams_file import save_hparams_to_yaml
 from fulmen.loggers.logger import FolderLogger, rank_zero_experiment
 from fulmen.utilities import move_data_to_device, rank_zero_only, rank_zero_warn
 
@@ -237,10 +237,7 @@ class TensorBoardLogger(FolderLogger):
             return
         self._writer.flush()
         if self.hparams and os.path.isdir(self.log_dir):
-            import yaml
-
-            with open(os.path.join(self.log_dir, "hparams.yaml"), "w") as f:
-                yaml.safe_dump(_plain(self.hparams), f)
+            save_hparams_to_yaml(os.path.join(self.log_dir, "hparams.yaml"), self.hparams)
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
