@@ -361,3 +361,44 @@ def test_add_lightning_class_args_adds_an_always_on_callback(tmp_path):
     (timer,) = [c for c in cli.trainer.callbacks if isinstance(c, Timer)]
     assert timer._interval == "epoch" and timer._verbose is False
     assert timer.time_elapsed("train") > 0
+
+
+def test_cli_names_lightning_scripts_import(capsys: pytest.CaptureFixture[str]) -> None:
+    from fulmen.cli import ReduceLROnPlateau, cli_lightning_logo, instantiate_class
+
+    cli_lightning_logo()
+    assert "drop-in for Lightning" in capsys.readouterr().out
+    layer = torch.nn.Linear(2, 1)
+    optimizer = instantiate_class(
+        layer.parameters(), {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.5}}
+    )
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.param_groups[0]["lr"] == 0.5
+    scheduler = instantiate_class(
+        (optimizer, "val_loss"), {"class_path": "fulmen.cli.ReduceLROnPlateau", "init_args": {"patience": 0}}
+    )
+    assert (
+        isinstance(scheduler, ReduceLROnPlateau)
+        and scheduler.monitor == "val_loss"
+        and scheduler.patience == 0
+    )
+    with pytest.raises(MisconfigurationException, match="class_path"):
+        instantiate_class((), {"init_args": {}})
+
+
+def test_cli_module_imports_without_jsonargparse() -> None:
+    # Lightning's example scripts import cli_lightning_logo without ever building a LightningCLI
+    code = textwrap.dedent(
+        """
+        import sys
+        sys.modules["jsonargparse"] = None  # as if it were not installed
+        from fulmen.cli import LightningCLI, cli_lightning_logo
+        cli_lightning_logo()
+        try:
+            LightningCLI(run=False, args=[])
+        except ModuleNotFoundError as err:
+            print("ERROR:", err)
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "PyTorch training" in out
+    assert 'ERROR: LightningCLI needs jsonargparse: pip install "jsonargparse[signatures]"' in out

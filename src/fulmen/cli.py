@@ -8,7 +8,9 @@ the full configuration, and the configuration of every run is saved as ``config.
 folder, so that ``--config that/config.yaml`` reruns it.
 
 ``jsonargparse`` is an optional dependency (``pip install "jsonargparse[signatures]"``); ``import
-fulmen`` does not import this module.
+fulmen`` does not import this module. Without it the module still imports (the type aliases,
+``instantiate_class``, ``ReduceLROnPlateau`` and ``cli_lightning_logo`` work), and building a
+LightningCLI says what to install.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import importlib
 import inspect
 import os
 import sys
-from collections.abc import Callable, Sequence
+from argparse import Namespace
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from fulmen.callbacks.callback import Callback
 from fulmen.datamodule import LightningDataModule
@@ -28,6 +33,7 @@ from fulmen.module import LightningModule
 from fulmen.seed import seed_everything
 from fulmen.trainer import Trainer
 from fulmen.utilities import MisconfigurationException, is_overridden
+from fulmen.utilities.types import LRSchedulerTypeTuple, LRSchedulerTypeUnion
 
 _SUBCOMMANDS: dict[str, set[str]] = {
     # Trainer method -> its arguments that the CLI fills itself (the rest become options)
@@ -38,15 +44,83 @@ _SUBCOMMANDS: dict[str, set[str]] = {
 }
 
 
+_NEEDS_JSONARGPARSE = (
+    'LightningCLI needs jsonargparse: pip install "jsonargparse[signatures]" (or "fulmen[extra]").'
+)
+
 try:
     from jsonargparse import ActionConfigFile, ArgumentParser, lazy_instance
-except ImportError as err:  # an optional dependency: say how to get it
-    raise ModuleNotFoundError(
-        'fulmen.cli needs jsonargparse: pip install "jsonargparse[signatures]" (or "fulmen[extra]").'
-    ) from err
+except ImportError:  # an optional dependency: the module still imports; building a parser says what to get
+
+    class ArgumentParser:  # type: ignore[no-redef]
+        """Stands in for jsonargparse's parser when it is not installed."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            raise ModuleNotFoundError(_NEEDS_JSONARGPARSE)
+
+    ActionConfigFile = None  # type: ignore[misc,assignment]
+
+    def lazy_instance(*args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        """Stands in for jsonargparse's lazy_instance when it is not installed."""
+        raise ModuleNotFoundError(_NEEDS_JSONARGPARSE)
 
 
-__all__ = ["LightningArgumentParser", "LightningCLI", "SaveConfigCallback", "lazy_instance"]
+# the types of `configure_optimizers` building blocks that a LightningCLI model takes as arguments
+ArgsType = list[str] | dict[str, Any] | Namespace | None
+OptimizerCallable = Callable[[Iterable[Any]], Optimizer]
+LRSchedulerCallable = Callable[[Optimizer], LRScheduler | torch.optim.lr_scheduler.ReduceLROnPlateau]
+
+
+class ReduceLROnPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    """torch's ReduceLROnPlateau that also names the metric it watches (`monitor`), so a config can build it."""
+
+    def __init__(self, optimizer: Optimizer, monitor: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(optimizer, *args, **kwargs)
+        self.monitor = monitor
+
+
+def instantiate_class(args: Any | tuple[Any, ...], init: dict[str, Any]) -> Any:
+    """Build ``init["class_path"]`` with positional `args` (one value or a tuple) and ``init["init_args"]``.
+
+    ``instantiate_class(self.parameters(), {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}})``
+    """
+    if "class_path" not in init:
+        raise MisconfigurationException(f"instantiate_class: {init!r} has no 'class_path'.")
+    positional = args if isinstance(args, tuple) else (args,)
+    cls = _import_object(init["class_path"])
+    return cls(*positional, **dict(init.get("init_args") or {}))
+
+
+_LOGO = r"""
+        ___
+       /  /      ___     _
+      /  /__    | __|  _| |_ __  ___ _ _
+     /__   /    | _| || | | '  \/ -_) ' \
+       /  /     |_| \_,_|_|_|_|_\___|_||_|
+      /  /
+     /__/     PyTorch training, drop-in for Lightning
+"""
+
+
+def cli_lightning_logo() -> None:
+    """Print fulmen's logo (what Lightning's example scripts print at start)."""
+    print(_LOGO)
+
+
+__all__ = [
+    "ArgsType",
+    "LightningArgumentParser",
+    "LightningCLI",
+    "LRSchedulerCallable",
+    "LRSchedulerTypeTuple",
+    "LRSchedulerTypeUnion",
+    "OptimizerCallable",
+    "ReduceLROnPlateau",
+    "SaveConfigCallback",
+    "cli_lightning_logo",
+    "instantiate_class",
+    "lazy_instance",
+]
 
 
 class LightningArgumentParser(ArgumentParser):
