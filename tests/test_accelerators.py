@@ -211,3 +211,24 @@ def test_several_tpus_are_refused_with_a_clear_message(fake_torch_xla):
 
     with pytest.raises(MisconfigurationException, match="one device for now.*devices=1"):
         select_strategy("auto", select_accelerator("tpu"), [0, 1], 1, Precision())
+
+
+def test_find_usable_cuda_devices_without_cuda() -> None:
+    from fulmen.accelerators import find_usable_cuda_devices
+
+    assert find_usable_cuda_devices(0) == []
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no visible CUDA devices"):
+            find_usable_cuda_devices(-1)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_find_usable_cuda_devices_on_gpus() -> None:
+    from fulmen.accelerators import find_usable_cuda_devices
+
+    every = find_usable_cuda_devices(-1)
+    assert every == list(range(torch.cuda.device_count()))
+    assert find_usable_cuda_devices(1) == every[:1]
+    with pytest.raises(ValueError, match="visible"):
+        find_usable_cuda_devices(torch.cuda.device_count() + 1)

@@ -1,5 +1,6 @@
 """DDP with real processes on 127.0.0.1 (gloo): scripts in tests/helpers run in subprocesses with timeouts."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -545,3 +546,24 @@ def test_a_rank_that_stops_answering_is_named_when_the_timeout_ends_the_job(tmp_
     assert "rank 1 did not answer" in proc.stderr, proc.stderr[-3000:]
     assert "timeout" in proc.stderr and "killed by a signal" not in proc.stderr
     assert elapsed < 100  # the stall lasts 120 s
+
+
+def test_ddp_and_fsdp_are_parallel_strategies():
+    from fulmen.strategies import DDPStrategy, FSDPStrategy, ParallelStrategy, SingleDeviceStrategy
+
+    ddp = DDPStrategy(parallel_devices=[torch.device("cpu")] * 2)
+    assert isinstance(ddp, ParallelStrategy) and issubclass(FSDPStrategy, ParallelStrategy)
+    assert not isinstance(SingleDeviceStrategy(), ParallelStrategy)
+    assert ddp.num_processes == 2
+    assert ddp.distributed_sampler_kwargs == {"num_replicas": 2, "rank": 0}
+    calls = []
+
+    class Wrapped(torch.nn.Module):
+        def no_sync(self):
+            calls.append("no_sync")
+            return contextlib.nullcontext()
+
+    ddp.model = Wrapped()
+    with ddp.block_backward_sync():
+        calls.append("backward")
+    assert calls == ["no_sync", "backward"]

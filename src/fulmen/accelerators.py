@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from fulmen.out_of_scope import raise_for_flag
 from fulmen.utilities import MisconfigurationException
 
 
@@ -130,6 +131,7 @@ def select_accelerator(accelerator: str | Accelerator) -> Accelerator:
     """Turn the `accelerator=` flag into an Accelerator, checking that the hardware exists."""
     if isinstance(accelerator, Accelerator):
         return accelerator
+    raise_for_flag("accelerator", accelerator)
     name = str(accelerator).lower()
     if name == "auto":
         for candidate in ("tpu", "cuda", "mps"):
@@ -192,3 +194,36 @@ def parse_devices(devices: Any, accelerator: Accelerator) -> list[int]:
     raise MisconfigurationException(
         f"devices={devices!r} is not valid; use 'auto', an int, -1 or a list of indices."
     )
+
+
+def find_usable_cuda_devices(num_devices: int = -1) -> list[int]:
+    """Indices of `num_devices` CUDA devices this process can really use (-1: all of them).
+
+    Each visible device is tried with a small allocation, so devices that another process holds in
+    exclusive mode are skipped: ``Trainer(devices=find_usable_cuda_devices(2))`` on a shared machine.
+    Raises ValueError when fewer than `num_devices` usable devices exist.
+    """
+    if num_devices == 0:
+        return []
+    visible = torch.cuda.device_count()
+    if visible == 0:
+        raise ValueError(
+            f"find_usable_cuda_devices({num_devices}): there are no visible CUDA devices on this machine."
+        )
+    if num_devices > visible:
+        raise ValueError(f"find_usable_cuda_devices({num_devices}): only {visible} CUDA devices are visible.")
+    usable: list[int] = []
+    for index in range(visible):
+        if num_devices != -1 and len(usable) == num_devices:
+            break
+        try:
+            torch.tensor(0, device=torch.device("cuda", index))
+        except RuntimeError:
+            continue  # busy (exclusive mode) or broken
+        usable.append(index)
+    if num_devices != -1 and len(usable) < num_devices:
+        raise ValueError(
+            f"find_usable_cuda_devices({num_devices}): only {len(usable)} of the {visible} visible CUDA devices "
+            f"could be used ({usable}); the others are busy or unavailable."
+        )
+    return usable

@@ -8,14 +8,16 @@ from typing import Any
 import torch
 
 from fulmen.accelerators import Accelerator
+from fulmen.out_of_scope import raise_for_flag
 from fulmen.precision import Precision
-from fulmen.strategies.strategy import SingleDeviceStrategy, Strategy
+from fulmen.strategies.strategy import ParallelStrategy, SingleDeviceStrategy, Strategy
 from fulmen.utilities import MisconfigurationException
 
 __all__ = [
     "DDPSpawnStrategy",
     "DDPStrategy",
     "FSDPStrategy",
+    "ParallelStrategy",
     "SingleDeviceStrategy",
     "Strategy",
     "select_strategy",
@@ -50,6 +52,10 @@ def __getattr__(name: str) -> Any:
         from fulmen.strategies.fsdp import FSDPStrategy
 
         return FSDPStrategy
+    if name in ("DeepSpeedStrategy", "ModelParallelStrategy", "XLAStrategy"):
+        from fulmen import out_of_scope
+
+        return getattr(out_of_scope, name)
     raise AttributeError(f"module 'fulmen.strategies' has no attribute {name!r}")
 
 
@@ -75,6 +81,7 @@ def select_strategy(
         if connect is not None:  # a distributed strategy built by the user: give it devices and nodes
             connect(accelerator, device_objs, num_nodes)
         return strategy
+    raise_for_flag("strategy", strategy)
     name = str(strategy).lower()
     if name in _REMOVED:
         raise MisconfigurationException(_REMOVED[name])

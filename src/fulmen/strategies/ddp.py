@@ -35,7 +35,7 @@ from fulmen.environments import ClusterEnvironment, detect_environment
 from fulmen.layer_sync import TorchSyncBatchNorm
 from fulmen.precision import Precision
 from fulmen.strategies.launchers import make_launcher
-from fulmen.strategies.strategy import Strategy
+from fulmen.strategies.strategy import ParallelStrategy
 from fulmen.utilities import MisconfigurationException, apply_to_collection, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ _REDUCE_OPS = {
 }
 
 
-class DDPStrategy(Strategy):
+class DDPStrategy(ParallelStrategy):
     """DistributedDataParallel over `devices` x `num_nodes` processes.
 
     Args:
@@ -82,13 +82,11 @@ class DDPStrategy(Strategy):
         num_nodes: int = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(accelerator, None, precision)
+        super().__init__(accelerator, parallel_devices, cluster_environment, None, precision)
         if start_method not in _START_METHODS:
             raise MisconfigurationException(
                 f"DDPStrategy(start_method={start_method!r}) is not valid; use one of {list(_START_METHODS)}."
             )
-        self.parallel_devices = parallel_devices
-        self.cluster_environment = cluster_environment
         self.num_nodes = num_nodes
         self.process_group_backend = process_group_backend
         self.timeout = timeout or DEFAULT_TIMEOUT
@@ -118,16 +116,6 @@ class DDPStrategy(Strategy):
     @property
     def node_rank(self) -> int:  # noqa: D102
         return self._node_rank
-
-    @property
-    def num_processes(self) -> int:
-        """Processes on each machine (one per device)."""
-        return len(self.parallel_devices or [None])
-
-    @property
-    def distributed_sampler_kwargs(self) -> dict[str, int]:
-        """How this process's DistributedSampler is built."""
-        return {"num_replicas": self.world_size, "rank": self.global_rank}
 
     def connect_flags(self, accelerator: Accelerator, devices: list[torch.device], num_nodes: int) -> None:
         """Fill in what the Trainer's flags decide (called by `select_strategy`)."""

@@ -288,7 +288,9 @@ def _script_command() -> list[str]:
             "(a notebook or an interactive shell). Use strategy='ddp_notebook' (fork) or 'ddp_spawn', or start "
             "the script with torchrun."
         )
-    return [sys.executable, os.path.abspath(main_file), *sys.argv[1:]]
+    from fulmen.compat import script_prefix  # a script run by `fulmen exec` re-runs in zero-change mode
+
+    return [sys.executable, *script_prefix(), os.path.abspath(main_file), *sys.argv[1:]]
 
 
 class _Children:

@@ -7,8 +7,9 @@ own setting (one device; many processes with DistributedDataParallel; sharded wi
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,6 +25,7 @@ from fulmen.utilities import MisconfigurationException
 if TYPE_CHECKING:
     from fulmen.accelerators import Accelerator
     from fulmen.checkpoint_io import CheckpointIO
+    from fulmen.environments import ClusterEnvironment
     from fulmen.module import LightningModule
     from fulmen.trainer import Trainer
 
@@ -278,3 +280,45 @@ class SingleDeviceStrategy(Strategy):
     ) -> None:
         # Lightning's argument order (`SingleDeviceStrategy("cuda:0")`), and a device given as a string
         super().__init__(accelerator, torch.device(device), precision)
+
+
+class ParallelStrategy(Strategy):
+    """The base of strategies with one process per device (DDP, FSDP): devices, cluster environment, ranks.
+
+    `isinstance(trainer.strategy, ParallelStrategy)` tells whether a run is distributed. Subclasses
+    implement the collectives (`reduce`, `all_gather`, `barrier`, `broadcast`) and the process setup.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        parallel_devices: list[torch.device] | None = None,
+        cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: Any = None,
+        precision: Precision | None = None,
+    ) -> None:
+        super().__init__(accelerator, None, precision)
+        self.parallel_devices = parallel_devices
+        self.cluster_environment = cluster_environment
+        if checkpoint_io is not None:
+            self.checkpoint_io = checkpoint_io
+
+    @property
+    def num_processes(self) -> int:
+        """Processes on each machine (one per device)."""
+        return len(self.parallel_devices or [None])
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int]:
+        """How this process's DistributedSampler is built."""
+        return {"num_replicas": self.world_size, "rank": self.global_rank}
+
+    @contextlib.contextmanager
+    def block_backward_sync(self) -> Generator[None, None, None]:
+        """Skip the gradient all-reduce of backward passes inside this block (gradient accumulation)."""
+        no_sync = getattr(self.model, "no_sync", None)
+        if no_sync is None:
+            yield
+            return
+        with no_sync():
+            yield

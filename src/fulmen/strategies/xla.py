@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fulmen.out_of_scope import XLAStrategy  # noqa: F401  # multi-device XLA: out of scope, importable
 from fulmen.strategies.strategy import SingleDeviceStrategy
 
 
