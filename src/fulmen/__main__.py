@@ -12,6 +12,12 @@ def _plot(argv: Sequence[str]) -> int:
     return plot_main(argv)
 
 
+def _exec(argv: Sequence[str]) -> int:
+    from fulmen.compat import run
+
+    return run(argv)
+
+
 def _run(argv: Sequence[str]) -> int:
     from fulmen.cli import run_main
 
@@ -20,6 +26,7 @@ def _run(argv: Sequence[str]) -> int:
 
 # subcommand -> (handler taking the remaining arguments, one-line help)
 COMMANDS: dict[str, tuple[Callable[[Sequence[str]], int], str]] = {
+    "exec": (_exec, "run a Lightning script unchanged on fulmen: fulmen exec train.py ARGS (or -m MODULE)"),
     "plot": (_plot, "draw a run's training curves: fulmen plot lightning_logs/version_0"),
     "run": (_run, "run a module by import path: fulmen run examples.mnist:MNISTClassifier [DATA] fit ..."),
 }

@@ -32,6 +32,7 @@ import socket
 import subprocess
 from typing import TYPE_CHECKING, Any
 
+from fulmen.out_of_scope import XLAEnvironment  # noqa: F401  # re-exported: Lightning's plugins.environments
 from fulmen.utilities import MisconfigurationException, rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:

@@ -28,6 +28,12 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from fulmen.out_of_scope import (  # noqa: F401  # Lightning's plugins.precision names, importable
+    BitsandbytesPrecision,
+    DeepSpeedPrecision,
+    TransformerEnginePrecision,
+    XLAPrecision,
+)
 from fulmen.utilities import MisconfigurationException, apply_to_collection, rank_zero_warn
 
 if TYPE_CHECKING:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from fulmen.out_of_scope import XLAProfiler  # noqa: F401  # out of scope; importable as in Lightning
 from fulmen.utilities import MisconfigurationException
 
 if TYPE_CHECKING:

@@ -44,6 +44,7 @@ from fulmen.preemption import sigterm_received
 from fulmen.profilers import Profiler, _profiled_run, resolve_profiler
 from fulmen.progress import Progress
 from fulmen.results import RunResults
+from fulmen.seed import seed_everything  # noqa: F401  # `lightning.pytorch.trainer.seed_everything`
 from fulmen.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 from fulmen.strategies import Strategy, select_strategy
 from fulmen.utilities import (

@@ -204,3 +204,12 @@ class TQDMProgressBar(ProgressBar):
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:  # noqa: D102
         self._end_eval()
         self._close()
+
+
+def __getattr__(name: str) -> Any:
+    # `lightning.pytorch.callbacks.progress.RichProgressBar`: loaded on first use (rich is optional)
+    if name == "RichProgressBar":
+        from fulmen.callbacks.rich_progress import RichProgressBar
+
+        return RichProgressBar
+    raise AttributeError(f"module 'fulmen.callbacks.progress' has no attribute {name!r}")

@@ -11,10 +11,12 @@ from fulmen.loggers.logger import Logger, rank_zero_experiment
 from fulmen.loggers.mlflow import MLFlowLogger
 from fulmen.loggers.tensorboard import TensorBoardLogger
 from fulmen.loggers.wandb import WandbLogger
+from fulmen.out_of_scope import LitLogger
 
 __all__ = [
     "CSVLogger",
     "CometLogger",
+    "LitLogger",
     "Logger",
     "MLFlowLogger",
     "TensorBoardLogger",
