@@ -2,7 +2,7 @@
 
 PATH_NAMES is the list of served paths and the user-facing names each must give; it was taken from
 Lightning 2.6's own modules (internals such as loops.*, trainer.connectors.* and private helpers left
-out, see docs/migrating.md). Names that other parts of fulmen are still adding are listed in PENDING.
+out, see docs/migrating.md).
 """
 
 from __future__ import annotations
@@ -334,91 +334,18 @@ PATH_NAMES: dict[str, tuple[str, ...]] = {
     "fulmen.utilities.warnings": ("PossibleUserWarning",),
 }
 
-# (path, name) -> the part of fulmen that is adding it; a path alone means all its names
-PENDING: dict[tuple[str, str] | str, str] = {
-    **{
-        path: "extras"
-        for path in (
-            "fulmen.callbacks.checkpoint",
-            "fulmen.callbacks.device_stats_monitor",
-            "fulmen.callbacks.finetuning",
-            "fulmen.callbacks.pruning",
-            "fulmen.callbacks.spike",
-            "fulmen.callbacks.weight_averaging",
-            "fulmen.loggers.comet",
-            "fulmen.plugins.layer_sync",
-        )
-    },
-    **{
-        ("fulmen.callbacks", name): "extras"
-        for name in (
-            "BackboneFinetuning",
-            "BaseFinetuning",
-            "Checkpoint",
-            "DeviceStatsMonitor",
-            "EMAWeightAveraging",
-            "ModelPruning",
-            "SpikeDetection",
-            "WeightAveraging",
-        )
-    },
-    **{
-        ("fulmen.plugins.environments", name): "extras"
-        for name in ("KubeflowEnvironment", "LSFEnvironment", "MPIEnvironment")
-    },
-    ("fulmen.loggers", "CometLogger"): "extras",
-    ("fulmen.loggers.logger", "DummyLogger"): "dataload",
-    ("fulmen.plugins.precision", "FSDPPrecision"): "extras",
-    ("fulmen.plugins.precision.fsdp", "FSDPPrecision"): "extras",
-    ("fulmen.plugins", "FSDPPrecision"): "extras",
-    ("fulmen.plugins", "LayerSync"): "extras",
-    ("fulmen.plugins", "TorchSyncBatchNorm"): "extras",
-    **{
-        path: "safety"
-        for path in (
-            "fulmen.plugins.io",
-            "fulmen.plugins.io.async_plugin",
-            "fulmen.plugins.io.checkpoint_plugin",
-            "fulmen.plugins.io.torch_plugin",
-            "fulmen.plugins.io.wrapper",
-            "fulmen.plugins.io.xla_plugin",
-        )
-    },
-    **{
-        ("fulmen.plugins", name): "safety"
-        for name in ("AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO", "XLACheckpointIO")
-    },
-    "fulmen.trainer.states": "behaviour",
-    "fulmen.utilities.enums": "behaviour (fulmen.states.LightningEnum)",
-    ("fulmen.utilities", "GradClipAlgorithmType"): "behaviour (fulmen.states.LightningEnum)",
-    ("fulmen.utilities", "LightningEnum"): "behaviour (fulmen.states.LightningEnum)",
-    "fulmen.utilities.combined_loader": "dataload",
-    ("fulmen.utilities", "CombinedLoader"): "dataload",
-    ("fulmen.utilities.exceptions", "SIGTERMException"): "archckpt",
-}
-
 
 def _pairs() -> list[tuple[str, str]]:
     return [(path, name) for path, names in PATH_NAMES.items() for name in names]
 
 
-def _marks(path: str, name: str) -> list[pytest.MarkDecorator]:
-    lane = PENDING.get((path, name)) or PENDING.get(path)
-    return [pytest.mark.xfail(reason=f"not landed yet ({lane})", strict=True)] if lane else []
-
-
-@pytest.mark.parametrize(
-    ("path", "name"), [pytest.param(p, n, marks=_marks(p, n), id=f"{p}:{n}") for p, n in _pairs()]
-)
+@pytest.mark.parametrize(("path", "name"), [pytest.param(p, n, id=f"{p}:{n}") for p, n in _pairs()])
 def test_every_served_path_gives_its_names(path: str, name: str) -> None:
     module = importlib.import_module(path)
     assert getattr(module, name) is not None
 
 
-@pytest.mark.parametrize(
-    "path",
-    [pytest.param(p, marks=_marks(p, "")) for p in PATH_NAMES],
-)
+@pytest.mark.parametrize("path", list(PATH_NAMES))
 def test_every_served_path_imports(path: str) -> None:
     assert importlib.import_module(path) is not None
 
@@ -429,7 +356,7 @@ def test_every_row_of_the_table_is_a_listed_path() -> None:
     assert unlisted == []
 
 
-@pytest.mark.parametrize("path", [p for p in PATH_NAMES if p != "fulmen" and not PENDING.get(p)])
+@pytest.mark.parametrize("path", [p for p in PATH_NAMES if p != "fulmen"])
 def test_the_pytorch_prefix_is_the_same_module(path: str) -> None:
     # lightning.pytorch.X and lightning.X both map to fulmen.X
     rest = path[len("fulmen") :]

@@ -26,6 +26,9 @@ LAYERS: list[tuple[str, ...]] = [
         "fulmen.environments",
         "fulmen.accelerators",
         "fulmen.profilers",
+        "fulmen.import_paths",
+        "fulmen.out_of_scope",
+        "fulmen.compat",
     ),
     # 1. values a run computes and keeps: numerics, logged results, optimizers, checkpoint files and state
     (
@@ -37,6 +40,9 @@ LAYERS: list[tuple[str, ...]] = [
         "fulmen.epoch_replay",
         "fulmen.checkpoint",
         "fulmen.checkpoint_io",
+        "fulmen.hparams_file",
+        "fulmen.plugins",
+        "fulmen.utilities.types",
     ),
     # 2. what users subclass, and where their data comes from
     (

@@ -238,7 +238,7 @@ def test_fsdp_precision_acts_as_its_mode(make_trainer):
 
 
 def test_xla_precision_is_out_of_scope():
-    with pytest.raises(NotImplementedError, match="XLAPrecision is out of scope"):
+    with pytest.raises(NotImplementedError, match="XLAPrecision.*out of scope"):
         XLAPrecision("bf16-true")
 
 

@@ -13,12 +13,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fulmen.hparams import is_omegaconf
+
 __all__ = ["load_hparams_from_yaml", "plain_hparams", "save_hparams_to_yaml"]
 
 
 def _to_container(value: Any) -> Any:
     # OmegaConf's DictConfig/ListConfig (every Hydra project) become plain dicts and lists
-    if type(value).__module__.startswith("omegaconf"):
+    if is_omegaconf(value):
         from omegaconf import OmegaConf
 
         return OmegaConf.to_container(value, resolve=True)

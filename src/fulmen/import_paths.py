@@ -34,7 +34,6 @@ SERVED_PATHS: dict[str, str] = {
     "fulmen.accelerators.xla": "fulmen.accelerators",
     # callbacks (the package is real; these are Lightning's file names for fulmen's modules)
     "fulmen.callbacks.device_stats_monitor": "fulmen.callbacks.device_stats",
-    "fulmen.callbacks.finetuning": "fulmen.callbacks.finetuning",
     "fulmen.callbacks.gradient_accumulation_scheduler": "fulmen.callbacks.gradient_accumulation",
     "fulmen.callbacks.progress.progress_bar": "fulmen.callbacks.progress",
     "fulmen.callbacks.progress.tqdm_progress": "fulmen.callbacks.progress",

@@ -29,7 +29,11 @@ FEATURES: dict[str, tuple[str, str]] = {
         "TransformerEngine FP8 precision",
         "use precision='bf16-mixed' or call transformer_engine in your module",
     ),
-    "XLAPrecision": ("XLA precision plugins", "use precision='bf16-true' on one TPU"),
+    "XLAPrecision": (
+        "the XLA precision plugin",
+        "TPU runs take the precision flag instead, e.g. Trainer(accelerator='tpu', precision='bf16-true'); "
+        "remove XLAPrecision from plugins=",
+    ),
     "XLAStrategy": ("multi-device XLA (TPU) training", "use one TPU: accelerator='tpu', devices=1"),
     "XLAProfiler": ("the XLA profiler", "use PyTorchProfiler, or torch_xla's own profiler"),
     "XLAEnvironment": ("the XLA cluster environment", "use one TPU: accelerator='tpu', devices=1"),

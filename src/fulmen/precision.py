@@ -329,16 +329,6 @@ class FSDPPrecision(Precision):
         self._mode().load_state_dict(state_dict)
 
 
-class XLAPrecision(Precision):
-    """Lightning's TPU precision plugin: out of scope in fulmen (it raises a clear error)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        raise NotImplementedError(
-            "XLAPrecision is out of scope in fulmen: TPU runs take the precision flag instead, e.g. "
-            "Trainer(accelerator='tpu', precision='bf16-true'). Remove XLAPrecision from plugins=."
-        )
-
-
 _VALID = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
 _LEGACY = {16: "16-mixed", "16": "16-mixed", "bf16": "bf16-mixed", 32: "32-true", "32": "32-true"}
 _LEGACY.update({64: "64-true", "64": "64-true"})
