@@ -106,3 +106,68 @@ def test_fit_without_ckpt_path_resumes_from_a_callbacks_resume_checkpoint_path(t
     trainer.fit(BoringModel())
     assert trainer.ckpt_path == path
     assert trainer.global_step == 6  # 3 restored + 3 of the second epoch
+
+
+GROUP_SCRIPT = """
+import os, sys, time
+import torch
+from torch.utils.data import DataLoader
+import fulmen as L
+from fulmen.callbacks import Callback, ModelCheckpoint
+from fulmen.demos import BoringModel
+from fulmen.loggers import CSVLogger
+
+out = sys.argv[1]
+
+class Slow(BoringModel):
+    def training_step(self, batch, batch_idx):
+        time.sleep(0.02)
+        self.log("loss_value", float(batch_idx))
+        return super().training_step(batch, batch_idx)
+    def train_dataloader(self):
+        return DataLoader(torch.randn(4096, 32), batch_size=2, num_workers=2)
+
+class Ready(Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == 10:
+            open(os.path.join(out, "ready"), "w").close()
+
+trainer = L.Trainer(max_epochs=1, default_root_dir=out, logger=CSVLogger(out), enable_progress_bar=False,
+                    enable_model_summary=False, limit_val_batches=0, log_every_n_steps=1,
+                    callbacks=[Ready(), ModelCheckpoint(dirpath=os.path.join(out, "ckpts"))])
+trainer.fit(Slow())
+print("fit returned", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("run", range(2))
+def test_sigterm_to_the_whole_process_group_with_workers_saves_and_exits_zero(tmp_path, run):
+    """Issue 13 item 4: SLURM/Kubernetes signal every process; the DataLoader workers must not spoil the save."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "train.py"
+    script.write_text(GROUP_SCRIPT)
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    env = dict(os.environ, PYTHONPATH=src)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a job under SLURM
+    )
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "ready").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # the main process and both workers
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM received" in err
+    saved = torch.load(tmp_path / "ckpts" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] >= 10
+    assert os.path.getsize(tmp_path / "lightning_logs" / "version_0" / "metrics.csv") > 0

@@ -62,6 +62,10 @@ SCRIPT = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
             if kill_kind == "sigterm" and trainer._progress.total_batches + 1 == kill_at:
                 os.kill(os.getpid(), signal.SIGTERM)  # ModelCheckpoint writes last.ckpt at this batch's end
+        def on_train_epoch_end(self, trainer, module):
+            if kill_kind == "epoch" and trainer.current_epoch + 1 == kill_at:  # an end-of-epoch checkpoint
+                trainer.save_checkpoint(os.path.join(self.ckpt_dir, "last.ckpt"))
+                os.kill(os.getpid(), signal.SIGKILL)
 
     def train(mode):
         ckpt_dir = os.path.join(out_dir, "full_ckpts" if mode == "full" else "ckpts")
@@ -131,6 +135,19 @@ def test_sigkill_mid_epoch_inside_accumulation_window_resumes_bit_identical(tmp_
     )
     assert info_a == info_b  # every counter, the learning rate and the scheduler positions
     assert info_b["global_step"] == 12 and info_b["epoch"] == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill_kind, kill_at", [("epoch", 1), ("batch", 12)], ids=["epoch_end_checkpoint", "last_batch_checkpoint"]
+)
+def test_persistent_workers_resume_at_an_epoch_boundary_bit_identical(tmp_path, kill_kind, kill_at):
+    """Issue 13 item 3: the next epoch's first iterator must not draw a worker seed the original run did not."""
+    info_a, info_b = _kill_and_resume(
+        tmp_path, workers=2, accumulate=1, kill_kind=kill_kind, kill_at=kill_at, persistent=1
+    )
+    assert info_a == info_b
+    assert info_b["global_step"] == 24
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -190,8 +191,66 @@ def seed_workers(loader: Any) -> None:
     """After `seed_everything(workers=True)`, give each worker its own python/numpy seed (as Lightning does)."""
     if os.environ.get("PL_SEED_WORKERS") != "1" or not isinstance(loader, DataLoader):
         return
-    if loader.num_workers > 0 and loader.worker_init_fn is None:
+    current = loader.worker_init_fn
+    if isinstance(current, _IgnoreSigterm):  # shielded by an earlier run: look at the user's own function
+        current = current.user_fn
+    if loader.num_workers > 0 and current is None:
         loader.worker_init_fn = worker_init_fn
+
+
+class _IgnoreSigterm:
+    """A DataLoader `worker_init_fn`: the worker ignores SIGTERM until the main process exits, then runs the user's own.
+
+    Ignoring it for good would hang the main process at exit: multiprocessing ends the workers that are
+    still running (persistent ones) with SIGTERM and waits for them. The main process sets `exiting`
+    first (an atexit function), and the worker then ends on that SIGTERM as before.
+    """
+
+    def __init__(self, user_fn: Any, exiting: Any) -> None:
+        self.user_fn = user_fn
+        self.exiting = exiting
+
+    def __call__(self, worker_id: int) -> None:
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self.user_fn is not None:
+            self.user_fn(worker_id)
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        if self.exiting.value:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+_EXITING: Any = None  # a byte in shared memory, set once the main process exits
+
+
+def _exiting_flag() -> Any:
+    global _EXITING
+    if _EXITING is None:
+        import atexit
+        import multiprocessing
+
+        _EXITING = multiprocessing.RawValue("b", 0)
+        # registered after multiprocessing's own exit function, so it runs before that one stops the workers
+        atexit.register(_mark_exiting)
+    return _EXITING
+
+
+def _mark_exiting() -> None:
+    _EXITING.value = 1
+
+
+def shield_workers_from_sigterm(loader: Any) -> Any:
+    """Let `loader`'s worker processes ignore SIGTERM while the main process runs; returns the loader.
+
+    SLURM and Kubernetes signal the whole process group. Torch's workers die on SIGTERM, and the main
+    process then fails with "DataLoader worker killed" in the middle of its preemption save. Ignoring
+    it, they keep serving until the main process has saved; they end when it exits.
+    """
+    if isinstance(loader, DataLoader) and loader.num_workers > 0:
+        if not isinstance(loader.worker_init_fn, _IgnoreSigterm):
+            loader.worker_init_fn = _IgnoreSigterm(loader.worker_init_fn, _exiting_flag())
+    return loader
 
 
 def without_shuffle(loader: Any) -> Any:

@@ -39,6 +39,9 @@ class ResumeState:
     epoch_start: dict[str, Any] | None = None  # this epoch's start: RNG, generators, sampler states
     pending_rng: dict[str, Any] | None = None  # restored RNG, applied right before the next batch
     pending_epoch_start: dict[str, Any] | None = None  # the interrupted epoch's start, from a checkpoint
+    # the run that wrote the restored checkpoint had the train loader's workers running: with persistent
+    # workers its next epoch drew no worker seed (until the first epoch after the restore has started)
+    continues_workers: bool = False
     warned: set[str] = field(default_factory=set)
 
 
@@ -98,8 +101,31 @@ def train_batches(rs: ResumeState, loader: Any, start: int, num_batches: float) 
             rs.pending_rng = None
         rs.pending_epoch_start = None
         rs.epoch_start = _capture_epoch_start(loader)
+        continues, rs.continues_workers = rs.continues_workers, False
+        if continues and _fresh_persistent_iterator(loader):
+            # The interrupted run's loader kept its workers into this epoch, so its iterator drew no worker
+            # seed from the global RNG here; ours is new and draws one. Put the RNG back before the sampler
+            # runs, and record that this epoch starts without a draw (for a later mid-epoch resume).
+            rs.epoch_start["draws_base_seed"] = False
+            return _skip_at_sampler(loader, 0, _nothing, rs.epoch_start)
         return enumerate(loader)
+    # saved after an epoch's last batch: this epoch reads nothing, the next one makes the first iterator
+    rs.continues_workers = rs.continues_workers and start >= num_batches
     return resume_batches(rs, loader, start, num_batches)
+
+
+def _fresh_persistent_iterator(loader: Any) -> bool:
+    """True when iterating `loader` now starts persistent workers (and so draws a worker seed)."""
+    return bool(
+        getattr(loader, "persistent_workers", False)
+        and getattr(loader, "num_workers", 0) > 0
+        and getattr(loader, "_iterator", None) is None
+        and _skippable(loader)
+    )
+
+
+def _nothing() -> None:
+    return None
 
 
 def resume_batches(rs: ResumeState, loader: Any, start: int, num_batches: float) -> Iterable[tuple[int, Any]]:

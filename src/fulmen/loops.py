@@ -133,9 +133,12 @@ class EvaluationLoop:
         if self._loaded and not reload:
             return
         raw = data.request_dataloaders(self.trainer, self.stage, self.explicit)
-        self.combined, self.dataloaders = data.evaluation_loaders(
-            raw, self.trainer.strategy.process_dataloader
-        )
+        strategy = self.trainer.strategy
+
+        def process(dl: Any, shuffle: bool) -> Any:
+            return data.shield_workers_from_sigterm(strategy.process_dataloader(dl, shuffle=shuffle))
+
+        self.combined, self.dataloaders = data.evaluation_loaders(raw, process)
         self._loaded = True
 
     def num_batches(self, sanity: bool = False, each_loader: bool = False) -> list[float]:
@@ -637,7 +640,8 @@ class FitLoop:
         if t.overfit_batches > 0:
             raw = data.without_shuffle(raw)
         data.seed_workers(raw)
-        return t.strategy.process_dataloader(raw, shuffle=data.sampler_shuffles(raw), training=True)
+        loader = t.strategy.process_dataloader(raw, shuffle=data.sampler_shuffles(raw), training=True)
+        return data.shield_workers_from_sigterm(loader)
 
     def _resolve_val_check_batch(self) -> float:
         t = self.trainer

@@ -241,6 +241,8 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     rs = trainer.fit_loop.resume_state
     rs.pending_rng = _for_rank(trainer, ckpt.get("rng_states"))
     rs.pending_epoch_start = _for_rank(trainer, epoch_start)
+    # a checkpoint of a run that had read batches: with persistent workers its next epoch drew no worker seed
+    rs.continues_workers = loops.get("total_batches", 0) > 0 and not trainer.reload_dataloaders_every_n_epochs
 
 
 def _finish_epoch_schedulers(trainer: Trainer, metrics: dict[str, float]) -> None:
