@@ -51,8 +51,8 @@ from fulmen.utilities import (
     MisconfigurationException,
     is_overridden,
     rank_zero_info,
-    rank_zero_only,
     rank_zero_warn,
+    set_global_rank,
 )
 
 
@@ -238,7 +238,7 @@ class Trainer:
         self._layer_sync = plugins.get("layer_sync")
         if self._layer_sync is not None:  # plugins=[TorchSyncBatchNorm()] is sync_batchnorm=True
             self.sync_batchnorm = True
-        rank_zero_only.rank = self.strategy.global_rank  # type: ignore[attr-defined]
+        set_global_rank(self.strategy.global_rank)
 
         # --- profiler
         self.profiler: Profiler = resolve_profiler(f["profiler"])

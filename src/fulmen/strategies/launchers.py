@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from fulmen.utilities import MisconfigurationException, rank_zero_only
+from fulmen.utilities import MisconfigurationException, set_global_rank
 
 if TYPE_CHECKING:
     from fulmen.strategies.ddp import DDPStrategy
@@ -499,7 +499,7 @@ def _spawned_worker(
     strategy: DDPStrategy = trainer.strategy  # type: ignore[assignment]
     _own_copy(trainer.lightning_module)
     strategy._resolve_ranks()
-    rank_zero_only.rank = strategy.global_rank  # type: ignore[attr-defined]
+    set_global_rank(strategy.global_rank)
     result = run_reporting_failures(strategy, fn, *args)
     weights = strategy.lightning_module_state_dict()  # every rank: FSDP gathers the full weights on rank 0
     if strategy.global_rank == 0:

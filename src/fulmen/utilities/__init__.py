@@ -23,6 +23,7 @@ from fulmen.utilities.rank_zero import (
     rank_zero_info,
     rank_zero_only,
     rank_zero_warn,
+    set_global_rank,
 )
 
 
@@ -179,6 +180,7 @@ __all__ = [
     "rank_zero_info",
     "rank_zero_only",
     "rank_zero_warn",
+    "set_global_rank",
     *_LAZY,
 ]
 

@@ -54,6 +54,14 @@ def rank_zero_only(fn: F) -> F:
 rank_zero_only.rank = _env_rank()  # type: ignore[attr-defined]
 
 
+def set_global_rank(rank: int) -> None:
+    """This process's global rank, for fulmen's and lightning_utilities' `rank_zero_only`."""
+    from fulmen.utilities.shared_rank import sync
+
+    rank_zero_only.rank = rank  # type: ignore[attr-defined]
+    sync(rank)
+
+
 @rank_zero_only
 def rank_zero_warn(message: str, category: type[Warning] = UserWarning, stacklevel: int = 3) -> None:
     """Warn once per process group: only rank 0 speaks."""
@@ -97,3 +105,12 @@ class WarningCache(set):  # type: ignore[type-arg]
         if message not in self:
             self.add(message)
             rank_zero_info(message)
+
+
+def _share_rank() -> None:
+    from fulmen.utilities.shared_rank import install
+
+    install()
+
+
+_share_rank()
