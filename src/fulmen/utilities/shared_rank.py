@@ -39,7 +39,7 @@ class _SetRankOnImport(importlib.abc.MetaPathFinder):
 
         def exec_module(module: ModuleType) -> None:
             run(module)
-            from fulmen.utilities import rank_zero_only
+            from fulmen.utilities.rank_zero import rank_zero_only
 
             module.rank_zero_only.rank = rank_zero_only.rank  # type: ignore[attr-defined]
 
@@ -49,7 +49,7 @@ class _SetRankOnImport(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     """Set the rank now if `lightning_utilities` is loaded, else when it is imported."""
-    from fulmen.utilities import rank_zero_only
+    from fulmen.utilities.rank_zero import rank_zero_only
 
     if _TARGET in sys.modules:
         sync(rank_zero_only.rank)  # type: ignore[attr-defined]
