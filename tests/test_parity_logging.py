@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as L
 from fulmen.demos import BoringModel, RandomDataset
+from fulmen.utilities import PossibleUserWarning
 
 
 def test_add_dataloader_idx_false_keeps_each_key_in_its_own_dataloader_dict(make_trainer):
@@ -182,7 +183,7 @@ def test_training_step_returning_none_warns_once_per_fit(make_trainer):
 def test_fewer_batches_than_log_every_n_steps_warns_when_logging(make_trainer, tmp_path):
     logger = L.loggers.CSVLogger(tmp_path)
     with pytest.warns(
-        UserWarning, match=r"number of training batches \(4\) is smaller than the logging interval"
+        PossibleUserWarning, match=r"number of training batches \(4\) is smaller than the logging interval"
     ):
         make_trainer(logger=logger, limit_val_batches=0).fit(BoringModel(), _loader())
 

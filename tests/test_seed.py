@@ -102,3 +102,25 @@ def test_seed_everything_workers_gives_each_worker_its_own_reproducible_numpy_se
     again = _noise_seen(7, tmp_path)
     assert first == again  # reproducible
     assert len(set(first)) == len(first)  # the two workers do not repeat each other's draws
+
+
+def test_the_sanity_check_does_not_change_the_first_training_batch(make_trainer):
+    # Lightning 2.6 runs the sanity check with the random state isolated
+    first = []
+
+    class Model(BoringModel):
+        def train_dataloader(self):
+            return DataLoader(RandomDataset(32, 64), batch_size=4, shuffle=True)
+
+        def val_dataloader(self):
+            return DataLoader(RandomDataset(32, 8), batch_size=4, shuffle=True)
+
+        def training_step(self, batch, batch_idx):
+            first.append(batch.clone())
+            return super().training_step(batch, batch_idx)
+
+    for sanity_steps in (0, 2):
+        L.seed_everything(7, verbose=False)
+        trainer = make_trainer(limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=sanity_steps)
+        trainer.fit(Model())
+    assert len(first) == 2 and torch.equal(first[0], first[1])

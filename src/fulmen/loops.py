@@ -22,7 +22,8 @@ from fulmen.environments import SlurmRequeue
 from fulmen.module import LightningModule
 from fulmen.plan import RunPlan
 from fulmen.preemption import Preemption
-from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
+from fulmen.seed import isolate_rng
+from fulmen.utilities import MisconfigurationException, PossibleUserWarning, is_overridden, rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.progress import Progress
@@ -630,7 +631,8 @@ class FitLoop:
             rank_zero_warn(
                 f"The number of training batches ({int(self.num_train_batches)}) is smaller than the logging interval "
                 f"Trainer(log_every_n_steps={t.log_every_n_steps}). Set a lower value for log_every_n_steps if "
-                "you want to see logs for the training epoch."
+                "you want to see logs for the training epoch.",
+                category=PossibleUserWarning,
             )
         self._val_check_batch = self._resolve_val_check_batch()
 
@@ -746,9 +748,12 @@ class FitLoop:
         hooks = self.plan.hooks
         t.sanity_checking = True
         hooks.callbacks("on_sanity_check_start")
-        self._load_val_data()
-        if self.val_loop.dataloaders:
-            self.val_loop.run(self.plan, sanity=True)
+        # as Lightning: the random draws of the sanity check (the val iterator's seed, dropout, ...) do not
+        # change training's, so the first training batch is the same whatever num_sanity_val_steps is
+        with isolate_rng():
+            self._load_val_data()
+            if self.val_loop.dataloaders:
+                self.val_loop.run(self.plan, sanity=True)
         hooks.callbacks("on_sanity_check_end")
         t.training = True
         self.results.validate.clear()
