@@ -402,3 +402,22 @@ def test_cli_module_imports_without_jsonargparse() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "PyTorch training" in out
     assert 'ERROR: LightningCLI needs jsonargparse: pip install "jsonargparse[signatures]"' in out
+
+
+def test_seed_everything_true_draws_a_seed_and_records_it(tmp_path, monkeypatch):
+    # Lightning documents True as "a random seed", saved in the config; the config must name the seed used
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    seeds = []
+    for _ in range(2):
+        os.environ.pop("PL_GLOBAL_SEED", None)
+        cli = LightningCLI(Net, Data, run=False, args=["--seed_everything=true", *quiet(tmp_path)])
+        seeds.append(cli.config["seed_everything"])
+        assert os.environ["PL_GLOBAL_SEED"] == str(seeds[-1])  # what was seeded is what was saved
+    assert all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    assert seeds[0] != seeds[1]  # two 32-bit draws: equal with probability 2**-32
+
+
+def test_seed_everything_true_in_a_launched_process_reuses_the_parents_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv("PL_GLOBAL_SEED", "1234")
+    cli = LightningCLI(Net, Data, run=False, args=["--seed_everything=true", *quiet(tmp_path)])
+    assert cli.config["seed_everything"] == 1234

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import random
 import sys
 from argparse import Namespace
 from collections.abc import Callable, Iterable, Sequence
@@ -400,7 +401,10 @@ class LightningCLI:
         if seed is False or seed is None:
             return
         if seed is True:
-            section["seed_everything"] = seed_everything(None, workers=True, verbose=False)
+            # a random seed, as Lightning documents (its code uses 0); a process started by the launcher reads the
+            # one its parent drew from PL_GLOBAL_SEED, so every rank builds the same model. Saved in config.yaml.
+            drawn = os.environ.get("PL_GLOBAL_SEED") or random.SystemRandom().randint(0, 2**32 - 1)
+            section["seed_everything"] = seed_everything(int(drawn), workers=True, verbose=False)
         else:
             seed_everything(int(seed), workers=True, verbose=False)
 
