@@ -918,7 +918,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints (see checkpoint/)
     def _load_checkpoint(self, ckpt_path: Any, fn: str) -> dict[str, Any] | None:
 
-        return checkpoint.load_for_run(self, ckpt_path, fn)
+        return checkpoint.load_for_run(self, ckpt_path, fn, weights_only=self._ckpt_weights_only)
 
     def _restore_training_state(self, ckpt: dict[str, Any]) -> None:
 

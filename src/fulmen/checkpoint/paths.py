@@ -62,8 +62,13 @@ def _find_last(trainer: Trainer) -> str | None:
     return candidates[0] if candidates else None
 
 
-def load_for_run(trainer: Trainer, ckpt_path: Any, fn: str) -> dict[str, Any] | None:
-    """The checkpoint a run starts from (`ckpt_path`, else a callback's `resume_checkpoint_path`), weights restored."""
+def load_for_run(
+    trainer: Trainer, ckpt_path: Any, fn: str, weights_only: bool | None = None
+) -> dict[str, Any] | None:
+    """The checkpoint a run starts from (`ckpt_path`, else a callback's `resume_checkpoint_path`), weights restored.
+
+    `weights_only` is passed to `torch.load` (None: fulmen's safe default).
+    """
     trainer.fit_loop.resume_state = ResumeState()
     if ckpt_path is None:
         ckpt_path = auto_resume_path(trainer, fn)
@@ -73,7 +78,7 @@ def load_for_run(trainer: Trainer, ckpt_path: Any, fn: str) -> dict[str, Any] | 
     if path is None:
         return None
     trainer.ckpt_path = path
-    ckpt = trainer.strategy.load_checkpoint(path, weights_only=trainer._ckpt_weights_only)
+    ckpt = trainer.strategy.load_checkpoint(path, weights_only=weights_only)
     restore_module(trainer, ckpt)
     restore_datamodule(trainer, ckpt)
     if fn == "fit":
