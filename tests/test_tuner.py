@@ -94,7 +94,7 @@ def test_lr_find_restores_weights_and_rng_bit_for_bit(tmp_path):
     assert model.lr == 0.01  # update_attr=False
 
 
-def test_lr_find_linear_mode_and_learning_rate_in_hparams(tmp_path):
+def test_lr_find_linear_mode_and_learning_rate_in_hparams(tmp_path, capsys):
     class HParamsModel(Classifier):
         def __init__(self, learning_rate=0.01):
             super().__init__()
@@ -110,6 +110,8 @@ def test_lr_find_linear_mode_and_learning_rate_in_hparams(tmp_path):
     )
     assert finder.results["lr"] == pytest.approx([0.01 + 0.035 * i for i in range(15)])
     assert model.hparams.learning_rate == pytest.approx(finder.suggestion())
+    # the message names where the rate went (it was model.lr whatever the place)
+    assert "(model.hparams.learning_rate)" in capsys.readouterr().out
 
 
 def test_lr_find_plot_marks_the_suggestion(tmp_path):
@@ -129,6 +131,12 @@ def test_lr_find_plot_marks_the_suggestion(tmp_path):
     assert path.stat().st_size > 5_000
     pixels = matplotlib.image.imread(path)
     assert pixels[..., :3].std() > 0.05  # not a blank image
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    label = ax.xaxis.label.get_window_extent(renderer)
+    assert label.y0 >= 0 and fig.bbox.contains(label.x0, label.y0)  # the x-label is not cut off
 
 
 def test_lr_find_errors_name_the_fix(tmp_path):
@@ -235,3 +243,25 @@ def test_scale_batch_size_errors(tmp_path):
     with pytest.raises(ValueError, match="a real bug"):  # only out-of-memory errors are caught
         tuner.scale_batch_size(model)
     assert model.batch_size == 2
+
+
+def test_scale_batch_size_stops_at_max_val_and_says_so(tmp_path, capsys):
+    model = OOMAbove(limit=10**6, n=10**4)
+    size = Tuner(quiet_trainer(tmp_path)).scale_batch_size(model, steps_per_trial=1, max_val=16)
+    assert size == 16 and model.trials == [2, 4, 8, 16]
+    out = capsys.readouterr().out
+    assert "model.batch_size set to 16" in out and "it reached max_val=16" in out
+
+
+def test_scale_batch_size_on_a_cpu_keeps_several_batches_per_epoch(tmp_path, capsys):
+    # with no memory limit to hit, growth used to end at the whole data set: one batch per epoch
+    model = OOMAbove(limit=10**6, n=300)
+    size = Tuner(quiet_trainer(tmp_path)).scale_batch_size(model, steps_per_trial=3)
+    assert size == 100 and model.trials == [2, 4, 8, 16, 32, 64, 100]
+    out = capsys.readouterr().out
+    assert "set to 100" in out and "on a CPU there is no memory limit" in out
+
+
+def test_scale_batch_size_says_which_size_ran_out_of_memory(tmp_path, capsys):
+    Tuner(quiet_trainer(tmp_path)).scale_batch_size(OOMAbove(), steps_per_trial=1)
+    assert "set to 32, the largest size that ran: 64 ran out of memory" in capsys.readouterr().out

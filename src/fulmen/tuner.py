@@ -97,12 +97,15 @@ class Tuner:
         init_val: int = 2,
         max_trials: int = 25,
         batch_arg_name: str = "batch_size",
+        max_val: int = 8192,
     ) -> int | None:
         """Find the largest `batch_arg_name` that runs `steps_per_trial` steps of `method` without running out of memory.
 
         "power" doubles the size until it fails; "binsearch" then bisects between the last size that
-        worked and the first that failed. Growth also stops at the dataset's length. The attribute (on
-        the model, its ``hparams``, the datamodule or its ``hparams``) is left at the size found.
+        worked and the first that failed. Growth also stops at `max_val` and at the dataset's length
+        (on a CPU, which has no memory limit to find, at the size that leaves `steps_per_trial` batches
+        per epoch). The attribute (on the model, its ``hparams``, the datamodule or its ``hparams``) is
+        left at the size found, and a message says why the search stopped there.
 
         Returns:
             The batch size found.
@@ -130,6 +133,7 @@ class Tuner:
             init_val=init_val,
             max_trials=max_trials,
             batch_arg_name=batch_arg_name,
+            max_val=max_val,
         )
 
 
@@ -151,6 +155,17 @@ def _find_attr(model: Any, datamodule: Any, name: str) -> list[tuple[Any, bool]]
 def _get_attr(where: list[tuple[Any, bool]], name: str) -> Any:
     owner, in_hparams = where[0]
     return owner.hparams[name] if in_hparams else getattr(owner, name)
+
+
+def _describe_attr(where: list[tuple[Any, bool]], name: str) -> str:
+    """Where a tuned value was written, as the user would spell it: `model.hparams.lr`, `datamodule.batch_size`."""
+    from fulmen.module import LightningModule
+
+    parts = []
+    for owner, in_hparams in where:
+        base = "model" if isinstance(owner, LightningModule) else "datamodule"
+        parts.append(f"{base}.hparams.{name}" if in_hparams else f"{base}.{name}")
+    return " and ".join(parts)
 
 
 def _set_attr(where: list[tuple[Any, bool]], name: str, value: Any) -> None:
@@ -294,11 +309,11 @@ class LRFinder:
             if show:
                 import matplotlib.pyplot as plt
 
-                fig, ax = plt.subplots()
+                fig, ax = plt.subplots(layout="constrained")
             else:
                 from matplotlib.figure import Figure
 
-                fig = Figure(figsize=(6, 4))
+                fig = Figure(figsize=(6, 4), layout="constrained")  # the axis labels fit inside the image
                 ax = fig.add_subplot()
         else:
             fig = ax.figure
@@ -432,8 +447,9 @@ def _lr_find(
         garbage_collection_cuda()
     lr = finder.suggestion()
     if update_attr and lr is not None:
-        _set_attr(_find_attr(model, None, name), name, lr)
-        rank_zero_info(f"lr_find: learning rate set to {lr:.3g} (model.{name}).")
+        where = _find_attr(model, None, name)
+        _set_attr(where, name, lr)
+        rank_zero_info(f"lr_find: learning rate set to {lr:.3g} ({_describe_attr(where, name)}).")
     return finder
 
 
@@ -449,6 +465,7 @@ def _scale_batch_size(
     init_val: int,
     max_trials: int,
     batch_arg_name: str,
+    max_val: int = 8192,
 ) -> int | None:
     if mode not in ("power", "binsearch"):
         raise MisconfigurationException(
@@ -458,6 +475,7 @@ def _scale_batch_size(
         ("steps_per_trial", steps_per_trial),
         ("init_val", init_val),
         ("max_trials", max_trials),
+        ("max_val", max_val),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise MisconfigurationException(
@@ -489,19 +507,23 @@ def _scale_batch_size(
             data_len[0] = _dataset_length(trial, method)
         return True
 
+    on_cpu = trainer.strategy.root_device.type == "cpu"
     good: int | None = None
     bad: int | None = None
-    size = init_val
+    size = min(init_val, max_val)
+    stop = f"max_trials={max_trials} sizes were tried"
     try:
         for _ in range(max_trials):
             if fits(size):
                 good = size
-                limit = data_len[0]
-                if limit is not None and size >= limit:
-                    break  # a bigger batch would hold no more samples
+                cap, why = _growth_cap(max_val, data_len[0], on_cpu, steps_per_trial)
+                if size >= cap:
+                    stop = why
+                    break
                 if bad is None:
-                    nxt = size * 2 if limit is None else min(size * 2, limit)
+                    nxt = min(size * 2, cap)
                 elif mode == "power" or bad - good <= 1:
+                    stop = f"{bad} ran out of memory"
                     break
                 else:
                     nxt = (good + bad) // 2
@@ -515,6 +537,7 @@ def _scale_batch_size(
                 if good is None:
                     nxt = size // 2
                 elif mode == "power" or bad - good <= 1:
+                    stop = f"{bad} ran out of memory"
                     break
                 else:
                     nxt = (good + bad) // 2
@@ -527,8 +550,27 @@ def _scale_batch_size(
         garbage_collection_cuda()
     result = good if good is not None else original
     _set_attr(where, batch_arg_name, result)
-    rank_zero_info(f"scale_batch_size: {batch_arg_name} set to {result}.")
+    rank_zero_info(
+        f"scale_batch_size: {_describe_attr(where, batch_arg_name)} set to {result}, the largest size that ran: "
+        f"{stop}."
+    )
     return result
+
+
+def _growth_cap(max_val: int, data_len: int | None, on_cpu: bool, steps_per_trial: int) -> tuple[int, str]:
+    """The largest size worth trying, and why: `max_val`, the data set's length, or (on a CPU) enough batches."""
+    cap, why = max_val, f"it reached max_val={max_val}"
+    if data_len is not None and data_len < cap:
+        cap, why = data_len, f"a batch cannot hold more than the data set's {data_len} samples"
+        if on_cpu and steps_per_trial > 1 and data_len // steps_per_trial < cap:
+            # a CPU never runs out of memory here, so growth would end at one batch per epoch
+            cap = max(1, data_len // steps_per_trial)
+            why = (
+                f"on a CPU there is no memory limit to find, so growth stops where an epoch of the "
+                f"{data_len} samples still has {steps_per_trial} batches (steps_per_trial); pass max_val=... "
+                "or a smaller steps_per_trial to allow more"
+            )
+    return cap, why
 
 
 def _trial_limits(method: str, steps: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class BatchSizeFinder(Callback):
         init_val: the first size tried.
         max_trials: the most sizes tried.
         batch_arg_name: the attribute that holds the batch size.
+        max_val: the largest size tried.
     """
 
     def __init__(
@@ -37,6 +38,7 @@ class BatchSizeFinder(Callback):
         init_val: int = 2,
         max_trials: int = 25,
         batch_arg_name: str = "batch_size",
+        max_val: int = 8192,
     ) -> None:
         if mode not in ("power", "binsearch"):
             raise MisconfigurationException(
@@ -47,6 +49,7 @@ class BatchSizeFinder(Callback):
         self.init_val = init_val
         self.max_trials = max_trials
         self.batch_arg_name = batch_arg_name
+        self.max_val = max_val
         self.optimal_batch_size: int | None = init_val
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -72,6 +75,7 @@ class BatchSizeFinder(Callback):
             init_val=self.init_val,
             max_trials=self.max_trials,
             batch_arg_name=self.batch_arg_name,
+            max_val=self.max_val,
         )
         # configure_optimizers may have loaded the data already (estimated_stepping_batches): reload it,
         # and rebuild the optimizers so that schedulers sized from the number of steps see the new size.
