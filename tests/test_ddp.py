@@ -265,6 +265,8 @@ def test_spawn_brings_results_back_to_the_calling_process(tmp_path, strategy):
     if strategy == "ddp_spawn":
         assert parent["validate"] == [{"val_count": 10.0, "val_rank": 0.5}]
     assert parent["metrics"]["val_count"] == 10.0
+    # the run happened in other processes; the calling Trainer's state says how it ended, as in Lightning
+    assert parent["state"] == ("finished", "validate" if strategy == "ddp_spawn" else "fit", None)
 
 
 @pytest.mark.slow

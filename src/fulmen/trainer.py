@@ -734,9 +734,16 @@ class Trainer:
 
     def _launch(self, fn: Callable[..., Any], *args: Any) -> Any:
         launcher = self.strategy.launcher
-        if launcher is not None:
-            return launcher.launch(fn, *args, trainer=self)
-        return fn(*args)
+        if launcher is None:
+            return fn(*args)
+        # the run may happen in other processes (ddp_spawn): this process's state follows its outcome
+        try:
+            result = launcher.launch(fn, *args, trainer=self)
+        except BaseException:
+            self.state.status, self.state.stage = TrainerStatus.INTERRUPTED, None
+            raise
+        self.state.status, self.state.stage = TrainerStatus.FINISHED, None
+        return result
 
     # ------------------------------------------------------------------ the run
     def _run(self, fn: str, ckpt_path: Any = None, *extra: Any) -> Any:

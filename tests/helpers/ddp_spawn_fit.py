@@ -38,6 +38,7 @@ if __name__ == "__main__":
             "global_step": trainer.global_step,
             "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
             "validate": validated,
+            "state": (trainer.state.status.value, trainer.state.fn.value, trainer.state.stage),
         },
         out_file,
     )
