@@ -243,3 +243,29 @@ def test_pl_legacy_patch_unpickles_lightning_paths() -> None:
         loaded = pickle.loads(data)
     assert isinstance(loaded, AttributeDict) and loaded.lr == 0.1
     assert "pytorch_lightning" not in sys.modules
+
+
+@pytest.mark.slow
+def test_ddp_processes_started_by_the_script_run_in_zero_change_mode_too(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(
+        textwrap.dedent(
+            """
+            import lightning.pytorch as pl
+            from lightning.pytorch.demos.boring_classes import BoringModel
+
+            if __name__ == "__main__":
+                trainer = pl.Trainer(
+                    strategy="ddp", devices=2, accelerator="cpu", max_steps=2, logger=False,
+                    enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                )
+                trainer.fit(BoringModel())
+                print("RANK", trainer.global_rank, "OF", trainer.world_size, "STEP", trainer.global_step)
+            """
+        )
+    )
+    result = _run([sys.executable, "-m", "fulmen", "exec", "train.py"], tmp_path)
+    _assert_ok(result)
+    assert sorted(line for line in result.stdout.splitlines() if line.startswith("RANK")) == [
+        "RANK 0 OF 2 STEP 2",
+        "RANK 1 OF 2 STEP 2",
+    ]

@@ -87,6 +87,7 @@ PATH_NAMES: dict[str, tuple[str, ...]] = {
     "fulmen.cli": (
         "ArgsType",
         "LRSchedulerCallable",
+        "LRSchedulerType",
         "LRSchedulerTypeTuple",
         "LRSchedulerTypeUnion",
         "LightningArgumentParser",
@@ -405,7 +406,8 @@ def test_import_fulmen_stays_lazy() -> None:
     # the aliases and the heavy optional parts load only when asked for: `import fulmen` stays fast
     code = (
         "import sys, fulmen; heavy = ['fulmen.cli', 'fulmen.demos', 'fulmen.compat', 'fulmen.plugins', "
-        "'fulmen.utilities.model_helpers', 'yaml', 'jsonargparse', 'fulmen.core', "
+        "'fulmen.utilities.model_helpers', 'yaml', 'jsonargparse', 'fulmen.core', 'fulmen.plot', "
+        "'fulmen.callbacks.pruning', 'fulmen.callbacks.rich_progress', 'fulmen.loggers.comet', 'fulmen.tuner', "
         "'fulmen.pytorch']; print([m for m in heavy if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

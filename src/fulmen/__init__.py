@@ -6,7 +6,6 @@ from fulmen import import_paths
 
 import_paths.install()  # first: Lightning's module paths under fulmen.* import from here on (lazily)
 
-from fulmen import plot  # noqa: E402  # a callable module: fulmen.plot(log_dir, out=...) draws the curves
 from fulmen.callbacks.callback import Callback  # noqa: E402
 from fulmen.datamodule import LightningDataModule  # noqa: E402
 from fulmen.module import LightningModule  # noqa: E402
@@ -34,6 +33,7 @@ _LAZY = {
         "core",
         "loggers",
         "loops",
+        "plot",  # a callable module: fulmen.plot(log_dir, out=...) draws the curves
         "plugins",
         "profilers",
         "pytorch",

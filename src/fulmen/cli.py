@@ -34,7 +34,7 @@ from fulmen.module import LightningModule
 from fulmen.seed import seed_everything
 from fulmen.trainer import Trainer
 from fulmen.utilities import MisconfigurationException, is_overridden
-from fulmen.utilities.types import LRSchedulerTypeTuple, LRSchedulerTypeUnion
+from fulmen.utilities.types import LRSchedulerType, LRSchedulerTypeTuple, LRSchedulerTypeUnion
 
 _SUBCOMMANDS: dict[str, set[str]] = {
     # Trainer method -> its arguments that the CLI fills itself (the rest become options)
@@ -113,6 +113,7 @@ __all__ = [
     "LightningArgumentParser",
     "LightningCLI",
     "LRSchedulerCallable",
+    "LRSchedulerType",
     "LRSchedulerTypeTuple",
     "LRSchedulerTypeUnion",
     "OptimizerCallable",

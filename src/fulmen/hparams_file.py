@@ -46,7 +46,7 @@ def save_hparams_to_yaml(
 ) -> None:
     """Write `hparams` to the YAML file `config_yaml` (its folder must exist)."""
     folder = os.path.dirname(os.fspath(config_yaml)) or "."
-    if not os.path.isdir(folder):
+    if not os.path.exists(folder):  # a file in its place fails in open() below, with the OS's own error
         raise RuntimeError(f"save_hparams_to_yaml: the folder {folder!r} does not exist; create it first.")
     import yaml
 

@@ -1,28 +1,54 @@
-"""Callbacks: code that runs at the Trainer's hooks (import path mirrors lightning.pytorch.callbacks)."""
+"""Callbacks: code that runs at the Trainer's hooks (import path mirrors lightning.pytorch.callbacks).
+
+The callbacks every Trainer builds are imported here; the others load on first use, so that
+`import fulmen` stays fast.
+"""
+
+import importlib
+from typing import Any
 
 from fulmen.callbacks.backup_and_restore import BackupAndRestore
-from fulmen.callbacks.batch_size_finder import BatchSizeFinder
 from fulmen.callbacks.callback import Callback
 from fulmen.callbacks.checkpoint import Checkpoint
-from fulmen.callbacks.device_stats import DeviceStatsMonitor
 from fulmen.callbacks.early_stopping import EarlyStopping
-from fulmen.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
-from fulmen.callbacks.gradient_accumulation import GradientAccumulationScheduler
-from fulmen.callbacks.lambda_function import LambdaCallback
-from fulmen.callbacks.lr_finder import LearningRateFinder
 from fulmen.callbacks.lr_monitor import LearningRateMonitor
 from fulmen.callbacks.model_checkpoint import ModelCheckpoint
 from fulmen.callbacks.model_summary import ModelSummary
 from fulmen.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
-from fulmen.callbacks.prediction_writer import BasePredictionWriter
 from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
-from fulmen.callbacks.pruning import ModelPruning
-from fulmen.callbacks.rich_progress import RichModelSummary, RichProgressBar, RichProgressBarTheme
-from fulmen.callbacks.spike import SpikeDetection
-from fulmen.callbacks.swa import StochasticWeightAveraging
-from fulmen.callbacks.throughput import ThroughputMonitor
 from fulmen.callbacks.timer import Timer
-from fulmen.callbacks.weight_averaging import EMAWeightAveraging, WeightAveraging
+
+# callback name -> the module that defines it, imported when the name is first asked for
+_LAZY: dict[str, str] = {
+    "BackboneFinetuning": "fulmen.callbacks.finetuning",
+    "BaseFinetuning": "fulmen.callbacks.finetuning",
+    "BasePredictionWriter": "fulmen.callbacks.prediction_writer",
+    "BatchSizeFinder": "fulmen.callbacks.batch_size_finder",
+    "DeviceStatsMonitor": "fulmen.callbacks.device_stats",
+    "EMAWeightAveraging": "fulmen.callbacks.weight_averaging",
+    "GradientAccumulationScheduler": "fulmen.callbacks.gradient_accumulation",
+    "LambdaCallback": "fulmen.callbacks.lambda_function",
+    "LearningRateFinder": "fulmen.callbacks.lr_finder",
+    "ModelPruning": "fulmen.callbacks.pruning",
+    "RichModelSummary": "fulmen.callbacks.rich_progress",
+    "RichProgressBar": "fulmen.callbacks.rich_progress",
+    "RichProgressBarTheme": "fulmen.callbacks.rich_progress",
+    "SpikeDetection": "fulmen.callbacks.spike",
+    "StochasticWeightAveraging": "fulmen.callbacks.swa",
+    "ThroughputMonitor": "fulmen.callbacks.throughput",
+    "WeightAveraging": "fulmen.callbacks.weight_averaging",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fulmen.callbacks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "BackboneFinetuning",

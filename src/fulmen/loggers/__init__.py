@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from typing import Any
 
-from fulmen.loggers.comet import CometLogger
 from fulmen.loggers.csv_logs import CSVLogger
 from fulmen.loggers.logger import Logger, rank_zero_experiment
-from fulmen.loggers.mlflow import MLFlowLogger
 from fulmen.loggers.tensorboard import TensorBoardLogger
-from fulmen.loggers.wandb import WandbLogger
 from fulmen.out_of_scope import LitLogger
+
+# loggers of optional services: their modules load when the name is first asked for (import fulmen stays fast)
+_LAZY: dict[str, str] = {
+    "CometLogger": "fulmen.loggers.comet",
+    "MLFlowLogger": "fulmen.loggers.mlflow",
+    "WandbLogger": "fulmen.loggers.wandb",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fulmen.loggers' has no attribute {name!r}")
+
 
 __all__ = [
     "CSVLogger",
