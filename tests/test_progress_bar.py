@@ -136,3 +136,21 @@ def test_rich_is_the_default_bar_and_summary_when_installed(monkeypatch, install
     assert kinds == (
         ["RichProgressBar", "RichModelSummary"] if installed else ["TQDMProgressBar", "ModelSummary"]
     )
+
+
+def test_a_bar_subclass_reads_trainer_and_pl_module_in_its_hooks(tmp_path):
+    """Lightning's ProgressBar.trainer/pl_module: set at setup, readable in any later hook."""
+    seen = {}
+
+    class Bar(TQDMProgressBar):
+        def on_train_end(self, trainer, pl_module):
+            seen["epoch"] = self.trainer.current_epoch
+            seen["module"] = self.pl_module
+
+    bar = Bar()
+    with pytest.raises(TypeError, match="Bar.trainer"):
+        _ = bar.trainer
+    _fit(tmp_path, bar, epochs=2)
+    assert seen["epoch"] == 2
+    assert isinstance(seen["module"], LoggingModel)
+    assert bar.trainer.lightning_module is seen["module"]

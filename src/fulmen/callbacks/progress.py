@@ -15,10 +15,31 @@ from fulmen.callbacks.callback import Callback
 
 
 class ProgressBar(Callback):
-    """Base class for progress bars; `get_metrics` gives what the bar shows."""
+    """Base class for progress bars; `get_metrics` gives what the bar shows.
+
+    `trainer` and `pl_module` are the Trainer and module of the run, from `setup` on (as in Lightning).
+    """
+
+    _trainer: Any = None
 
     def __init__(self) -> None:
         self._enabled = True
+
+    @property
+    def trainer(self) -> Any:
+        """The Trainer this bar belongs to; set when the run calls `setup`."""
+        if self._trainer is None:
+            raise TypeError(f"The `{type(self).__name__}.trainer` reference has not been set yet.")
+        return self._trainer
+
+    @property
+    def pl_module(self) -> Any:
+        """The LightningModule being run."""
+        return self.trainer.lightning_module
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        """Remember the Trainer, for `self.trainer` in subclasses' hooks."""
+        self._trainer = trainer
 
     def disable(self) -> None:
         """Stop showing the bar."""
