@@ -528,3 +528,23 @@ def test_removing_the_timer_lifts_the_time_limit(make_trainer):
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, Timer)]
     trainer.fit(Counting(train_length=4))
     assert trainer.current_epoch == 2
+
+
+class StopsAtEpochEnd(Counting):
+    def on_train_epoch_end(self):
+        self.trainer.should_stop = True
+
+
+@pytest.mark.parametrize(
+    ("batches", "min_epochs", "min_steps", "stop_step"), [(3, 1, 10, 10), (5, 3, 10, 15)]
+)
+def test_an_early_stop_waits_for_min_steps_then_stops_mid_epoch(
+    make_trainer, batches, min_epochs, min_steps, stop_step
+):
+    """Lightning keeps should_stop set until the minimum is met, then stops at that batch (not the epoch's end)."""
+    model = StopsAtEpochEnd(train_length=batches)
+    trainer = make_trainer(min_epochs=min_epochs, min_steps=min_steps, max_epochs=20, limit_val_batches=0)
+    with pytest.warns(UserWarning, match="continues until min_epochs/min_steps"):
+        trainer.fit(model)
+    assert trainer.global_step == stop_step
+    assert trainer.should_stop

@@ -308,6 +308,7 @@ class FitLoop:
         self._active: frozenset[str] = frozenset()
         self._direct: Any = None  # the raw optimizer when the step can skip the closure plumbing (see run)
         self._warned_none = False
+        self._warned_min_not_reached = False
         self._automatic = True
         self._epoch_results_fresh = False  # the train accumulators were just reset (before on_train_start)
         self._val_check_batch: float = math.inf
@@ -326,6 +327,7 @@ class FitLoop:
         progress = self.progress
         progress.clear_pending()
         self._warned_none = False
+        self._warned_min_not_reached = False
 
         # SIGTERM from here on: a checkpoint at the next train batch's end, then exit 0 (preemption.py)
         # SLURM's requeue signal: stop at a batch boundary, checkpoint, requeue (environments.py)
@@ -774,8 +776,9 @@ class FitLoop:
 
         Any time: max_steps reached, or should_stop (set by the Timer of `max_time`, EarlyStopping, ...)
         once min_epochs/min_steps allow it.
-        Between epochs also: max_epochs reached, or no batches to train on; and a should_stop that
-        came too early is dropped with a warning (training continues to the minimum).
+        Between epochs also: max_epochs reached, or no batches to train on. A should_stop that came
+        before min_epochs/min_steps stays set (as in Lightning): training goes on, with a warning, and
+        stops at the first batch where the minimum is reached.
         """
         t = self.trainer
         p = self.progress
@@ -785,8 +788,8 @@ class FitLoop:
             return True
         if not epoch_end:
             return False
-        if t.should_stop:
-            t.should_stop = False  # min_epochs/min_steps not reached yet: keep training
+        if t.should_stop and not self._warned_min_not_reached:
+            self._warned_min_not_reached = True
             rank_zero_warn(
                 "Trainer.should_stop was set, but training continues until min_epochs/min_steps are reached."
             )
