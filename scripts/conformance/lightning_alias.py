@@ -78,6 +78,8 @@ SEARCHED = (
 )
 # Lightning's deprecated names ("graveyard") that projects still import, and fulmen's name for the same thing
 RENAMED_NAMES = {"TPUAccelerator": ("fulmen.accelerators", "XLAAccelerator")}
+COMPAT = False  # whether fulmen.compat (the official zero-change mode) serves the paths it knows
+REFUSED_BY_COMPAT: dict[str, str] = {}  # module -> compat's refusal (served here by stand-ins instead)
 MISSING: dict[str, int] = {}  # "module.name" -> how often a test called it
 CALLERS: list[str] = []  # folders whose code may import names fulmen lacks (as placeholders)
 
@@ -220,11 +222,45 @@ class _Loader(importlib.abc.Loader):
             module.__spec__ = self.spec
 
 
+class _AfterCompat(importlib.abc.Loader):
+    """fulmen.compat's loader, then the lenient fallback for names the module lacks."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> Any:
+        self.name = spec.name
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        self.loader.exec_module(module)
+        _lenient(module, self.name)
+
+
+def _compat_spec(fullname: str, path: Any, target: Any) -> Any:
+    """fulmen.compat's own spec for `fullname`, or None where it serves nothing (or refuses: Fabric)."""
+    if not COMPAT:
+        return None
+    from fulmen import import_paths
+
+    try:
+        spec = import_paths.FINDER.find_spec(fullname, path, target)
+    except ModuleNotFoundError as refused:
+        REFUSED_BY_COMPAT[fullname] = str(refused).split(":")[0]
+        return None
+    if spec is not None:
+        spec.loader = _AfterCompat(spec.loader)
+    return spec
+
+
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         split = _split(fullname)
         if split is None:
             return None
+        spec = _compat_spec(fullname, path, target)
+        if spec is not None:
+            return spec
         root, rest = split
         module = _fulmen_module(rest) if root != "lightning" or not rest else None
         if root == "lightning" and rest and rest.split(".")[0] not in ("pytorch", "fabric"):
@@ -234,6 +270,16 @@ class _Finder(importlib.abc.MetaPathFinder):
 
 
 FINDER = _Finder()
+
+
+def _install_compat() -> bool:
+    """fulmen's own zero-change mode (fulmen.compat), where this fulmen has it; its finder stays behind ours."""
+    try:
+        from fulmen import compat, import_paths
+    except ImportError:
+        return False
+    compat.install()
+    return import_paths.FINDER in sys.meta_path
 
 
 def install(callers: list[str] | None = None) -> None:
@@ -248,7 +294,15 @@ def install(callers: list[str] | None = None) -> None:
                 raise ImportError(
                     f"the real Lightning is already imported ({name}); install the aliases first"
                 )
+    global COMPAT
     if FINDER not in sys.meta_path:
+        COMPAT = os.environ.get("FULMEN_ALIAS_COMPAT", "1") == "1" and _install_compat()
+        if COMPAT:
+            from fulmen import import_paths
+
+            # ours asks compat's first (see _compat_spec); compat's own stays on the path for fulmen.* paths
+            sys.meta_path.remove(import_paths.FINDER)
+            sys.meta_path.insert(0, import_paths.FINDER)
         sys.meta_path.insert(0, FINDER)
     try:  # lightning_utilities' rank_zero_only.rank is set by Lightning on import; projects read it
         from lightning_utilities.core.rank_zero import rank_zero_only

@@ -38,7 +38,11 @@ CONFTEST = """
 import os
 import sys
 
-if os.environ.get("CONFORMANCE_AGAINST", "fulmen") == "fulmen":
+if os.environ.get("CONFORMANCE_AGAINST") == "compat":  # fulmen's zero-change mode alone, as a user gets it
+    import fulmen.compat
+
+    fulmen.compat.install()
+elif os.environ.get("CONFORMANCE_AGAINST", "fulmen") == "fulmen":
     sys.path.insert(0, {alias_dir!r})
     import lightning_alias
 
@@ -173,12 +177,21 @@ def prepare(src: Path, work: Path, files: list[str]) -> None:
     (dest / "helpers" / "runif.py").write_text(RUNIF)
 
 
-def run_file(python: str, work: Path, rel: str, against: str) -> dict:
+def run_file(
+    python: str, work: Path, rel: str, against: str, fulmen_src: Path | None, collect_only: bool = False
+) -> dict:
     """Run one test file in its own pytest process; the counts and each failure's first error line."""
     xml = work / (rel.replace("/", "_") + ".xml")
     missing = work / (rel.replace("/", "_") + ".missing.json")
     env = dict(os.environ, CONFORMANCE_AGAINST=against, CONFORMANCE_MISSING_OUT=str(missing))
-    env["PYTHONPATH"] = os.pathsep.join([str(work), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    paths = [str(work)]
+    if against == "fulmen":
+        # sitecustomize installs the aliases in processes the tests start too (ddp_spawn)
+        paths.append(str(HERE / "autoalias"))
+        env["FULMEN_ALIAS_CALLERS"] = str(work)
+        if fulmen_src is not None:
+            paths.insert(0, str(fulmen_src))
+    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     cmd = [
         python,
         "-m",
@@ -190,8 +203,16 @@ def run_file(python: str, work: Path, rel: str, against: str) -> dict:
         f"--junitxml={xml}",
     ]
     cmd += ["-o", "addopts=", "--timeout=120"] if _has_timeout_plugin(python) else ["-o", "addopts="]
+    if collect_only:
+        cmd.append("--collect-only")
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
-    counts = {"passed": 0, "failed": 0, "skipped": 0, "failures": {}}
+    counts: dict = {"passed": 0, "failed": 0, "skipped": 0, "failures": {}}
+    if collect_only:  # e.g. "53 tests collected in 2.1s" or "1 error in 0.5s"
+        lines = [line for line in proc.stdout.splitlines() if line.strip()]
+        counts["collected"] = lines[-1] if lines else proc.stderr[-300:]
+        errors = [line for line in proc.stdout.splitlines() if line.startswith(("E   ", "ERROR"))]
+        counts["failures"] = {f"<collection {i}>": line for i, line in enumerate(errors[:5])}
+        return counts
     if not xml.exists():
         counts["failures"]["<collection>"] = proc.stdout[-2000:] + proc.stderr[-2000:]
         return counts
@@ -223,16 +244,26 @@ def main() -> None:
     parser.add_argument("lightning_src", type=Path)
     parser.add_argument("files", nargs="*", default=list(FILES))
     parser.add_argument("--work", type=Path, default=Path("/tmp/fulmen-conformance"))
-    parser.add_argument("--against", choices=("fulmen", "lightning"), default="fulmen")
+    parser.add_argument("--against", choices=("fulmen", "compat", "lightning"), default="fulmen")
+    parser.add_argument("--collect-only", action="store_true", help="only count the tests each file collects")
     parser.add_argument("--python", default=sys.executable)
+    parser.add_argument(
+        "--fulmen-src", type=Path, default=None, help="a fulmen src/ folder to test (default: installed)"
+    )
     args = parser.parse_intermixed_args()
     prepare(args.lightning_src.resolve(), args.work, args.files)
-    results = {rel: run_file(args.python, args.work, rel, args.against) for rel in args.files}
+    results = {
+        rel: run_file(args.python, args.work, rel, args.against, args.fulmen_src, args.collect_only)
+        for rel in args.files
+    }
     (args.work / "results.json").write_text(json.dumps(results, indent=1))
     print(
         f"against {args.against}\n\n| file | passed | failed | skipped | pass rate (of run) |\n|---|---|---|---|---|"
     )
     for rel, r in results.items():
+        if "collected" in r:
+            print(f"| {rel} | {r['collected']} |")
+            continue
         ran = r["passed"] + r["failed"]
         print(f"| {rel} | {r['passed']} | {r['failed']} | {r['skipped']} | {r['passed']}/{ran} |")
     for rel, r in results.items():
