@@ -305,7 +305,13 @@ PATH_NAMES: dict[str, tuple[str, ...]] = {
         "summarize",
     ),
     "fulmen.utilities.parameter_tying": ("find_shared_parameters", "set_shared_parameters"),
-    "fulmen.utilities.parsing": ("AttributeDict", "is_picklable"),
+    "fulmen.utilities.parsing": (
+        "AttributeDict",
+        "is_picklable",
+        "lightning_getattr",
+        "lightning_hasattr",
+        "lightning_setattr",
+    ),
     "fulmen.utilities.rank_zero": (
         "LightningDeprecationWarning",
         "WarningCache",
@@ -366,6 +372,7 @@ def test_the_pytorch_prefix_is_the_same_module(path: str) -> None:
 
 def test_an_alias_is_the_real_module_not_a_copy() -> None:
     from fulmen.trainer.trainer import Trainer
+
     from fulmen.utilities.parsing import AttributeDict
 
     assert Trainer is fulmen.Trainer

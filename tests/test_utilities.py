@@ -233,3 +233,33 @@ def test_attribute_dict_pickles_under_its_lightning_path() -> None:
 
     hp = AttributeDict(lr=0.1)
     assert pickle.loads(pickle.dumps(hp)) == {"lr": 0.1} and hp.lr == 0.1
+
+
+def test_lightning_attr_helpers_search_module_hparams_and_datamodule() -> None:
+    from types import SimpleNamespace
+
+    import fulmen
+    from fulmen.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
+
+    class Model(fulmen.LightningModule):
+        def __init__(self, lr: float = 0.1) -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    class Data(fulmen.LightningDataModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batch_size = 8
+
+    model = Model()
+    assert lightning_hasattr(model, "lr") and not lightning_hasattr(model, "batch_size")
+    assert lightning_getattr(model, "lr") == 0.1
+    model._trainer = SimpleNamespace(datamodule=Data())  # what Trainer.fit(datamodule=...) attaches
+    assert lightning_getattr(model, "batch_size") == 8
+    lightning_setattr(model, "batch_size", 32)
+    lightning_setattr(model, "lr", 0.5)
+    assert model._trainer.datamodule.batch_size == 32 and model.hparams.lr == 0.5
+    with pytest.raises(AttributeError, match="'momentum' is neither"):
+        lightning_getattr(model, "momentum")
+    with pytest.raises(AttributeError, match="'momentum' is neither"):
+        lightning_setattr(model, "momentum", 0.9)

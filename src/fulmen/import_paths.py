@@ -98,7 +98,6 @@ SERVED_PATHS: dict[str, str] = {
     "fulmen.utilities.combined_loader": "fulmen.combined_loader",
     "fulmen.utilities.compile": "fulmen.compiled",
     "fulmen.utilities.exceptions": "fulmen.utilities",
-    "fulmen.utilities.parsing": "fulmen.utilities",
     "fulmen.utilities.warnings": "fulmen.utilities.rank_zero",
     "fulmen.utilities.grads": "fulmen.utilities.model_helpers",
     "fulmen.utilities.parameter_tying": "fulmen.utilities.model_helpers",
