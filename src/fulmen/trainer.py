@@ -898,7 +898,9 @@ class Trainer:
                 failed.append((lg, err))
         if not failed:
             return
-        where = "; ".join(f"{type(lg).__name__}: {type(err).__name__}: {err}" for lg, err in failed)
+        where = "; ".join(
+            f"{type(lg).__name__}: {type(err).__name__}: {str(err).rstrip('.')}" for lg, err in failed
+        )
         if status != "success":  # the run's own exception is already on its way; don't mask it
             rank_zero_warn(f"A logger could not finish while the run was failing ({where}).")
             return
