@@ -230,9 +230,8 @@ def test_install_serves_every_lightning_spelling_then_uninstalls() -> None:
 def test_pl_legacy_patch_unpickles_lightning_paths() -> None:
     import pickle
 
-    from fulmen.utilities.parsing import AttributeDict
-
     from fulmen.utilities.migration import pl_legacy_patch
+    from fulmen.utilities.parsing import AttributeDict
 
     # the bytes a checkpoint pickled under Lightning holds for AttributeDict(lr=0.1)
     data = pickle.dumps(AttributeDict(lr=0.1), protocol=0).replace(
