@@ -44,7 +44,7 @@ def _loader():
     return DataLoader(TensorDataset(torch.randn(8, 4)), batch_size=4)
 
 
-@pytest.mark.filterwarnings("ignore:2 of the parameters to unfreeze")  # BatchNorm, trainable
+@pytest.mark.filterwarnings("ignore:The provided params to be frozen already exist")  # BatchNorm, trainable
 def test_backbone_unfreezes_at_its_epoch_and_its_lr_doubles_up_to_the_main_lr(make_trainer):
     recorder = GroupRecorder()
     trainer = make_trainer(
@@ -109,7 +109,7 @@ def test_freeze_helpers_on_batchnorm_and_parents_with_own_parameters():
 def test_unfreeze_skips_parameters_already_in_the_optimizer_with_a_warning():
     model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
     optimizer = torch.optim.SGD(model[0].parameters(), lr=1.0)
-    with pytest.warns(UserWarning, match="already in a param group"):
+    with pytest.warns(UserWarning, match="already exist within another group"):
         BaseFinetuning.unfreeze_and_add_param_group(model, optimizer)
     assert len(optimizer.param_groups) == 2
     assert optimizer.param_groups[1]["params"] == list(model[1].parameters())
@@ -134,7 +134,7 @@ def test_custom_finetuning_subclass(make_trainer):
     assert recorder.sizes == [[4], [4, 2]] and recorder.lrs[1] == [0.1, 0.05]
 
 
-@pytest.mark.filterwarnings("ignore:2 of the parameters to unfreeze")  # BatchNorm, trainable
+@pytest.mark.filterwarnings("ignore:The provided params to be frozen already exist")  # BatchNorm, trainable
 def test_resume_recreates_the_added_param_group_before_the_optimizer_state_loads(tmp_path, make_trainer):
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     first = make_trainer(

@@ -99,7 +99,7 @@ def test_duplicate_group_names_are_refused(make_trainer):
             lr=0.1,
         )
 
-    with pytest.raises(MisconfigurationException, match="share a 'name'"):
+    with pytest.raises(MisconfigurationException, match="identical `name` values"):
         _fit(make_trainer, clash)
 
 
@@ -120,3 +120,35 @@ def test_a_monitor_can_watch_the_learning_rate(make_trainer):
     )
     trainer.fit(Groups(decaying))
     assert trainer.current_epoch == 3  # lr 1, 0.1, 0.01 (< 0.05 at the third epoch's check)
+
+
+def test_keys_follow_param_groups_added_during_training(make_trainer):
+    from fulmen.callbacks import BackboneFinetuning
+
+    class Backbone(Groups):
+        def __init__(self):
+            super().__init__(
+                lambda m: torch.optim.SGD(filter(lambda p: p.requires_grad, m.parameters()), lr=0.1)
+            )
+            self.backbone = nn.Linear(32, 32)
+
+        def forward(self, x):
+            return self.layer(self.backbone(x))
+
+    class Keys(Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.seen.append(list(monitor.lrs))
+
+    monitor, keys = LearningRateMonitor(), Keys()
+    keys.seen = []
+    trainer = make_trainer(
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        logger=Recorder(),
+        callbacks=[BackboneFinetuning(unfreeze_backbone_at_epoch=1), monitor, keys],
+    )
+    trainer.fit(Backbone())
+    # the single group's key becomes /pg1 (with its history) once the backbone's group is added
+    assert keys.seen == [["lr-SGD"], ["lr-SGD/pg1", "lr-SGD/pg2"]]
+    assert monitor.lrs["lr-SGD/pg1"] == [0.1, 0.1] and monitor.lrs["lr-SGD/pg2"] == [pytest.approx(0.01)]

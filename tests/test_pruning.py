@@ -117,7 +117,10 @@ def test_verbose_reports_the_sparsity(make_trainer, capsys, caplog):
     ("kwargs", "match"),
     [
         ({"pruning_fn": "nope"}, "not valid"),
-        ({"pruning_fn": "ln_structured", "pruning_dim": 0, "pruning_norm": 2}, "only supports unstructured"),
+        (
+            {"pruning_fn": "ln_structured", "pruning_dim": 0, "pruning_norm": 2},
+            "only the 'unstructured' PRUNING_TYPE is supported",
+        ),
         ({"pruning_fn": "random_structured", "use_global_unstructured": False}, "pruning_dim"),
         ({"pruning_fn": "l1_unstructured", "parameter_names": ["gamma"]}, "gamma"),
         ({"pruning_fn": lambda module, name, amount: None}, "needs a pruning method"),

@@ -55,8 +55,8 @@ class DeviceStatsMonitor(Callback):
             return
         if not trainer.loggers:
             raise MisconfigurationException(
-                "DeviceStatsMonitor logs through the Trainer's loggers, but it has logger=False; pass a logger or "
-                "remove the callback."
+                "Cannot use `DeviceStatsMonitor` callback with `Trainer(logger=False)`: it logs through the "
+                "Trainer's loggers; pass a logger or remove the callback."
             )
         on_cpu = trainer.strategy.root_device.type == "cpu"
         wants_cpu = self._cpu_stats or (self._cpu_stats is None and on_cpu)

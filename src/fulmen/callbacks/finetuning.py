@@ -174,10 +174,11 @@ class BaseFinetuning(Callback):
         fresh = [p for p in params if id(p) not in held]
         if len(fresh) != len(params):
             rank_zero_warn(
-                f"{len(params) - len(fresh)} of the parameters to unfreeze are already in a param group of "
-                f"{type(optimizer).__name__} and are skipped (for instance BatchNorm layers that stayed trainable "
-                "while frozen). If that is not intended, build the optimizer from the trainable parameters only: "
-                "`filter(lambda p: p.requires_grad, self.parameters())`."
+                "The provided params to be frozen already exist within another group of this optimizer "
+                f"({type(optimizer).__name__}): {len(params) - len(fresh)} of them are skipped. HINT: Did you init "
+                "your optimizer in `configure_optimizers` from the trainable parameters only, e.g. "
+                "`filter(lambda p: p.requires_grad, self.parameters())`? (BatchNorm layers that stay trainable "
+                "while the rest is frozen are already in it; that is expected.)"
             )
         return fresh
 

@@ -49,15 +49,16 @@ class LearningRateMonitor(Callback):
         self.lrs: dict[str, list[float]] = defaultdict(list)
         self.last_momentum_values: dict[str, float | None] = {}
         self.last_weight_decay_values: dict[str, float | None] = {}
-        # (optimizer, interval, key per param group), resolved once in on_train_start
-        self._plan: list[tuple[Any, str, list[str]]] = []
+        # [optimizer, interval, base name, key per param group], resolved in on_train_start; the keys are
+        # worked out again when an optimizer gains param groups (e.g. BaseFinetuning unfreezing a module)
+        self._plan: list[list[Any]] = []
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Check that there is a logger and work out every key once."""
+        """Check that there is a logger and work out every key."""
         if not trainer.loggers:
             raise MisconfigurationException(
-                "LearningRateMonitor needs a logger, but the Trainer has logger=False; pass a logger "
-                "(e.g. Trainer(logger=True)) or remove the callback."
+                "Cannot use `LearningRateMonitor` callback with `Trainer` that has no logger: the monitor needs a "
+                "logger; pass one (e.g. Trainer(logger=True)) or remove the callback."
             )
         configs = list(trainer.lr_scheduler_configs)
         seen: dict[str, int] = {}
@@ -69,29 +70,41 @@ class LearningRateMonitor(Callback):
             count = seen.get(base, 0)
             seen[base] = count + 1
             name = base if count == 0 else f"{base}-{count}"
-            groups = optimizer.param_groups
-            group_names = [g["name"] for g in groups if "name" in g]
-            if len(group_names) != len(set(group_names)):
-                raise MisconfigurationException(
-                    f"LearningRateMonitor: the param groups of {type(optimizer).__name__} share a 'name' "
-                    f"({group_names}); give each group its own name (they become the logged keys)."
-                )
-            if len(groups) == 1:
-                keys = [f"{name}/{groups[0]['name']}" if "name" in groups[0] else name]
-            else:
-                keys = [f"{name}/{g.get('name', f'pg{i + 1}')}" for i, g in enumerate(groups)]
-            self._plan.append((optimizer, interval, keys))
-            for key in keys:
-                self.lrs.setdefault(key, [])
-                if self.log_momentum:
-                    self.last_momentum_values.setdefault(f"{key}-momentum", None)
-                if self.log_weight_decay:
-                    self.last_weight_decay_values.setdefault(f"{key}-weight_decay", None)
-            if self.log_momentum and not any("momentum" in g or "betas" in g for g in groups):
+            entry: list[Any] = [optimizer, interval, name, []]
+            self._plan.append(entry)
+            self._update_keys(entry)
+            if self.log_momentum and not any("momentum" in g or "betas" in g for g in optimizer.param_groups):
                 rank_zero_warn(
                     f"LearningRateMonitor(log_momentum=True): {type(optimizer).__name__} has no momentum; "
-                    "0 is logged for it."
+                    "0 is logged for it.",
+                    category=RuntimeWarning,
                 )
+
+    def _update_keys(self, entry: list[Any]) -> list[str]:
+        """The keys of an optimizer's param groups; a single group's history moves to `/pg1` when more appear."""
+        optimizer, _, name, old = entry
+        groups = optimizer.param_groups
+        group_names = [g["name"] for g in groups if "name" in g]
+        if len(group_names) != len(set(group_names)):
+            raise MisconfigurationException(
+                f"A single `Optimizer` cannot have multiple parameter groups with identical `name` values: "
+                f"{type(optimizer).__name__} has {group_names}; give each group its own name (they become the "
+                "logged keys)."
+            )
+        if len(groups) == 1:
+            keys = [f"{name}/{groups[0]['name']}" if "name" in groups[0] else name]
+        else:
+            keys = [f"{name}/{g.get('name', f'pg{i + 1}')}" for i, g in enumerate(groups)]
+        for key in keys:
+            if old == [name] and key == f"{name}/pg1" and name in self.lrs:
+                self.lrs[key] = self.lrs.pop(name)
+            self.lrs.setdefault(key, [])
+            if self.log_momentum:
+                self.last_momentum_values.setdefault(f"{key}-momentum", None)
+            if self.log_weight_decay:
+                self.last_weight_decay_values.setdefault(f"{key}-weight_decay", None)
+        entry[3] = keys
+        return keys
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
@@ -118,9 +131,12 @@ class LearningRateMonitor(Callback):
 
     def _log(self, trainer: Trainer, interval: str, step: int) -> None:
         stats: dict[str, float] = {}
-        for optimizer, opt_interval, keys in self._plan:
+        for entry in self._plan:
+            optimizer, opt_interval, _, keys = entry
             if interval != "any" and opt_interval not in (interval, "any"):
                 continue
+            if len(keys) != len(optimizer.param_groups):
+                keys = self._update_keys(entry)
             for key, group in zip(keys, optimizer.param_groups):
                 stats[key] = float(group["lr"])
                 if self.log_momentum:

@@ -41,6 +41,7 @@ def _method_class(name: str) -> type:
 
 
 def _is_pruning_method(fn: Any) -> bool:
+    """True for a `torch.nn.utils.prune.BasePruningMethod` subclass."""
     from torch.nn.utils import prune
 
     return inspect.isclass(fn) and issubclass(fn, prune.BasePruningMethod)
@@ -68,11 +69,12 @@ class ModelPruning(Callback):
     """
 
     PARAMETER_NAMES = ("weight", "bias")
+    _is_pruning_method = staticmethod(_is_pruning_method)  # Lightning's name for the check
 
     def __init__(
         self,
         pruning_fn: Callable[..., Any] | str,
-        parameters_to_prune: Sequence[tuple[nn.Module, str]] = (),
+        parameters_to_prune: Sequence[tuple[nn.Module, str]] | None = (),
         parameter_names: list[str] | None = None,
         use_global_unstructured: bool = True,
         amount: int | float | Callable[[int], int | float] = 0.5,
@@ -86,7 +88,7 @@ class ModelPruning(Callback):
         prune_on_train_epoch_end: bool = True,
     ) -> None:
         self._use_global_unstructured = use_global_unstructured
-        self._parameters_to_prune = list(parameters_to_prune)
+        self._parameters_to_prune = list(parameters_to_prune or ())
         self._use_lottery_ticket_hypothesis = use_lottery_ticket_hypothesis
         self._resample_parameters = resample_parameters
         self._prune_on_train_epoch_end = prune_on_train_epoch_end
@@ -96,7 +98,8 @@ class ModelPruning(Callback):
         for name in self._parameter_names:
             if name not in self.PARAMETER_NAMES:
                 raise MisconfigurationException(
-                    f"ModelPruning(parameter_names=...) got {name!r}; use names from {list(self.PARAMETER_NAMES)}."
+                    f"The provided `parameter_names` name: {name} isn't in {self.PARAMETER_NAMES}; "
+                    f"ModelPruning(parameter_names=...) takes names from {list(self.PARAMETER_NAMES)}."
                 )
         self._global_method: Any = None
         self.pruning_fn = self._make_pruning_fn(pruning_fn, pruning_dim, pruning_norm)
@@ -128,8 +131,9 @@ class ModelPruning(Callback):
             if name in _STRUCTURED:
                 if self._use_global_unstructured:
                     raise MisconfigurationException(
-                        f"pruning_fn={name!r} is structured, but use_global_unstructured=True prunes by one global "
-                        "threshold and only supports unstructured methods; pass use_global_unstructured=False."
+                        f"pruning_fn={name!r} is structured, but only the 'unstructured' PRUNING_TYPE is supported "
+                        "with `use_global_unstructured=True` (it prunes by one global threshold); pass "
+                        "use_global_unstructured=False."
                     )
                 if dim is None:
                     raise MisconfigurationException(
