@@ -316,8 +316,9 @@ def load(path: str | os.PathLike[str], map_location: Any = "cpu", trusted: bool 
             raise UnsafeCheckpointError(
                 f"Refusing to load checkpoint {path!r}: it holds pickled Python objects, and unpickling them can "
                 f"run arbitrary code ({_first_line(err)}). If you made this file yourself or trust its source, "
-                "either allow the named class with `torch.serialization.add_safe_globals([TheClass])`, or load it "
-                "with `fulmen.checkpoint.load(path, trusted=True)`."
+                "either allow the named class with `torch.serialization.add_safe_globals([TheClass])`, or trust "
+                "the whole file: `weights_only=False` in load_from_checkpoint(...) and fit/validate/test/predict(...), "
+                "`fulmen.checkpoint.load(path, trusted=True)`."
             ) from err
         raise _damaged(path, err) from err
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as err:
