@@ -75,8 +75,8 @@ class LearningRateMonitor(Callback):
             self._update_keys(entry)
             if self.log_momentum and not any("momentum" in g or "betas" in g for g in optimizer.param_groups):
                 rank_zero_warn(
-                    f"LearningRateMonitor(log_momentum=True): {type(optimizer).__name__} has no momentum; "
-                    "0 is logged for it.",
+                    f"LearningRateMonitor(log_momentum=True), but some optimizers do not have momentum. "
+                    f"{type(optimizer).__name__} has none, so 0 is logged for its momentum.",
                     category=RuntimeWarning,
                 )
 
