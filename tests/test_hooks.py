@@ -1,4 +1,4 @@
-"""The exact order in which Trainer calls module and callback hooks (Lightning 2.x)."""
+"""hooks.py and the loops: the exact order in which Trainer calls module and callback hooks (Lightning 2.x)."""
 
 import contextlib
 from unittest import mock

@@ -1,4 +1,4 @@
-"""configure_optimizers return forms, learning-rate schedulers and automatic optimization."""
+"""optim.py: configure_optimizers return forms, learning-rate schedulers and automatic optimization."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""self.log / self.log_dict: defaults per hook, reduction, where the values end up."""
+"""results.py, what self.log / self.log_dict record: defaults per hook, reduction, where the values end up."""
 
 import pytest
 import torch

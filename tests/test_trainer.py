@@ -1,4 +1,4 @@
-"""Trainer flags: loop limits, validation schedule, dataloader limits, modes and flag errors."""
+"""trainer.py, the Trainer's flags: loop limits, validation schedule, dataloader limits, modes and flag errors."""
 
 import time
 import warnings

@@ -1,4 +1,4 @@
-"""Checkpoints that ModelCheckpoint finishes in the background: order, visibility and failures."""
+"""writer.py: the checkpoints that ModelCheckpoint finishes in the background: order, visibility and failures."""
 
 import os
 import threading

@@ -525,7 +525,7 @@ class FitLoop:
 
         `plan._direct_optimizer` allows this path only when every call `_closure_step` would make through
         the module, strategy, precision and LightningOptimizer is the default one, so both compute the
-        same thing in the same order (tests/test_optimizers.py checks they give identical weights).
+        same thing in the same order (tests/test_optim.py checks they give identical weights).
         """
         t = self.trainer
         t.lightning_module._current_fx_name = "training_step"
