@@ -54,9 +54,9 @@ RENAMED = {
     "callbacks.progress.progress_bar": "callbacks.progress",
     "loggers.csv_logs": "loggers.csv_logs",
 }
-# with FULMEN_ALIAS_SYNTHETIC_DEMOS=1, Lightning's demo modules that download data are served by
+# with FULMEN_ALIAS_SYNTHETIC_DEMOS=1, Lightning's demo module that downloads MNIST is served by
 # synthetic/synthetic_demos.py (on sys.path), for fulmen and Lightning runs alike
-SYNTHETIC_DEMOS = ("demos.mnist_datamodule", "demos.transformer")
+SYNTHETIC_DEMOS = ("demos.mnist_datamodule",)
 # where a name not found on its own module's path is looked for, in order
 SEARCHED = (
     "fulmen",
@@ -248,8 +248,16 @@ def _compat_spec(fullname: str, path: Any, target: Any) -> Any:
     except ModuleNotFoundError as refused:
         REFUSED_BY_COMPAT[fullname] = str(refused).split(":")[0]
         return None
-    if spec is not None:
-        spec.loader = _AfterCompat(spec.loader)
+    if spec is None:
+        return None
+    target = getattr(spec.loader, "target", None)
+    if target is not None:  # compat rewrites a whole prefix: the fulmen module may not exist
+        try:
+            if importlib.util.find_spec(target) is None:
+                return None
+        except ImportError:
+            return None
+    spec.loader = _AfterCompat(spec.loader)
     return spec
 
 
@@ -258,7 +266,13 @@ class _Finder(importlib.abc.MetaPathFinder):
         split = _split(fullname)
         if split is None:
             return None
-        spec = _compat_spec(fullname, path, target)
+        parent_name, _, last = fullname.rpartition(".")
+        parent = sys.modules.get(parent_name)
+        if parent is not None and last in vars(parent):
+            # an attribute, not a module (mock.patch("lightning.pytorch.loggers.TensorBoardLogger.x") tries both)
+            return None
+        synthetic = os.environ.get("FULMEN_ALIAS_SYNTHETIC_DEMOS") == "1" and split[1] in SYNTHETIC_DEMOS
+        spec = None if synthetic else _compat_spec(fullname, path, target)
         if spec is not None:
             return spec
         root, rest = split

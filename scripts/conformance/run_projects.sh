@@ -22,6 +22,16 @@ sed -i 's/L.Trainer(gradient_clip_val=0.25, max_epochs=20)/L.Trainer(gradient_cl
   "$WORK/examples/basics/transformer.py"
 LIM="--trainer.max_epochs 1 --trainer.limit_train_batches 5 --trainer.limit_val_batches 2 --trainer.limit_test_batches 2 --trainer.limit_predict_batches 2 --trainer.accelerator cpu"
 export FULMEN_ALIAS_CALLERS="$WORK/examples"
+# fulmen's WikiText2 reads data/wikitext-2.txt (it never downloads): a synthetic corpus for the transformer
+mkdir -p "$WORK/out/transformer/data"
+"$PY" -c "
+import random
+random.seed(0)
+with open('$WORK/out/transformer/data/wikitext-2.txt', 'w') as f:
+    for _ in range(4500):
+        s = random.randrange(120)
+        f.write(' '.join(f'w{(s + j) % 120}' for j in range(40)) + '\n')
+"
 run() {
   local name=$1; shift
   mkdir -p "$WORK/out/$name"
