@@ -268,7 +268,9 @@ class _Finder(importlib.abc.MetaPathFinder):
             return None
         parent_name, _, last = fullname.rpartition(".")
         parent = sys.modules.get(parent_name)
-        if parent is not None and last in vars(parent):
+        known = vars(parent).get(last) if parent is not None else None
+        placeholder = isinstance(known, type) and issubclass(known, Missing)
+        if known is not None and not placeholder and not isinstance(known, types.ModuleType):
             # an attribute, not a module (mock.patch("lightning.pytorch.loggers.TensorBoardLogger.x") tries both)
             return None
         synthetic = os.environ.get("FULMEN_ALIAS_SYNTHETIC_DEMOS") == "1" and split[1] in SYNTHETIC_DEMOS
