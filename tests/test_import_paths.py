@@ -419,3 +419,12 @@ def test_import_fulmen_stays_lazy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_lightning_logo_is_a_top_level_name_as_in_lightning():
+    """Lightning's examples import it from `lightning.pytorch` itself."""
+    import fulmen
+    from fulmen.cli import cli_lightning_logo
+
+    assert fulmen.cli_lightning_logo is cli_lightning_logo
+    assert fulmen.pytorch.cli_lightning_logo is cli_lightning_logo

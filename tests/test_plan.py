@@ -2,6 +2,7 @@
 
 from unittest import mock
 
+import pytest
 import torch
 
 import fulmen as L
@@ -111,3 +112,24 @@ def test_instance_clipping_hook_runs_before_each_step(make_trainer):
     model.configure_gradient_clipping = lambda optimizer, **kwargs: steps.append(kwargs)
     make_trainer(limit_train_batches=2, limit_val_batches=0).fit(model)
     assert steps == [{"gradient_clip_val": None, "gradient_clip_algorithm": "norm"}] * 2
+
+
+def test_is_overridden_takes_lightnings_optional_instance_and_parent():
+    """Lightning's signature: no instance is never overridden; the parent is inferred for its bases."""
+
+    class Model(L.LightningModule):
+        def training_step(self, batch, batch_idx):
+            return None
+
+    class Quiet(L.Callback):
+        pass
+
+    model, callback = Model(), Quiet()
+    assert is_overridden("training_step", None) is False
+    assert is_overridden("training_step", model) is True
+    assert is_overridden("validation_step", model) is False
+    assert is_overridden("on_train_start", callback) is False
+    callback.on_train_start = lambda trainer, module: None
+    assert is_overridden("on_train_start", callback) is True
+    with pytest.raises(ValueError, match="pass `parent=`"):
+        is_overridden("forward", object())

@@ -44,6 +44,8 @@ _LAZY = {
     )
 }
 _OUT_OF_SCOPE = ("Fabric",)
+# names Lightning exports at its top level from heavier modules, imported on first use
+_LAZY_NAMES = {"cli_lightning_logo": "fulmen.cli"}
 
 
 def __getattr__(name: str) -> Any:
@@ -51,6 +53,8 @@ def __getattr__(name: str) -> Any:
 
     if name in _LAZY:
         return importlib.import_module(_LAZY[name])
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
     if name in _OUT_OF_SCOPE:
         return getattr(importlib.import_module("fulmen.out_of_scope"), name)
     raise AttributeError(f"module 'fulmen' has no attribute {name!r}")

@@ -7,6 +7,7 @@ import from `lightning.pytorch.utilities` are all reachable from here.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -142,9 +143,38 @@ def overriding(name: str, instance: object, parent: type) -> Callable[..., Any] 
     return getattr(instance, name)
 
 
-def is_overridden(name: str, instance: object, parent: type) -> bool:
-    """True when `instance.<name>` is not `parent`'s default (see `overriding` for the lookup rule)."""
+def is_overridden(name: str, instance: object | None = None, parent: type | None = None) -> bool:
+    """True when `instance.<name>` is not `parent`'s default (see `overriding` for the lookup rule).
+
+    As in Lightning, `instance=None` is never overridden, and `parent` may be left out for a
+    LightningModule, a LightningDataModule or a Callback (their base class is then the default).
+    """
+    if instance is None:
+        return False
+    if parent is None:
+        parent = _default_parent(instance)
     return overriding(name, instance, parent) is not None
+
+
+# where the bases whose hooks have defaults live; read from sys.modules so this low layer imports
+# nothing above it (an instance of one of them means its module is already imported)
+_HOOK_BASES = (
+    ("fulmen.module", "LightningModule"),
+    ("fulmen.datamodule", "LightningDataModule"),
+    ("fulmen.callbacks.callback", "Callback"),
+)
+
+
+def _default_parent(instance: object) -> type:
+    """The fulmen base class whose defaults `instance`'s hooks are compared with."""
+    for module_name, class_name in _HOOK_BASES:
+        base = getattr(sys.modules.get(module_name), class_name, None)
+        if base is not None and isinstance(instance, base):
+            return base
+    raise ValueError(
+        f"is_overridden: pass `parent=` for a {type(instance).__name__}; it is only inferred for a "
+        "LightningModule, a LightningDataModule or a Callback."
+    )
 
 
 # names of `lightning.pytorch.utilities` that live in heavier or later modules: imported on first use
