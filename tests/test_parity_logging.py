@@ -191,3 +191,57 @@ def test_fewer_batches_than_log_every_n_steps_warns_when_logging(make_trainer, t
 def test_no_logging_interval_warning_without_a_logger(make_trainer, recwarn):
     make_trainer(limit_val_batches=0).fit(BoringModel(), _loader())
     assert not [w for w in recwarn if "logging interval" in str(w.message)]
+
+
+def _logs_in_training_step(name, value):
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            self.log(name, value)
+            return super().training_step(batch, batch_idx)
+
+    return Model()
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        (None, "`NoneType` values cannot be logged"),
+        ("foo", "`str` values cannot be logged"),
+        ({"a": 1}, "`dict` values cannot be logged"),
+        ({"a": {"b": 1}}, "nested dictionaries cannot be logged"),
+        ([1, 2, 3], "`list` values cannot be logged"),
+    ],
+)
+def test_an_invalid_value_names_the_call_and_the_type(make_trainer, value, what):
+    import re
+
+    with pytest.raises(ValueError, match=re.escape(f"`self.log(foo, {value})` was called, but {what}")):
+        make_trainer(max_steps=1, limit_val_batches=0).fit(_logs_in_training_step("foo", value))
+
+
+def test_a_tensor_with_several_elements_is_refused(make_trainer):
+    with pytest.raises(
+        ValueError, match="`self.log\\(foo, tensor\\(\\[1., 2.\\]\\)\\)` was called, but the tensor"
+    ):
+        make_trainer(max_steps=1, limit_val_batches=0).fit(
+            _logs_in_training_step("foo", torch.tensor([1.0, 2.0]))
+        )
+
+
+def test_a_name_carrying_the_dataloader_index_is_refused(make_trainer):
+    from fulmen.utilities import MisconfigurationException
+
+    model = _logs_in_training_step("foo/dataloader_idx_0", 1.0)
+    with pytest.raises(MisconfigurationException, match="`self.log` with the key `foo/dataloader_idx_0`"):
+        make_trainer(max_steps=1, limit_val_batches=0).fit(model)
+
+
+def test_a_name_carrying_the_dataloader_index_is_kept_with_add_dataloader_idx_false(make_trainer):
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            self.log("foo/dataloader_idx_0", 2.0, add_dataloader_idx=False)
+            return super().training_step(batch, batch_idx)
+
+    trainer = make_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(Model())
+    assert trainer.callback_metrics["foo/dataloader_idx_0"] == 2.0

@@ -8,7 +8,7 @@ at epoch end. That is why per-step logging costs no device synchronisation.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -73,6 +73,18 @@ def check_hook_may_log(hook: str | None) -> None:
 
 _REDUCE_NAMES = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
 _FOLD_EVERY = 256  # step values kept before folding them into the running sum
+
+
+def _invalid_value_message(name: str, value: Any) -> str:
+    """The error for a `self.log` value that is not a number, a one-element tensor or a Metric."""
+    if isinstance(value, Mapping) and any(isinstance(v, Mapping) for v in value.values()):
+        what = "nested dictionaries cannot be logged"
+    else:
+        what = f"`{type(value).__name__}` values cannot be logged"
+    return (
+        f"`self.log({name}, {value})` was called, but {what}. Log a float, an int, a one-element tensor or "
+        "a torchmetrics Metric (for several values, `self.log_dict` with one such value per key)."
+    )
 
 
 def _is_metric(value: Any) -> bool:
@@ -275,7 +287,17 @@ class ResultStore:
         slot = self.slots.get(key)
         if slot is None:
             slot = self._new_slot(
-                hook, name, suffix, value, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist
+                hook,
+                name,
+                suffix,
+                value,
+                prog_bar,
+                logger,
+                on_step,
+                on_epoch,
+                reduce_fx,
+                sync_dist,
+                add_dataloader_idx,
             )
         if slot.metric is not None:
             slot.metric = value
@@ -288,17 +310,14 @@ class ResultStore:
             if value.dim():  # a loss is already 0-dim: reshape costs a microsecond, twice the rest of this
                 if value.numel() != 1:
                     raise ValueError(
-                        f"self.log({name!r}, ...) got a tensor with {value.numel()} elements; log a scalar "
-                        "(e.g. `value.mean()`) or log each element under its own name."
+                        f"`self.log({name}, {value})` was called, but the tensor has {value.numel()} elements; "
+                        f"log a scalar (e.g. `self.log({name}, value.mean())`) or each element under its own name."
                     )
                 value = value.reshape(())
         elif isinstance(value, (int, float, bool)):
             value = torch.tensor(float(value))
         else:
-            raise ValueError(
-                f"self.log({name!r}, value) must be given a float, an int, a scalar tensor or a torchmetrics "
-                f"Metric; got {type(value).__name__}."
-            )
+            raise ValueError(_invalid_value_message(name, value))
         if slot.on_step:
             if slot.sync_dist and self.reduce_step is not None and isinstance(slot.reduce, str):
                 slot.last = self.reduce_step(value, slot.reduce)  # epoch totals stay local until epoch end
@@ -322,7 +341,14 @@ class ResultStore:
         on_epoch: bool | None,
         reduce_fx: str | Callable[..., Any],
         sync_dist: bool,
+        add_dataloader_idx: bool,
     ) -> _Slot:
+        if add_dataloader_idx and "/dataloader_idx_" in name:
+            raise MisconfigurationException(
+                f"You called `self.log` with the key `{name}` but it should not contain information about "
+                "`dataloader_idx` when `add_dataloader_idx=True`: fulmen appends it. Drop it from the name, or "
+                "pass `add_dataloader_idx=False`."
+            )
         defaults = _HOOK_DEFAULTS.get(hook or "")
         if defaults is None:
             check_hook_may_log(hook or "this place")
@@ -502,4 +528,4 @@ class RunResults:
         trainer = self._trainer
         if trainer.is_global_zero:
             for lg in trainer.loggers:
-                lg.log_metrics(scalars, step=step)
+                lg.log_metrics(metrics=scalars, step=step)

@@ -914,12 +914,18 @@ class Trainer:
             return
         params: dict[str, Any] = {}
         module = self.lightning_module
-        if getattr(module, "_log_hyperparams", True):
+        # As in Lightning, only objects that called `save_hyperparameters` (with logger=True) are logged; with
+        # none, loggers get no `log_hyperparams` call at all (so no placeholder `hp_metric` either).
+        opted_in = False
+        if getattr(module, "_log_hyperparams", False):
             params.update(module.hparams_initial)
-        if self.datamodule is not None and getattr(self.datamodule, "_log_hyperparams", True):
+            opted_in = True
+        if self.datamodule is not None and getattr(self.datamodule, "_log_hyperparams", False):
             params.update(self.datamodule.hparams_initial)
+            opted_in = True
         for lg in self.loggers:
-            lg.log_hyperparams(params)
+            if opted_in:
+                lg.log_hyperparams(params)
             if hasattr(lg, "log_graph"):
                 lg.log_graph(module)
             lg.save()
