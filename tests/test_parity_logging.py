@@ -245,3 +245,58 @@ def test_a_name_carrying_the_dataloader_index_is_kept_with_add_dataloader_idx_fa
     trainer = make_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(Model())
     assert trainer.callback_metrics["foo/dataloader_idx_0"] == 2.0
+
+
+def test_a_metric_the_module_does_not_hold_is_refused_naming_the_fix(make_trainer):
+    torchmetrics = pytest.importorskip("torchmetrics")
+    from fulmen.utilities import MisconfigurationException
+
+    model = _logs_in_training_step("foo", torchmetrics.classification.BinaryAccuracy())
+    with pytest.raises(MisconfigurationException, match="by setting an attribute for the metric in your"):
+        make_trainer(max_steps=1, limit_val_batches=0).fit(model)
+
+
+def test_a_metric_not_among_the_module_attributes_lists_the_candidates(make_trainer):
+    torchmetrics = pytest.importorskip("torchmetrics")
+    from fulmen.utilities import MisconfigurationException
+
+    model = _logs_in_training_step("foo", torchmetrics.classification.BinaryAccuracy())
+    model.bar = torchmetrics.classification.BinaryAccuracy()
+    with pytest.raises(
+        MisconfigurationException, match=r"metric_attribute=name\)` where `name` is one of \['bar'\]"
+    ):
+        make_trainer(max_steps=1, limit_val_batches=0).fit(model)
+
+
+def test_a_metric_of_a_deep_copied_module_is_found(make_trainer):
+    import copy
+
+    torchmetrics = pytest.importorskip("torchmetrics")
+
+    class Model(BoringModel):
+        def __init__(self):
+            super().__init__()
+            self.acc = torchmetrics.classification.BinaryAccuracy()
+
+        def training_step(self, batch, batch_idx):
+            self.acc(torch.ones(2), torch.ones(2))
+            self.log("acc", self.acc)
+            return super().training_step(batch, batch_idx)
+
+    first = Model()
+    make_trainer(max_steps=1, limit_val_batches=0).fit(first)
+    trainer = make_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(copy.deepcopy(first))
+    assert trainer.callback_metrics["acc"] == 1.0
+
+
+def test_logging_neither_on_step_nor_on_epoch_is_refused(make_trainer):
+    from fulmen.utilities import MisconfigurationException
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            self.log("foo", 1.0, on_step=False, on_epoch=False)
+            return super().training_step(batch, batch_idx)
+
+    with pytest.raises(MisconfigurationException, match="on_step=False, on_epoch=False\\)` is not useful"):
+        make_trainer(max_steps=1, limit_val_batches=0).fit(Model())

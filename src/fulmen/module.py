@@ -22,7 +22,7 @@ from torch.optim import Optimizer
 
 from fulmen.checkpoint.state import load_module_from_checkpoint
 from fulmen.hparams import is_omegaconf
-from fulmen.results import check_hook_may_log
+from fulmen.results import check_hook_may_log, is_metric
 from fulmen.utilities import AttributeDict, MisconfigurationException, move_data_to_device, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -514,6 +514,12 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         trainer = self._trainer
         if trainer is None:
             return  # not attached to a Trainer: nothing to log to
+        if (
+            metric_attribute is None
+            and not isinstance(value, (torch.Tensor, float, int))
+            and is_metric(value)
+        ):
+            self._metric_attribute_of(name, value)
         store = trainer.fit_loop.results.current
         if store is None:
             check_hook_may_log(self._current_fx_name)
@@ -531,6 +537,28 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
             add_dataloader_idx=add_dataloader_idx,
             batch_size=batch_size,
         )
+
+    def _metric_attribute_of(self, name: str, metric: Any) -> str:
+        """The attribute holding a logged torchmetrics Metric; a Metric the module does not hold is refused."""
+        # looked up once, and again on a miss: a deep copy of the module (EMA, SWA) holds other metric objects
+        names: dict[int, str] | None = self.__dict__.get("_logged_metric_names")
+        if names is None or id(metric) not in names:
+            names = {id(m): n for n, m in self.named_modules() if n and is_metric(m)}
+            self.__dict__["_logged_metric_names"] = names
+        if not names:
+            raise MisconfigurationException(
+                f"`self.log({name}, metric)`: could not find the `LightningModule` attribute for the "
+                "`torchmetrics.Metric` logged. You can fix this by setting an attribute for the metric in your "
+                "`LightningModule` (e.g. `self.acc = Accuracy(...)` in `__init__`) and logging that attribute."
+            )
+        found = names.get(id(metric))
+        if found is None:
+            raise MisconfigurationException(
+                "Could not find the `LightningModule` attribute for the `torchmetrics.Metric` logged. You can fix "
+                f"this by calling `self.log({name}, ..., metric_attribute=name)` where `name` is one of "
+                f"{list(names.values())}"
+            )
+        return found
 
     def log_dict(
         self,

@@ -87,7 +87,8 @@ def _invalid_value_message(name: str, value: Any) -> str:
     )
 
 
-def _is_metric(value: Any) -> bool:
+def is_metric(value: Any) -> bool:
+    """Whether `value` behaves as a torchmetrics Metric (update/compute/reset)."""
     return hasattr(value, "compute") and hasattr(value, "reset") and hasattr(value, "update")
 
 
@@ -355,6 +356,11 @@ class ResultStore:
             raise AssertionError("unreachable")
         step = defaults[0] if on_step is None else on_step
         epoch = defaults[1] if on_epoch is None else on_epoch
+        if not step and not epoch:
+            raise MisconfigurationException(
+                f"`self.log({name}, ..., on_step=False, on_epoch=False)` is not useful: the value would be "
+                "recorded nowhere. Set `on_step=True` and/or `on_epoch=True`."
+            )
         if isinstance(reduce_fx, str):
             if reduce_fx.lower() not in _REDUCE_NAMES:
                 raise MisconfigurationException(
@@ -377,7 +383,7 @@ class ResultStore:
             self.dataloader_idx,
             suffix,
         )
-        if _is_metric(value):
+        if is_metric(value):
             slot.metric = value
         self.slots[name + suffix] = slot
         return slot
