@@ -1,6 +1,7 @@
 import pytest
 
 import fulmen as L
+from fulmen.callbacks import Checkpoint
 from fulmen.demos import BoringModel
 
 
@@ -23,6 +24,10 @@ def make_trainer(tmp_path):
             enable_model_summary=False,
         )
         options.update(kwargs)
+        callbacks = options.get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        if "enable_checkpointing" not in kwargs and any(isinstance(c, Checkpoint) for c in callbacks):
+            options["enable_checkpointing"] = True  # a test's own checkpoint callback (False would refuse it)
         return L.Trainer(**options)
 
     return make

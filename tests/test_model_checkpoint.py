@@ -148,10 +148,12 @@ def test_monitor_that_was_never_logged_is_an_error_listing_logged_metrics(tmp_pa
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"mode": "avg"}, "mode='avg'"),
+        ({"mode": "avg"}, "`mode` can be 'min' or 'max' but got avg"),
         ({"save_top_k": 3}, "no quantity to rank"),
-        ({"save_top_k": -2}, "save_top_k=-2"),
-        ({"every_n_train_steps": 2, "every_n_epochs": 1}, "mutually exclusive"),
+        ({"save_top_k": -2}, r"save_top_k=-2\) is not valid. Must be >= -1"),
+        ({"every_n_epochs": -3}, r"every_n_epochs=-3\) is not valid. Must be >= 0"),
+        ({"every_n_train_steps": -1}, r"every_n_train_steps=-1\) is not valid. Must be >= 0"),
+        ({"every_n_train_steps": 2, "every_n_epochs": 1}, "Combination of parameters every_n_train_steps"),
         ({"save_last": "yes"}, "save_last='yes'"),
     ],
 )
@@ -186,7 +188,7 @@ def test_restoring_state_from_another_folder_keeps_only_best_model_path(tmp_path
     old = ModelCheckpoint(dirpath=tmp_path / "old", monitor="score")
     old.best_model_path, old.best_model_score = "/old/best.ckpt", torch.tensor(0.5)
     new = ModelCheckpoint(dirpath=tmp_path / "new", monitor="score")
-    with pytest.warns(UserWarning, match="folder changed"):
+    with pytest.warns(UserWarning, match="The dirpath has changed from"):
         new.load_state_dict(old.state_dict())
     assert new.best_model_path == "/old/best.ckpt" and new.best_model_score is None
 
@@ -211,7 +213,7 @@ def test_ckpt_path_last_finds_the_previous_runs_file_in_another_logger_version(t
         return trainer
 
     run(1)
-    with pytest.warns(UserWarning, match="folder changed"):  # a new run writes to version_1
+    with pytest.warns(UserWarning, match="The dirpath has changed from"):  # a new run writes to version_1
         resumed = run(2, ckpt_path="last")  # ... and finds the file in version_0
     assert resumed.ckpt_path == os.path.realpath(
         tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
@@ -434,3 +436,56 @@ def test_a_failed_background_save_stops_the_run_at_the_next_step(tmp_path, monke
     # the save after step 2 failed in the background; the run stops at the end of the next step,
     # not at the next save (after step 4)
     assert steps == [0, 1, 2]
+
+
+def test_every_n_epochs_is_public_and_defaults_to_one():
+    assert ModelCheckpoint().every_n_epochs == 1
+    assert ModelCheckpoint(every_n_epochs=3).every_n_epochs == 3
+    assert ModelCheckpoint(every_n_train_steps=5).every_n_epochs == 0
+
+
+def test_to_yaml_writes_best_k_models_that_read_back_as_floats(tmp_path):
+    import yaml
+
+    mc = ModelCheckpoint(dirpath=tmp_path, monitor="score", save_top_k=2)
+    _trainer(tmp_path, max_epochs=2, callbacks=[mc]).fit(ScoredModel(scores=(1e-5, 0.25)))
+    mc.to_yaml(tmp_path / "best.yaml")
+    with open(tmp_path / "best.yaml") as f:
+        loaded = yaml.safe_load(f)
+    assert loaded == {
+        str(tmp_path / "epoch=0-step=2.ckpt"): pytest.approx(1e-5),
+        str(tmp_path / "epoch=1-step=4.ckpt"): 0.25,
+    }
+
+
+def test_to_yaml_with_no_checkpoints_writes_an_empty_mapping(tmp_path):
+    ModelCheckpoint(dirpath=tmp_path).to_yaml(tmp_path / "best.yaml")
+    with open(tmp_path / "best.yaml") as f:
+        import yaml
+
+        assert yaml.safe_load(f) == {}
+
+
+@pytest.mark.parametrize("barebones", [False, True])
+def test_checkpoint_callback_with_checkpointing_disabled_is_an_error(tmp_path, barebones):
+    flags = {"barebones": True} if barebones else {"enable_checkpointing": False}
+    with pytest.raises(
+        MisconfigurationException, match="`enable_checkpointing=False` but found `ModelCheckpoint`"
+    ):
+        L.Trainer(default_root_dir=tmp_path, callbacks=[ModelCheckpoint()], **flags)
+
+
+def test_save_last_link_to_a_url_dirpath_is_refused_at_setup(tmp_path):
+    mc = ModelCheckpoint(dirpath="memory://somewhere", save_last="link")
+    with pytest.raises(ValueError, match="save_last='link'.* is only supported for local file paths"):
+        mc.setup(L.Trainer(default_root_dir=tmp_path, logger=False), BoringModel(), "fit")
+
+
+@pytest.mark.parametrize(("text", "expected"), [("true", True), ("no", False), ("link", "link")])
+def test_save_last_annotation_parses_from_the_command_line(text, expected):
+    from inspect import signature
+
+    jsonargparse = pytest.importorskip("jsonargparse")
+    parser = jsonargparse.ArgumentParser()
+    parser.add_argument("--save_last", type=signature(ModelCheckpoint).parameters["save_last"].annotation)
+    assert parser.parse_args(["--save_last", text]).save_last == expected

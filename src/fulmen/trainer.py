@@ -329,6 +329,12 @@ class Trainer:
             callbacks = _add_timer(callbacks, self.max_time)
         if self.enable_checkpointing:
             callbacks = _add_default_checkpoint(callbacks)
+        elif any(isinstance(c, Checkpoint) for c in callbacks):
+            # as Lightning: a checkpoint callback would silently never run
+            raise MisconfigurationException(
+                "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in "
+                "callbacks list. Remove the checkpoint callback, or set enable_checkpointing=True."
+            )
         return callbacks
 
     def _make_loggers(self, logger: Any, quiet: bool) -> list[Any]:

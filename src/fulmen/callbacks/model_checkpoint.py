@@ -14,14 +14,12 @@ earlier part of the same run, resumed with the same `dirpath`, wrote there), nev
 run resumed from.
 """
 
-from __future__ import annotations
-
 import datetime
 import glob
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -71,7 +69,7 @@ class ModelCheckpoint(Checkpoint):
         filename: str | None = None,
         monitor: str | None = None,
         verbose: bool = False,
-        save_last: bool | str | None = None,
+        save_last: Literal[True, False, "link"] | None = None,
         save_top_k: int = 1,
         save_weights_only: bool = False,
         mode: str = "min",
@@ -108,9 +106,7 @@ class ModelCheckpoint(Checkpoint):
         self._written: set[str] = set()  # files this callback wrote (or inherited) in its dirpath: deletable
 
         if mode not in ("min", "max"):
-            raise MisconfigurationException(
-                f"ModelCheckpoint(mode={mode!r}) is not valid; use 'min' or 'max'."
-            )
+            raise MisconfigurationException(f"ModelCheckpoint: `mode` can be 'min' or 'max' but got {mode}.")
         self.mode = mode
         if save_last not in (None, True, False, "link"):
             raise MisconfigurationException(
@@ -118,7 +114,7 @@ class ModelCheckpoint(Checkpoint):
             )
         if save_top_k < -1:
             raise MisconfigurationException(
-                f"ModelCheckpoint(save_top_k={save_top_k}) is not valid; use -1 (keep all), 0 (none) or more."
+                f"ModelCheckpoint(save_top_k={save_top_k}) is not valid. Must be >= -1 (-1 keeps all, 0 none)."
             )
         if monitor is None and save_top_k not in (-1, 0, 1):
             raise MisconfigurationException(
@@ -128,7 +124,7 @@ class ModelCheckpoint(Checkpoint):
         for name, value in (("every_n_train_steps", every_n_train_steps), ("every_n_epochs", every_n_epochs)):
             if value is not None and value < 0:
                 raise MisconfigurationException(
-                    f"ModelCheckpoint({name}={value}) is not valid; use an int >= 0."
+                    f"ModelCheckpoint({name}={value}) is not valid. Must be >= 0."
                 )
         chosen = [
             (every_n_train_steps or 0) >= 1,
@@ -137,8 +133,9 @@ class ModelCheckpoint(Checkpoint):
         ]
         if sum(chosen) > 1:
             raise MisconfigurationException(
-                f"ModelCheckpoint: every_n_train_steps={every_n_train_steps}, every_n_epochs={every_n_epochs} and "
-                f"train_time_interval={train_time_interval} are mutually exclusive; set only one of them."
+                "ModelCheckpoint: Combination of parameters every_n_train_steps, every_n_epochs and "
+                f"train_time_interval (got {every_n_train_steps}, {every_n_epochs}, {train_time_interval}) "
+                "is not valid: they are mutually exclusive; set only one of them."
             )
         if every_n_train_steps is None and every_n_epochs is None and train_time_interval is None:
             every_n_epochs = 1
@@ -147,6 +144,11 @@ class ModelCheckpoint(Checkpoint):
         self._train_time_interval = train_time_interval
         self.dirpath: str | None = self._normalize_dir(dirpath) if dirpath is not None else None
         self.filename = filename
+
+    @property
+    def every_n_epochs(self) -> int:
+        """How many epochs apart epoch-end checkpoints are saved (0: not by epoch)."""
+        return self._every_n_epochs
 
     # ------------------------------------------------------------------ announced paths
     @property
@@ -229,7 +231,7 @@ class ModelCheckpoint(Checkpoint):
             self._written.update(p for p in inherited if p and self._inside_dirpath(p))
         else:
             rank_zero_warn(
-                f"ModelCheckpoint's folder changed from {state_dict.get('dirpath')!r} to {self.dirpath!r}, so only "
+                f"ModelCheckpoint: The dirpath has changed from {state_dict.get('dirpath')!r} to {self.dirpath!r}, so only "
                 "best_model_path is restored; best_model_score, best_k_models and last_model_path start afresh."
             )
         self._best_model_path = state_dict.get("best_model_path", "")
@@ -240,6 +242,11 @@ class ModelCheckpoint(Checkpoint):
         if self.dirpath is None:
             self.dirpath = self._normalize_dir(self._default_dirpath(trainer))
         self.dirpath = trainer.strategy.broadcast(self.dirpath)
+        if self.save_last == "link" and _files._is_url(self.dirpath):
+            raise ValueError(
+                f"ModelCheckpoint(save_last='link') is only supported for local file paths; dirpath "
+                f"{self.dirpath!r} is not one. Use save_last=True, or a local dirpath."
+            )
         if stage == "fit":
             self._validation_ran = False
 
@@ -572,9 +579,11 @@ class ModelCheckpoint(Checkpoint):
     def to_yaml(self, filepath: str | os.PathLike[str] | None = None) -> None:
         """Write `best_k_models` (path: score) to a YAML file, by default `<dirpath>/best_k_models.yaml`."""
         path = os.fspath(filepath) if filepath else os.path.join(self.dirpath or ".", "best_k_models.yaml")
+        import yaml  # late: only this method needs it
+
         with open(path, "w") as f:
-            for key, value in self.best_k_models.items():
-                f.write(f"{key}: {float(value)}\n")
+            # yaml.dump, not hand-written lines: `{}` when empty, and exponents (1e-05) read back as floats
+            yaml.dump({key: float(value) for key, value in self.best_k_models.items()}, f)
 
 
 def _settle() -> None:
