@@ -300,3 +300,57 @@ def test_logging_neither_on_step_nor_on_epoch_is_refused(make_trainer):
 
     with pytest.raises(MisconfigurationException, match="on_step=False, on_epoch=False\\)` is not useful"):
         make_trainer(max_steps=1, limit_val_batches=0).fit(Model())
+
+
+def test_evaluation_step_values_go_to_the_loggers_at_each_dataloaders_own_step(make_trainer, tmp_path):
+    from unittest import mock
+
+    from fulmen.loggers import CSVLogger
+
+    class Model(BoringModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("v", float(batch_idx), on_step=True, on_epoch=False)
+
+        def val_dataloader(self):
+            return [DataLoader(RandomDataset(32, 2)), DataLoader(RandomDataset(32, 2))]
+
+    trainer = make_trainer(logger=CSVLogger(tmp_path), limit_val_batches=2, num_sanity_val_steps=0)
+    with mock.patch.object(CSVLogger, "log_metrics") as log_metrics:
+        trainer.validate(Model())
+    # no `epoch` key, and the second dataloader counts its steps from 0 again
+    assert log_metrics.mock_calls == [
+        mock.call(metrics={"v/dataloader_idx_0": 0.0}, step=0),
+        mock.call(metrics={"v/dataloader_idx_0": 1.0}, step=1),
+        mock.call(metrics={"v/dataloader_idx_1": 0.0}, step=0),
+        mock.call(metrics={"v/dataloader_idx_1": 1.0}, step=1),
+    ]
+    assert set(trainer.logged_metrics) == {"v/dataloader_idx_0", "v/dataloader_idx_1"}
+
+
+def test_validation_step_values_during_fit_count_on_across_epochs(make_trainer, tmp_path):
+    from unittest import mock
+
+    from fulmen.loggers import CSVLogger
+
+    class Model(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("v", float(batch_idx), on_step=True, on_epoch=True)
+
+    trainer = make_trainer(
+        logger=CSVLogger(tmp_path),
+        max_epochs=2,
+        limit_train_batches=1,
+        limit_val_batches=2,
+        num_sanity_val_steps=1,
+    )
+    with mock.patch.object(CSVLogger, "log_metrics") as log_metrics:
+        trainer.fit(Model())
+    step_calls = [c for c in log_metrics.mock_calls if "v_step" in c.kwargs["metrics"]]
+    # the sanity check logs nothing; the second epoch's validation continues at step 2
+    assert [(c.kwargs["metrics"]["v_step"], c.kwargs["step"]) for c in step_calls] == [
+        (0.0, 0),
+        (1.0, 1),
+        (0.0, 2),
+        (1.0, 3),
+    ]
+    assert "v_step" in trainer.logged_metrics and "v_step" not in trainer.callback_metrics

@@ -213,6 +213,8 @@ class EvaluationLoop:
                     output = step_fn(batch, batch_idx, *extra)
                     hooks.callbacks(f"{prefix}_batch_end", output, batch, batch_idx, *extra)
                     hooks.module(f"{prefix}_batch_end", output, batch, batch_idx, *extra)
+                    if not sanity:
+                        self.results.log_eval_step(results, dl_idx)
                     if progress_bar is not None:
                         progress_bar._on_eval_batch(t, stage, sanity)
             results.new_batch(None, None)

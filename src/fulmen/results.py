@@ -478,6 +478,8 @@ class RunResults:
         # `trainer.callback_metrics`: one dict for the run, refreshed from the stores when read, so that values
         # written into it by users or integrations stay (as in Lightning)
         self.callback_metrics: dict[str, Any] = {}
+        # evaluation batches sent to the loggers so far in this run, per (stage, dataloader): their logging step
+        self.eval_steps: dict[tuple[str, int], int] = {}
         if trainer.strategy.world_size > 1:
             # training only: every rank runs as many train batches, while evaluation shards may differ by one
             self.train.reduce_step = self.reduce
@@ -491,6 +493,7 @@ class RunResults:
         for store in (self.train, self.validate, self.test):
             store.clear()
         self.logged = {}
+        self.eval_steps = {}
         self.callback_metrics = {}
 
     def refreshed_callback_metrics(self) -> dict[str, Any]:
@@ -518,6 +521,27 @@ class RunResults:
         store.mark_step_logged()
         if metrics:
             self._send(metrics, step, epoch)
+
+    def log_eval_step(self, store: ResultStore, dataloader_idx: int) -> None:
+        """Send an evaluation batch's step values to the loggers, at that dataloader's batch count in this run.
+
+        As in Lightning, they carry no `epoch` key, and each dataloader counts its own steps.
+        """
+        key = (store.stage, dataloader_idx)
+        step = self.eval_steps.get(key, 0)
+        self.eval_steps[key] = step + 1  # every batch counts, logged or not
+        metrics = store.step_metrics(for_logger=True)
+        store.mark_step_logged()
+        if not metrics or not self._trainer.loggers:
+            return
+        self.logged.update(metrics)
+        if self._trainer.is_global_zero:
+            scalars = {
+                k: v.item() if isinstance(v, torch.Tensor) and v.numel() == 1 else v
+                for k, v in metrics.items()
+            }
+            for lg in self._trainer.loggers:
+                lg.log_metrics(metrics=scalars, step=step)
 
     def log_epoch(self, store: ResultStore, step: int, epoch: int) -> None:
         """Send the epoch values of `store` to the loggers, at `step`."""
