@@ -249,6 +249,14 @@ def test_saved_hyperparameters_still_get_the_hp_metric_placeholder(tmp_path):
     logger = TensorBoardLogger(tmp_path)
     with mock.patch.object(TensorBoardLogger, "log_metrics") as log_metrics:
         _fit_one_step(tmp_path, _SavesHparams(), logger)
-    assert log_metrics.mock_calls[0] == mock.call({"hp_metric": -1}, 0)
+    # Lightning 2.6 passes log_hyperparams' `step` (None by default) on
+    assert log_metrics.mock_calls[0] == mock.call({"hp_metric": -1}, None)
     assert log_metrics.mock_calls[1] == mock.call(metrics={"foo": 3.0, "epoch": 0}, step=0)
     assert logger.hparams == {"width": 4}
+
+
+def test_log_hyperparams_writes_its_metrics_at_the_given_step(tmp_path):
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_hyperparams({"lr": 0.1}, {"hp_metric": 0.5}, step=7)
+    logger.experiment.flush()
+    assert [(s.step, s.value) for s in _read(logger.log_dir).Scalars("hp_metric")] == [(7, 0.5)]

@@ -354,3 +354,15 @@ def test_validation_step_values_during_fit_count_on_across_epochs(make_trainer, 
         (1.0, 3),
     ]
     assert "v_step" in trainer.logged_metrics and "v_step" not in trainer.callback_metrics
+
+
+def test_fast_dev_run_logs_every_step(make_trainer):
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            self.log("a", 2.0, on_step=True, on_epoch=True)
+            return super().training_step(batch, batch_idx)
+
+    trainer = make_trainer(fast_dev_run=True, logger=True)
+    trainer.fit(Model())
+    assert trainer.log_every_n_steps == 1
+    assert set(trainer.logged_metrics) == {"a_step", "a_epoch"}

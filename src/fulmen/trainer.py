@@ -192,6 +192,7 @@ class Trainer:
             self.limit_train_batches = self.limit_val_batches = n
             self.limit_test_batches = self.limit_predict_batches = n
             self.val_check_interval, self.check_val_every_n_epoch = 1.0, 1
+            self.log_every_n_steps = 1  # as in Lightning: each of the few steps reaches the (dummy) logger
 
         # --- optimization
         self.accumulate_grad_batches = int(f["accumulate_grad_batches"])

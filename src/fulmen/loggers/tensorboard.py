@@ -160,10 +160,11 @@ class TensorBoardLogger(FolderLogger):
         self,
         params: Mapping[str, Any] | Namespace | None = None,
         metrics: Mapping[str, Any] | float | None = None,
+        step: int | None = None,
         *args: Any,
         **kwargs: Any,
     ) -> None:
-        """Record hyper-parameters (and optionally the metrics they produced) for the HParams dashboard."""
+        """Record hyper-parameters (and optionally the metrics they produced, at `step`) for the HParams dashboard."""
         new = _as_params(params)
         self.hparams.update(new)
         if metrics is None and self._default_hp_metric and not self._session_started:
@@ -171,7 +172,7 @@ class TensorBoardLogger(FolderLogger):
         elif metrics is not None and not isinstance(metrics, Mapping):  # a bare number is the hp_metric
             metrics = {"hp_metric": metrics}
         if metrics:
-            self.log_metrics(metrics, 0)
+            self.log_metrics(metrics, step)
         if not self.hparams or (self._session_started and not new):
             return
         self._write_session_start()
