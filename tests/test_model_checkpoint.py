@@ -489,3 +489,32 @@ def test_save_last_annotation_parses_from_the_command_line(text, expected):
     parser = jsonargparse.ArgumentParser()
     parser.add_argument("--save_last", type=signature(ModelCheckpoint).parameters["save_last"].annotation)
     assert parser.parse_args(["--save_last", text]).save_last == expected
+
+
+@pytest.mark.parametrize("every_n_epochs", [0, 5])
+def test_save_last_at_epoch_end_follows_saved_checkpoints_not_every_n_epochs(tmp_path, every_n_epochs):
+    mc = ModelCheckpoint(
+        every_n_epochs=every_n_epochs, save_last=True, save_top_k=0, save_on_train_epoch_end=True
+    )
+    trainer = _trainer(tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=0, callbacks=[mc])
+    saved_at = []
+    trainer.save_checkpoint = lambda path, weights_only=False, storage_options=None: saved_at.append(
+        (trainer.global_step, os.path.basename(path))
+    )
+    trainer.fit(BoringModel())
+    assert saved_at == [(3, "last.ckpt")]  # only the end-of-training save: no top-k file was ever written
+
+
+def test_save_last_without_validation_or_train_epoch_end_saving_still_writes_last(tmp_path):
+    model = BoringModel()
+    model.validation_step = None
+    mc = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_on_train_epoch_end=False)
+    _trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[mc]).fit(model)
+    assert sorted(os.listdir(tmp_path)) == ["last.ckpt"]
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_save_last_is_not_rewritten_when_the_score_did_not_improve(tmp_path):
+    mc = ModelCheckpoint(dirpath=tmp_path, monitor="score", save_last=True)
+    _trainer(tmp_path, max_epochs=3, callbacks=[mc]).fit(ScoredModel(scores=(0.5, 0.2, 0.9)))
+    assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4  # epoch 1, the best

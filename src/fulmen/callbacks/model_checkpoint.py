@@ -94,6 +94,7 @@ class ModelCheckpoint(Checkpoint):
         self._last_global_step_saved = 0
         self._last_time_checked: float | None = None
         self._last_saved_this_step: str = ""
+        self._last_checkpoint_saved: str = ""  # the newest file written, of any step (what "link" points at)
         self._validation_ran = False  # a missing monitor is an error only once validation has run
         self.current_score: torch.Tensor | None = None
         # the announced paths live in private fields; their public properties wait for writes in flight
@@ -292,7 +293,12 @@ class ModelCheckpoint(Checkpoint):
         """Save at the end of the epoch when validation does not run inside it."""
         if self._should_skip_saving(trainer) or not self._should_save_on_train_epoch_end(trainer):
             return
-        self._save_all(trainer, epoch_due=self._epoch_due(trainer))
+        self._save_all(trainer, epoch_due=self._epoch_due(trainer), at_epoch_end=True)
+
+    def on_train_end(self, trainer: Trainer, pl_module: Module) -> None:
+        """With `save_last`, write last.ckpt at the end when no checkpoint was saved during the run."""
+        if self.save_last and not self._last_checkpoint_saved and not trainer.fast_dev_run:
+            self._save_last(trainer, self._monitor_candidates(trainer))
 
     def on_validation_end(self, trainer: Trainer, pl_module: Module) -> None:
         """Save after validation when it runs several times per epoch (or every few epochs)."""
@@ -303,7 +309,7 @@ class ModelCheckpoint(Checkpoint):
             return
         if self._should_save_on_train_epoch_end(trainer):
             return
-        self._save_all(trainer, epoch_due=self._epoch_due(trainer))
+        self._save_all(trainer, epoch_due=self._epoch_due(trainer), at_epoch_end=True)
 
     # ------------------------------------------------------------------ decisions
     def _epoch_due(self, trainer: Trainer) -> bool:
@@ -337,12 +343,16 @@ class ModelCheckpoint(Checkpoint):
             return True
         return trainer.val_check_interval == 1.0
 
-    def _save_all(self, trainer: Trainer, epoch_due: bool = True) -> None:
+    def _save_all(self, trainer: Trainer, epoch_due: bool = True, at_epoch_end: bool = False) -> None:
         metrics = self._monitor_candidates(trainer)
         self._last_saved_this_step = ""
         if epoch_due:
             self._save_topk(trainer, metrics)
-        self._save_last(trainer, metrics)
+        # as Lightning 2.6: at an epoch's end, last.ckpt follows a checkpoint saved at this step (a link
+        # may point at an earlier one); every_n_epochs and an unimproved score do not write it on their own
+        saved_now = self._last_global_step_saved == trainer.global_step
+        if not at_epoch_end or saved_now or (self.save_last == "link" and self._last_checkpoint_saved):
+            self._save_last(trainer, metrics)
 
     def _monitor_candidates(self, trainer: Trainer) -> dict[str, Any]:
         metrics = dict(trainer.callback_metrics)
@@ -430,8 +440,10 @@ class ModelCheckpoint(Checkpoint):
                 filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST, ver=version)
                 version += 1
         previous, self._last_model_path = self._last_model_path, filepath
-        target = self._last_saved_this_step
-        if self.save_last == "link" and target and not _files._is_url(filepath):
+        target = self._last_saved_this_step or self._last_checkpoint_saved
+        if target == filepath:  # never a link to itself
+            target = ""
+        if self.save_last == "link" and target and self.save_top_k != 0 and not _files._is_url(filepath):
             if trainer.is_global_zero:
                 # queued behind the target's write, so the link never points at a missing file on disk
                 _files.in_background(lambda: _link(target, filepath), f"the link {filepath!r}", filepath)
@@ -453,6 +465,7 @@ class ModelCheckpoint(Checkpoint):
         self._written.add(filepath)
         self._last_global_step_saved = trainer.global_step
         self._last_saved_this_step = filepath
+        self._last_checkpoint_saved = filepath
         readers = [lg for lg in trainer.loggers if is_overridden("after_save_checkpoint", lg, Logger)]
         if readers:  # e.g. MLFlowLogger(log_model=...) uploads the file: it has to be on disk
             _files.finish_writes()
