@@ -221,7 +221,8 @@ def test_an_invalid_value_names_the_call_and_the_type(make_trainer, value, what)
 
 def test_a_tensor_with_several_elements_is_refused(make_trainer):
     with pytest.raises(
-        ValueError, match="`self.log\\(foo, tensor\\(\\[1., 2.\\]\\)\\)` was called, but the tensor"
+        ValueError,
+        match="`self.log\\(foo, tensor\\(\\[1., 2.\\]\\)\\)` was called, but the tensor must have a single element",
     ):
         make_trainer(max_steps=1, limit_val_batches=0).fit(
             _logs_in_training_step("foo", torch.tensor([1.0, 2.0]))
@@ -366,3 +367,37 @@ def test_fast_dev_run_logs_every_step(make_trainer):
     trainer.fit(Model())
     assert trainer.log_every_n_steps == 1
     assert set(trainer.logged_metrics) == {"a_step", "a_epoch"}
+
+
+def test_logging_a_name_twice_in_a_hook_with_other_options_is_refused(make_trainer):
+    from fulmen.utilities import MisconfigurationException
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            self.log("foo", 1.0, prog_bar=False)
+            self.log("foo", 1.0, prog_bar=True)
+            return super().training_step(batch, batch_idx)
+
+    with pytest.raises(MisconfigurationException, match=r"`self.log\(foo, ...\)` twice in `training_step`"):
+        make_trainer(max_steps=1, limit_val_batches=0).fit(Model())
+
+
+def test_logging_a_name_twice_with_the_same_options_keeps_the_last_value(make_trainer):
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            self.log("foo", 1.0, on_step=True, on_epoch=False)
+            self.log("foo", 2.0, on_step=True, on_epoch=False)
+            return super().training_step(batch, batch_idx)
+
+    trainer = make_trainer(max_steps=2, limit_val_batches=0)
+    trainer.fit(Model())
+    assert trainer.callback_metrics["foo"] == 2.0
+
+
+def test_a_reduce_fx_other_than_min_max_mean_sum_is_refused(make_trainer):
+    from fulmen.utilities import MisconfigurationException
+
+    model = _logs_in_training_step("foo", 1.0)
+    model.training_step = lambda batch, batch_idx: model.log("foo", 1.0, reduce_fx=torch.argmax)
+    with pytest.raises(MisconfigurationException, match=r"reduce_fx=\{min,max,mean,sum\}\)` are supported"):
+        make_trainer(max_steps=1, limit_val_batches=0).fit(model)

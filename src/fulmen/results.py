@@ -113,6 +113,7 @@ class _Slot:
         "total",
         "weight_total",
         "epoch_value",
+        "call",
     )
 
     def __init__(
@@ -122,7 +123,7 @@ class _Slot:
         on_epoch: bool,
         prog_bar: bool,
         logger: bool,
-        reduce: str | Callable[..., Any],
+        reduce: str,
         sync_dist: bool,
         dataloader_idx: int | None,
         suffix: str = "",
@@ -137,6 +138,8 @@ class _Slot:
         self.sync_dist = sync_dist
         self.dataloader_idx = dataloader_idx
         self.metric: Any = None
+        # the hook and options of the call that made the slot, kept through the batch that made it only
+        self.call: tuple[Any, ...] | None = None
         self.last: Any = None
         self.stepped = False
         self.reset_epoch()
@@ -172,20 +175,16 @@ class _Slot:
             part = stacked.sum()
         elif reduce == "max":
             part = stacked.max()
-        elif reduce == "min":
+        else:
             part = stacked.min()
-        else:  # a user callable: keep everything, reduce once at the end
-            part = stacked
         if self.total is None:
             self.total = part
         elif reduce == "mean" or reduce == "sum":
             self.total = self.total + part
         elif reduce == "max":
             self.total = torch.maximum(self.total, part)
-        elif reduce == "min":
-            self.total = torch.minimum(self.total, part)
         else:
-            self.total = torch.cat([self.total.reshape(-1), part.reshape(-1)])
+            self.total = torch.minimum(self.total, part)
         self.weight_total += sum(self.weights)
         self.pending = []
         self.weights = []
@@ -205,8 +204,6 @@ class _Slot:
                 total = reduce_across(total, "sum")
                 weight = reduce_across(weight, "sum")
             value = total / weight
-        elif callable(reduce):
-            value = reduce(total)
         else:
             value = reduce_across(total, reduce) if self.sync_dist and reduce_across is not None else total
         self.epoch_value = value
@@ -226,9 +223,14 @@ class ResultStore:
         self.epoch_ending = False  # between an epoch end's first compute_epoch and finish_epoch
         # reduces a sync_dist step value across processes at once (set by the Trainer; None: one process)
         self.reduce_step: Callable[[torch.Tensor, str], torch.Tensor] | None = None
+        self._fresh: list[_Slot] = []  # slots made in this batch: a repeated call must match their options
 
     def new_batch(self, batch: Any, dataloader_idx: int | None = None) -> None:
         """Point batch-size inference at `batch`; the size is only computed if a mean needs it."""
+        if self._fresh:  # the repeated-call check runs in a slot's first batch only, off the per-step path
+            for slot in self._fresh:
+                slot.call = None
+            self._fresh = []
         self.batch = batch
         self._batch_size = None
         self.dataloader_idx = dataloader_idx
@@ -300,6 +302,14 @@ class ResultStore:
                 sync_dist,
                 add_dataloader_idx,
             )
+            slot.call = (hook, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist)
+            self._fresh.append(slot)
+        elif slot.call is not None and slot.call[0] == hook:
+            if slot.call != (hook, prog_bar, logger, on_step, on_epoch, reduce_fx, sync_dist):
+                raise MisconfigurationException(
+                    f"You called `self.log({name}, ...)` twice in `{hook}` with different arguments. This is not "
+                    "allowed: log it once per call of the hook, or under two names."
+                )
         if slot.metric is not None:
             slot.metric = value
             if slot.on_step:
@@ -311,8 +321,9 @@ class ResultStore:
             if value.dim():  # a loss is already 0-dim: reshape costs a microsecond, twice the rest of this
                 if value.numel() != 1:
                     raise ValueError(
-                        f"`self.log({name}, {value})` was called, but the tensor has {value.numel()} elements; "
-                        f"log a scalar (e.g. `self.log({name}, value.mean())`) or each element under its own name."
+                        f"`self.log({name}, {value})` was called, but the tensor must have a single element (it has "
+                        f"{value.numel()}); log a scalar (e.g. `self.log({name}, value.mean())`) or each element "
+                        "under its own name."
                     )
                 value = value.reshape(())
         elif isinstance(value, (int, float, bool)):
@@ -361,16 +372,16 @@ class ResultStore:
                 f"`self.log({name}, ..., on_step=False, on_epoch=False)` is not useful: the value would be "
                 "recorded nowhere. Set `on_step=True` and/or `on_epoch=True`."
             )
-        if isinstance(reduce_fx, str):
-            if reduce_fx.lower() not in _REDUCE_NAMES:
-                raise MisconfigurationException(
-                    f"self.log(reduce_fx={reduce_fx!r}) is not supported; use 'mean', 'sum', 'min', 'max' "
-                    "or a callable."
-                )
-            reduce: str | Callable[..., Any] = _REDUCE_NAMES[reduce_fx.lower()]
-        else:
-            reduce = {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}.get(
-                reduce_fx, reduce_fx
+        reduce = (
+            _REDUCE_NAMES.get(reduce_fx.lower())
+            if isinstance(reduce_fx, str)
+            else {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}.get(reduce_fx)
+        )
+        if reduce is None:
+            raise MisconfigurationException(
+                f"`self.log({name}, ..., reduce_fx={reduce_fx})`: only `self.log(..., reduce_fx={{min,max,mean,sum}})` "
+                "are supported (as strings or the torch functions). For a custom reduction, log a "
+                "`torchmetrics.Metric` instead."
             )
         slot = _Slot(
             name,
