@@ -518,3 +518,9 @@ def test_save_last_is_not_rewritten_when_the_score_did_not_improve(tmp_path):
     mc = ModelCheckpoint(dirpath=tmp_path, monitor="score", save_last=True)
     _trainer(tmp_path, max_epochs=3, callbacks=[mc]).fit(ScoredModel(scores=(0.5, 0.2, 0.9)))
     assert torch.load(tmp_path / "last.ckpt", weights_only=True)["global_step"] == 4  # epoch 1, the best
+
+
+def test_fast_dev_run_accepts_a_checkpoint_callback(tmp_path):
+    mc = ModelCheckpoint(dirpath=tmp_path)
+    trainer = L.Trainer(default_root_dir=tmp_path, fast_dev_run=2, callbacks=[mc], logger=False)
+    assert mc in trainer.callbacks

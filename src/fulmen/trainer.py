@@ -249,6 +249,8 @@ class Trainer:
         self.enable_progress_bar = _flag(f["enable_progress_bar"], not self.barebones)
         self.enable_model_summary = _flag(f["enable_model_summary"], not self.barebones)
         self.enable_checkpointing = _flag(f["enable_checkpointing"], not quiet)
+        # switched off by the user (fast_dev_run's quiet default keeps a user's checkpoint callback working)
+        self._checkpointing_refused = f["enable_checkpointing"] is False or self.barebones
         if self.barebones:
             self._check_barebones(f)
         user_callbacks = (
@@ -330,7 +332,7 @@ class Trainer:
             callbacks = _add_timer(callbacks, self.max_time)
         if self.enable_checkpointing:
             callbacks = _add_default_checkpoint(callbacks)
-        elif any(isinstance(c, Checkpoint) for c in callbacks):
+        elif self._checkpointing_refused and any(isinstance(c, Checkpoint) for c in callbacks):
             # as Lightning: a checkpoint callback would silently never run
             raise MisconfigurationException(
                 "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in "
