@@ -401,3 +401,42 @@ def test_a_reduce_fx_other_than_min_max_mean_sum_is_refused(make_trainer):
     model.training_step = lambda batch, batch_idx: model.log("foo", 1.0, reduce_fx=torch.argmax)
     with pytest.raises(MisconfigurationException, match=r"reduce_fx=\{min,max,mean,sum\}\)` are supported"):
         make_trainer(max_steps=1, limit_val_batches=0).fit(model)
+
+
+def test_after_validate_with_two_dataloaders_callback_metrics_hold_epoch_values_only(make_trainer):
+    class Model(BoringModel):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("s", 1.0, on_step=True, on_epoch=False)
+            self.log("b", 2.0, on_step=True, on_epoch=True)
+            self.log("e", 3.0)
+            self.log("n", 4.0, add_dataloader_idx=False)
+
+        def on_validation_epoch_end(self):
+            self.log("end", 5.0)
+
+        def val_dataloader(self):
+            return [DataLoader(RandomDataset(32, 4)), DataLoader(RandomDataset(32, 4))]
+
+    trainer = make_trainer(limit_val_batches=2)
+    trainer.validate(Model())
+    # checked against Lightning 2.6: no `s`, no `*_step`; `b` is the epoch value under its plain name too
+    assert sorted(trainer.callback_metrics) == [
+        "b/dataloader_idx_0",
+        "b/dataloader_idx_1",
+        "b_epoch/dataloader_idx_0",
+        "b_epoch/dataloader_idx_1",
+        "e/dataloader_idx_0",
+        "e/dataloader_idx_1",
+        "end",
+        "n",
+    ]
+    assert trainer.callback_metrics["b/dataloader_idx_1"] == 2.0
+
+
+@pytest.mark.parametrize(("reduce_fx", "expected"), [(max, 1.0), (min, 0.0), (sum, 1.0)])
+def test_pythons_min_max_sum_are_accepted_as_reduce_fx(make_trainer, reduce_fx, expected):
+    class Model(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("v", float(batch_idx), reduce_fx=reduce_fx)
+
+    assert make_trainer(limit_val_batches=2).validate(Model()) == [{"v": expected}]

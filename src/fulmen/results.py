@@ -72,6 +72,15 @@ def check_hook_may_log(hook: str | None) -> None:
 
 
 _REDUCE_NAMES = {"mean": "mean", "avg": "mean", "sum": "sum", "max": "max", "min": "min"}
+_REDUCE_FUNCTIONS: dict[Any, str] = {
+    torch.mean: "mean",
+    torch.sum: "sum",
+    torch.max: "max",
+    torch.min: "min",
+    max: "max",
+    min: "min",
+    sum: "sum",
+}
 _FOLD_EVERY = 256  # step values kept before folding them into the running sum
 
 
@@ -375,12 +384,12 @@ class ResultStore:
         reduce = (
             _REDUCE_NAMES.get(reduce_fx.lower())
             if isinstance(reduce_fx, str)
-            else {torch.mean: "mean", torch.sum: "sum", torch.max: "max", torch.min: "min"}.get(reduce_fx)
+            else _REDUCE_FUNCTIONS.get(reduce_fx)
         )
         if reduce is None:
             raise MisconfigurationException(
                 f"`self.log({name}, ..., reduce_fx={reduce_fx})`: only `self.log(..., reduce_fx={{min,max,mean,sum}})` "
-                "are supported (as strings or the torch functions). For a custom reduction, log a "
+                "are supported (as strings, the torch functions or Python's min/max/sum). For a custom reduction, log a "
                 "`torchmetrics.Metric` instead."
             )
         slot = _Slot(
