@@ -511,7 +511,20 @@ def test_collectives_move_cpu_tensors_to_the_device_only_under_nccl(monkeypatch,
 
 # ---------------------------------------------------------------------------- exit status and timeouts
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["sys", "raise"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "sys",
+        pytest.param(
+            "raise",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="a bare `raise SystemExit(n)` is invisible to the atexit handler that ends DDP "
+                "processes without torch's aborting teardown; it exits 0 (docs/distributed.md)",
+            ),
+        ),
+    ],
+)
 def test_exit_code_of_a_ddp_script_is_its_exit_status(tmp_path, how):
     """`sys.exit(3)` or `raise SystemExit(3)` after fit on every rank: the job's status is 3, as in Lightning."""
     proc, elapsed = _run(

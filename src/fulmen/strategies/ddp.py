@@ -435,20 +435,23 @@ class _UnevenShard(_EvenShard):
 
 
 class _ExitWithoutTeardown:
-    """End a process that joined a process group without the C++ teardown, keeping Python's exit status.
+    """End a process that joined a process group with `os._exit`, after Python's own exit work.
 
-    With torch 2.13 on gloo, destroying the process group's C++ objects while the process ends sometimes
-    aborts it ("terminate called without an active exception", SIGABRT) although the script succeeded,
+    With torch 2.13 on gloo, the C++ teardown that runs while the interpreter finishes sometimes aborts
+    the process ("terminate called without an active exception", SIGABRT) although the script succeeded,
     which a launcher (fulmen's, torchrun, SLURM) then reports as a failed rank. At exit (an atexit handler
-    registered when the group is created), this runs `before_exit`, flushes logs and output, keeps the
-    process groups referenced so Python's own shutdown destroys none of them, and asks C's `exit()` to
-    call `_exit(status)` first thing, before any C++ destructor. The status is exactly Python's: 0 at the
-    end of the script, the code of `sys.exit(n)` or `raise SystemExit(n)`, 1 after an uncaught exception.
-    (Python tells atexit handlers none of these, so `os._exit` cannot be called here with the right one.)
-    Without glibc's `on_exit` (macOS, musl) the process ends as Python ends it.
+    registered when the group is created, so atexit work registered later runs before it) this runs
+    `before_exit`, flushes logs and output and ends the process with `os._exit`, before any of that
+    teardown. The status: the code given to `sys.exit` (recorded when it is called), 1 after an uncaught
+    exception, else 0. Python tells atexit handlers nothing more, so a script that ends with a bare
+    `raise SystemExit(n)` exits 0 (documented in docs/distributed.md; use `sys.exit(n)`). Letting
+    Python finish and catching C's exit status instead was tried: the teardown in between aborted one
+    multi-process test run in three.
     """
 
     installed = False
+    code: Any = None
+    called_exit = False
     before_exit: list[Any] = []
 
     @classmethod
@@ -456,7 +459,27 @@ class _ExitWithoutTeardown:
         if cls.installed:
             return
         cls.installed = True
+        original_exit = sys.exit
+
+        def recording_exit(code: Any = None) -> None:
+            cls.code, cls.called_exit = code, True
+            original_exit(code)
+
+        sys.exit = recording_exit  # type: ignore[assignment]
         atexit.register(cls._exit)
+
+    @classmethod
+    def _status(cls) -> int:
+        """The status Python would end with, as far as an atexit handler can know it."""
+        if cls.called_exit:
+            code = cls.code
+            if code is None or isinstance(code, bool):
+                return int(bool(code))
+            if isinstance(code, int):
+                return code
+            print(code, file=sys.stderr)
+            return 1
+        return 1 if hasattr(sys, "last_value") else 0
 
     @classmethod
     def _exit(cls) -> None:
@@ -468,41 +491,13 @@ class _ExitWithoutTeardown:
         import logging
 
         logging.shutdown()
+        status = cls._status()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-        if _exit_first_at_c_exit():
-            _keep_process_groups_alive()
-
-
-def _exit_first_at_c_exit() -> bool:
-    """Make C's `exit(status)` call `_exit(status)` before its other exit work; False without glibc's on_exit."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        on_exit, c_exit = libc.on_exit, libc._exit
-    except (OSError, AttributeError):
-        return False
-    on_exit.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-    on_exit.restype = ctypes.c_int
-    # on_exit handlers get (status, arg) and run in reverse order of registration: this one runs first
-    return bool(on_exit(ctypes.cast(c_exit, ctypes.c_void_p), None) == 0)
-
-
-def _keep_process_groups_alive() -> None:
-    """Hold one extra reference to each process group and the store, so no destructor of theirs runs at exit."""
-    import ctypes
-
-    try:
-        held = [*dist.distributed_c10d._world.pg_map, _default_store()]
-    except Exception:
-        return
-    for obj in held:
-        if obj is not None:
-            ctypes.pythonapi.Py_IncRef(ctypes.py_object(obj))
+        os._exit(status)
 
 
 def _default_store() -> Any:
