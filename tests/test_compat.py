@@ -258,13 +258,15 @@ def test_ddp_processes_started_by_the_script_run_in_zero_change_mode_too(tmp_pat
                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                 )
                 trainer.fit(BoringModel())
-                print("RANK", trainer.global_rank, "OF", trainer.world_size, "STEP", trainer.global_step)
+                # one file per rank: two processes printing to one pipe may interleave their words
+                with open(f"rank{trainer.global_rank}.txt", "w") as f:
+                    f.write(f"RANK {trainer.global_rank} OF {trainer.world_size} STEP {trainer.global_step}")
             """
         )
     )
     result = _run([sys.executable, "-m", "fulmen", "exec", "train.py"], tmp_path)
     _assert_ok(result)
-    assert sorted(line for line in result.stdout.splitlines() if line.startswith("RANK")) == [
+    assert sorted(p.read_text() for p in tmp_path.glob("rank*.txt")) == [
         "RANK 0 OF 2 STEP 2",
         "RANK 1 OF 2 STEP 2",
     ]
