@@ -29,10 +29,13 @@ def _weights(model):
     return [p.detach().clone() for p in model.parameters()]
 
 
-def test_single_optimizer_trains(make_trainer):
+@pytest.mark.parametrize(
+    "wrap", [lambda opt: opt, lambda opt: [opt]], ids=["bare-optimizer", "list-of-one-optimizer"]
+)
+def test_configure_optimizers_return_form_trains(make_trainer, wrap):
     class Model(BoringModel):
         def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
+            return wrap(torch.optim.SGD(self.parameters(), lr=0.1))
 
     model = Model()
     before = _weights(model)
@@ -42,88 +45,71 @@ def test_single_optimizer_trains(make_trainer):
     assert not torch.equal(before[0], model.layer.weight)
 
 
-def test_list_with_one_optimizer_trains(make_trainer):
-    class Model(BoringModel):
-        def configure_optimizers(self):
-            return [torch.optim.SGD(self.parameters(), lr=0.1)]
-
-    model = Model()
-    before = _weights(model)
-    trainer = make_trainer(limit_train_batches=2, limit_val_batches=0)
-    trainer.fit(model)
-    assert trainer.global_step == 2
-    assert not torch.equal(before[0], model.layer.weight)
+def _halving(opt):
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
 
 
-def test_two_lists_epoch_scheduler_steps_once_per_epoch(make_trainer):
+def _with_config(**config):
+    """A configure_optimizers result whose scheduler config has `config` besides the halving scheduler."""
+    return lambda opt: {"optimizer": opt, "lr_scheduler": {"scheduler": _halving(opt), **config}}
+
+
+@pytest.mark.parametrize(
+    ("configure", "epochs", "batches", "seen_lrs", "final_lr"),
+    [
+        pytest.param(
+            lambda opt: ([opt], [_halving(opt)]),
+            3,
+            2,
+            [0.1, 0.1, 0.05, 0.05, 0.025, 0.025],
+            0.0125,
+            id="two-lists-steps-once-per-epoch",
+        ),
+        pytest.param(
+            lambda opt: {"optimizer": opt, "lr_scheduler": _halving(opt)},
+            2,
+            3,
+            [0.1] * 3 + [0.05] * 3,
+            0.025,
+            id="dict-with-bare-scheduler-defaults-to-epoch",
+        ),
+        pytest.param(
+            _with_config(interval="step"),
+            1,
+            4,
+            [0.1, 0.05, 0.025, 0.0125],
+            0.1 * 0.5**4,
+            id="step-interval-steps-every-batch",
+        ),
+        pytest.param(
+            _with_config(interval="epoch", frequency=2),
+            4,
+            1,
+            [0.1, 0.1, 0.05, 0.05],
+            0.025,
+            id="epoch-interval-frequency-2",
+        ),
+        pytest.param(
+            _with_config(interval="step", frequency=2),
+            1,
+            4,
+            [0.1, 0.1, 0.05, 0.05],
+            0.025,
+            id="step-interval-frequency-2",
+        ),
+    ],
+)
+def test_scheduler_steps_at_its_interval(make_trainer, configure, epochs, batches, seen_lrs, final_lr):
     class Model(LrRecorder):
         def configure_optimizers(self):
             self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
-            return [self.opt], [torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)]
+            return configure(self.opt)
 
     model = Model()
-    trainer = make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=0)
+    trainer = make_trainer(max_epochs=epochs, limit_train_batches=batches, limit_val_batches=0)
     trainer.fit(model)
-    assert model.seen_lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
-    assert _lr(model.opt) == pytest.approx(0.0125)
-
-
-def test_dict_with_bare_scheduler_defaults_to_epoch_interval(make_trainer):
-    class Model(LrRecorder):
-        def configure_optimizers(self):
-            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
-            sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)
-            return {"optimizer": self.opt, "lr_scheduler": sched}
-
-    model = Model()
-    trainer = make_trainer(max_epochs=2, limit_train_batches=3, limit_val_batches=0)
-    trainer.fit(model)
-    assert model.seen_lrs == pytest.approx([0.1] * 3 + [0.05] * 3)
-    assert _lr(model.opt) == pytest.approx(0.025)
-
-
-def test_scheduler_config_with_step_interval_steps_every_batch(make_trainer):
-    class Model(LrRecorder):
-        def configure_optimizers(self):
-            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
-            sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)
-            return {"optimizer": self.opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    model = Model()
-    trainer = make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0)
-    trainer.fit(model)
-    assert model.seen_lrs == pytest.approx([0.1, 0.05, 0.025, 0.0125])
-    assert _lr(model.opt) == pytest.approx(0.1 * 0.5**4)
-
-
-def test_scheduler_config_with_epoch_interval_and_frequency(make_trainer):
-    class Model(LrRecorder):
-        def configure_optimizers(self):
-            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
-            sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)
-            config = {"scheduler": sched, "interval": "epoch", "frequency": 2}
-            return {"optimizer": self.opt, "lr_scheduler": config}
-
-    model = Model()
-    trainer = make_trainer(max_epochs=4, limit_train_batches=1, limit_val_batches=0)
-    trainer.fit(model)
-    assert model.seen_lrs == pytest.approx([0.1, 0.1, 0.05, 0.05])
-    assert _lr(model.opt) == pytest.approx(0.025)
-
-
-def test_scheduler_config_with_step_interval_and_frequency(make_trainer):
-    class Model(LrRecorder):
-        def configure_optimizers(self):
-            self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
-            sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=1, gamma=0.5)
-            config = {"scheduler": sched, "interval": "step", "frequency": 2}
-            return {"optimizer": self.opt, "lr_scheduler": config}
-
-    model = Model()
-    trainer = make_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0)
-    trainer.fit(model)
-    assert model.seen_lrs == pytest.approx([0.1, 0.1, 0.05, 0.05])
-    assert _lr(model.opt) == pytest.approx(0.025)
+    assert model.seen_lrs == pytest.approx(seen_lrs)
+    assert _lr(model.opt) == pytest.approx(final_lr)
 
 
 def test_reduce_lr_on_plateau_reads_the_monitored_metric(make_trainer):
@@ -146,39 +132,30 @@ def test_reduce_lr_on_plateau_reads_the_monitored_metric(make_trainer):
     assert _lr(model.opt) == pytest.approx(0.025)
 
 
-def test_reduce_lr_on_plateau_without_monitor_is_an_error(make_trainer):
+def _plateau(opt):
+    return torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+
+
+@pytest.mark.parametrize(
+    ("lr_scheduler", "match"),
+    [
+        pytest.param(_plateau, "monitor", id="plateau-without-monitor"),
+        pytest.param(
+            lambda opt: {"scheduler": _plateau(opt), "monitor": "nope"}, "nope", id="plateau-missing-metric"
+        ),
+        pytest.param(
+            lambda opt: {"scheduler": _halving(opt), "interval": "fortnight"}, "interval", id="bad-interval"
+        ),
+    ],
+)
+def test_bad_scheduler_config_is_an_error(make_trainer, lr_scheduler, match):
     class Model(BoringModel):
         def configure_optimizers(self):
             opt = torch.optim.SGD(self.parameters(), lr=0.1)
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
-            return {"optimizer": opt, "lr_scheduler": sched}
+            return {"optimizer": opt, "lr_scheduler": lr_scheduler(opt)}
 
     trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
-    with pytest.raises(Exception, match="monitor"):
-        trainer.fit(Model())
-
-
-def test_reduce_lr_on_plateau_with_missing_metric_is_an_error(make_trainer):
-    class Model(BoringModel):
-        def configure_optimizers(self):
-            opt = torch.optim.SGD(self.parameters(), lr=0.1)
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "nope"}}
-
-    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
-    with pytest.raises(Exception, match="nope"):
-        trainer.fit(Model())
-
-
-def test_bad_scheduler_interval_is_an_error(make_trainer):
-    class Model(BoringModel):
-        def configure_optimizers(self):
-            opt = torch.optim.SGD(self.parameters(), lr=0.1)
-            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "fortnight"}}
-
-    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
-    with pytest.raises(Exception, match="interval"):
+    with pytest.raises(Exception, match=match):
         trainer.fit(Model())
 
 
