@@ -83,36 +83,39 @@ def _entry(owner, name, args, kwargs):
 WAYS = ("class", "instance", "patch")
 
 
-def _attach(obj, name, make_hook, way, patches):
-    """Attach the recording hook `name` to `obj` (or its class) the given way."""
+def _attach(obj, name, hook, way, patches):
+    """Attach `hook` (a function of self) as `obj.<name>` the given way."""
     if way == "class":
-        setattr(type(obj), name, make_hook())
+        setattr(type(obj), name, hook)
     elif way == "instance":
-        hook = make_hook()
         setattr(obj, name, lambda *args, **kwargs: hook(obj, *args, **kwargs))
     else:
-        hook = make_hook()
         patches.enter_context(
             mock.patch.object(obj, name, side_effect=lambda *args, **kwargs: hook(obj, *args, **kwargs))
         )
+
+
+def _record(obj, owner, names, calls, way, patches):
+    """Attach to `obj`, the given way, a hook per name that appends "<owner>.<name>" to `calls` and then runs
+    the class's own implementation (so backward, optimizer_step, ... still do their work)."""
+    for name in names:
+        _attach(obj, name, _recording_hook(calls, owner, name, getattr(type(obj), name)), way, patches)
+    return obj
+
+
+def _recording_hook(calls, owner, name, base):
+    def hook(self, *args, **kwargs):
+        calls.append(_entry(owner, name, args, kwargs))
+        return base(self, *args, **kwargs)
+
+    return hook
 
 
 def _recording_callback(calls, way="class", patches=None):
     class Recorder(L.Callback):
         pass
 
-    recorder = Recorder()
-    for name in CALLBACK_HOOKS:
-
-        def make_hook(_name=name):
-            def hook(self, *args, **kwargs):
-                calls.append(_entry("cb", _name, args, kwargs))
-                return getattr(L.Callback, _name)(self, *args, **kwargs)
-
-            return hook
-
-        _attach(recorder, name, make_hook, way, patches)
-    return recorder
+    return _record(Recorder(), "cb", CALLBACK_HOOKS, calls, way, patches)
 
 
 def _recording_model(calls, way="class", patches=None):
@@ -123,20 +126,7 @@ def _recording_model(calls, way="class", patches=None):
         def predict_step(self, batch, batch_idx, dataloader_idx=0):
             return self(batch)
 
-    model = Recorded()
-    for name in MODULE_HOOKS:
-        base = getattr(Recorded, name)
-
-        def make_hook(_name=name, _base=base):
-            def hook(self, *args, **kwargs):
-                # every hook, including backward/optimizer_step/... calls the parent implementation
-                calls.append(_entry("m", _name, args, kwargs))
-                return _base(self, *args, **kwargs)
-
-            return hook
-
-        _attach(model, name, make_hook, way, patches)
-    return model
+    return _record(Recorded(), "m", MODULE_HOOKS, calls, way, patches)
 
 
 def _pair(name):
@@ -185,6 +175,20 @@ TRAIN_BATCH = [
 ]
 
 
+def _expected(fn, body):
+    """The full call list of `trainer.<fn>(model)`: setup, `body`, teardown."""
+    return [
+        "m.configure_callbacks",
+        "m.prepare_data",
+        f"cb.setup({fn})",
+        f"m.setup({fn})",
+        "m.configure_model",
+        *body,
+        f"cb.teardown({fn})",
+        f"m.teardown({fn})",
+    ]
+
+
 def _run(make_trainer, fn, way="class", **trainer_kwargs):
     calls = []
     with contextlib.ExitStack() as patches:
@@ -205,30 +209,26 @@ def test_fit_hook_order(make_trainer, way):
         limit_val_batches=1,
         num_sanity_val_steps=1,
     )
-    expected = [
-        "m.configure_callbacks",
-        "m.prepare_data",
-        "cb.setup(fit)",
-        "m.setup(fit)",
-        "m.configure_model",
-        "m.configure_optimizers",
-        *_pair("on_fit_start"),
-        "cb.on_sanity_check_start",
-        "m.val_dataloader",
-        *_eval_epoch("validation", 1),
-        "cb.on_sanity_check_end",
-        "m.train_dataloader",
-        *_pair("on_train_start"),
-        *_pair("on_train_epoch_start"),
-        *TRAIN_BATCH,
-        *TRAIN_BATCH,
-        *_eval_epoch("validation", 1),
-        *_pair("on_train_epoch_end"),
-        *_pair("on_train_end"),
-        *_pair("on_fit_end"),
-        "cb.teardown(fit)",
-        "m.teardown(fit)",
-    ]
+    expected = _expected(
+        "fit",
+        [
+            "m.configure_optimizers",
+            *_pair("on_fit_start"),
+            "cb.on_sanity_check_start",
+            "m.val_dataloader",
+            *_eval_epoch("validation", 1),
+            "cb.on_sanity_check_end",
+            "m.train_dataloader",
+            *_pair("on_train_start"),
+            *_pair("on_train_epoch_start"),
+            *TRAIN_BATCH,
+            *TRAIN_BATCH,
+            *_eval_epoch("validation", 1),
+            *_pair("on_train_epoch_end"),
+            *_pair("on_train_end"),
+            *_pair("on_fit_end"),
+        ],
+    )
     assert calls == expected
 
 
@@ -265,55 +265,20 @@ def test_two_epochs_repeat_epoch_hooks(make_trainer):
     assert calls.count("m.training_step") == 2
 
 
-@pytest.mark.parametrize("way", WAYS)
-def test_validate_hook_order(make_trainer, way):
-    calls = _run(make_trainer, "validate", way, limit_val_batches=2)
-    expected = [
-        "m.configure_callbacks",
-        "m.prepare_data",
-        "cb.setup(validate)",
-        "m.setup(validate)",
-        "m.configure_model",
-        "m.val_dataloader",
-        *_eval_epoch("validation", 2),
-        "cb.teardown(validate)",
-        "m.teardown(validate)",
-    ]
-    assert calls == expected
+# trainer method -> (stage in the hook names, the dataloader hook, the batch-limit flag)
+EVALUATIONS = {
+    "validate": ("validation", "val_dataloader", "limit_val_batches"),
+    "test": ("test", "test_dataloader", "limit_test_batches"),
+    "predict": ("predict", "predict_dataloader", "limit_predict_batches"),
+}
 
 
 @pytest.mark.parametrize("way", WAYS)
-def test_test_hook_order(make_trainer, way):
-    calls = _run(make_trainer, "test", way, limit_test_batches=2)
-    expected = [
-        "m.configure_callbacks",
-        "m.prepare_data",
-        "cb.setup(test)",
-        "m.setup(test)",
-        "m.configure_model",
-        "m.test_dataloader",
-        *_eval_epoch("test", 2),
-        "cb.teardown(test)",
-        "m.teardown(test)",
-    ]
-    assert calls == expected
-
-
-@pytest.mark.parametrize("way", WAYS)
-def test_predict_hook_order(make_trainer, way):
-    calls = _run(make_trainer, "predict", way, limit_predict_batches=2)
-    expected = [
-        "m.configure_callbacks",
-        "m.prepare_data",
-        "cb.setup(predict)",
-        "m.setup(predict)",
-        "m.configure_model",
-        "m.predict_dataloader",
-        *_eval_epoch("predict", 2),
-        "cb.teardown(predict)",
-        "m.teardown(predict)",
-    ]
-    assert calls == expected
+@pytest.mark.parametrize("fn", list(EVALUATIONS))
+def test_evaluation_hook_order(make_trainer, fn, way):
+    stage, dataloader_hook, limit = EVALUATIONS[fn]
+    calls = _run(make_trainer, fn, way, **{limit: 2})
+    assert calls == _expected(fn, [f"m.{dataloader_hook}", *_eval_epoch(stage, 2)])
 
 
 def test_manual_optimization_hooks_fire_from_manual_backward_and_step(make_trainer):
