@@ -47,6 +47,8 @@ LAYERS: list[tuple[str, ...]] = [
     # 2. what users subclass, and where their data comes from
     (
         "fulmen.module",
+        "fulmen.hparams_mixin",
+        "fulmen.export",
         "fulmen.datamodule",
         "fulmen.compiled",
         "fulmen.data",

@@ -10,7 +10,8 @@ from typing import Any
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from fulmen.checkpoint.state import load_datamodule_from_checkpoint
-from fulmen.module import DataHooks, HyperparametersMixin, class_only
+from fulmen.hparams_mixin import HyperparametersMixin
+from fulmen.module import DataHooks, class_only
 
 
 class LightningDataModule(HyperparametersMixin, DataHooks):

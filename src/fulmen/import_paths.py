@@ -46,8 +46,8 @@ SERVED_PATHS: dict[str, str] = {
     "fulmen.core.module": "fulmen.module",
     "fulmen.core.datamodule": "fulmen.datamodule",
     "fulmen.core.hooks": "fulmen.module",
-    "fulmen.core.mixins": "fulmen.module",
-    "fulmen.core.mixins.hparams_mixin": "fulmen.module",
+    "fulmen.core.mixins": "fulmen.hparams_mixin",
+    "fulmen.core.mixins.hparams_mixin": "fulmen.hparams_mixin",
     "fulmen.core.optimizer": "fulmen.optim",
     "fulmen.core.saving": "fulmen.hparams_file",
     # demos

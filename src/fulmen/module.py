@@ -6,74 +6,25 @@ the Trainer calls them in Lightning 2.x's documented order.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import copy
 import functools
-import inspect
 import os
 import sys
-from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from fulmen import export
 from fulmen.checkpoint.state import load_module_from_checkpoint
-from fulmen.hparams import is_omegaconf
+from fulmen.hparams_mixin import HyperparametersMixin
 from fulmen.results import check_hook_may_log, is_metric
-from fulmen.utilities import AttributeDict, MisconfigurationException, move_data_to_device, rank_zero_warn
+from fulmen.utilities import MisconfigurationException, move_data_to_device
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
-
-
-def _frame_args(frame: Any) -> dict[str, Any]:
-    """The named arguments (and **kwargs) of the function running in `frame`, without `self`."""
-    code = frame.f_code
-    names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-    local_vars = frame.f_locals
-    args = {n: local_vars[n] for n in names[1:] if n in local_vars}
-    if code.co_flags & inspect.CO_VARKEYWORDS:
-        varkw = code.co_varnames[code.co_argcount + code.co_kwonlyargcount + bool(code.co_flags & 4)]
-        args.update(local_vars.get(varkw, {}))
-    return args
-
-
-def _collect_init_args(frame: Any, ignore: Sequence[str]) -> dict[str, Any]:
-    """The arguments of the `__init__` that called save_hyperparameters and of every subclass `__init__` above it.
-
-    A base class's `save_hyperparameters()` thus keeps the arguments of the subclass being built
-    (`Child(b=7)` saves b=7 and the child's own arguments); a subclass's value wins over the base's.
-    """
-    code = frame.f_code
-    first = code.co_varnames[0] if code.co_argcount else None
-    owner = frame.f_locals.get(first) if first else None
-    chain = [_frame_args(frame)]
-    outer = frame.f_back
-    while owner is not None and outer is not None and outer.f_code.co_name == "__init__":
-        outer_code = outer.f_code
-        if not outer_code.co_argcount or outer.f_locals.get(outer_code.co_varnames[0]) is not owner:
-            break
-        chain.append(_frame_args(outer))
-        outer = outer.f_back
-    args: dict[str, Any] = {}
-    for frame_args in chain:  # base first, then each subclass over it
-        args.update(frame_args)
-    for name in ignore:
-        args.pop(name, None)
-    return args
-
-
-def _warn_module_hparams(hparams: Mapping[str, Any]) -> None:
-
-    for name, value in hparams.items():
-        if isinstance(value, nn.Module):
-            rank_zero_warn(
-                f"Attribute {name!r} is an instance of `nn.Module` and is already saved during checkpointing. "
-                f"It is recommended to ignore them using `self.save_hyperparameters(ignore=[{name!r}])`."
-            )
 
 
 def _inspected_by_torch_jit() -> bool:
@@ -106,68 +57,6 @@ class class_only:  # noqa: N801 (used as a decorator, like classmethod)
                 "Please call it on the class type and make sure the return value is used."
             )
         return functools.partial(self.method, cls)
-
-
-class HyperparametersMixin:
-    """`save_hyperparameters()` and `hparams`, shared by LightningModule and LightningDataModule."""
-
-    _hparams: Any
-    _hparams_initial: Any
-    # the __init__ argument that the saved object came from (None: the arguments themselves, "kwargs")
-    _hparams_name: str | None = None
-
-    def save_hyperparameters(
-        self,
-        *args: Any,
-        ignore: Sequence[str] | str | None = None,
-        frame: Any = None,
-        logger: bool = True,
-    ) -> None:
-        """Store the calling `__init__`'s arguments, the named ones, or one dict/Namespace/config in `self.hparams`."""
-        if isinstance(ignore, str):
-            ignore = [ignore]
-        ignore = list(ignore or [])
-        if frame is None:
-            frame = inspect.currentframe().f_back  # type: ignore[union-attr]
-        init_args = _collect_init_args(frame, ignore)
-        self._hparams_name = "kwargs"
-        if len(args) == 1 and not isinstance(args[0], str):
-            hp = args[0]
-            # loading passes the stored object back through the __init__ argument it came from
-            self._hparams_name = next((k for k, v in init_args.items() if v is hp), None)
-            if isinstance(hp, argparse.Namespace):
-                hp = vars(hp)
-            if not isinstance(hp, Mapping) and not is_omegaconf(hp):
-                raise ValueError(
-                    f"save_hyperparameters({type(hp).__name__}) takes argument names, a dict, an "
-                    "argparse.Namespace or an OmegaConf config."
-                )
-        elif args:
-            missing = [a for a in args if a not in init_args]
-            if missing:
-                raise ValueError(f"save_hyperparameters: {missing} are not arguments of __init__")
-            hp = {a: init_args[a] for a in args}
-        else:
-            hp = init_args
-        self._hparams = hp if is_omegaconf(hp) else AttributeDict(hp)
-        if isinstance(self._hparams, Mapping):
-            _warn_module_hparams(self._hparams)
-        self._hparams_initial = copy.deepcopy(self._hparams)
-        self._log_hyperparams = logger
-
-    @property
-    def hparams(self) -> Any:
-        """The hyper-parameters saved with `save_hyperparameters()` (an AttributeDict, or the saved config)."""
-        if not hasattr(self, "_hparams"):
-            self._hparams = AttributeDict()
-        return self._hparams
-
-    @property
-    def hparams_initial(self) -> Any:
-        """A copy of the hyper-parameters as they were when saved."""
-        if not hasattr(self, "_hparams_initial"):
-            return AttributeDict()
-        return copy.deepcopy(self._hparams_initial)
 
 
 class DataHooks:
@@ -735,7 +624,6 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
             p.requires_grad = True
         self.train()
 
-    @torch.no_grad()
     def to_torchscript(
         self,
         file_path: str | os.PathLike[str] | None = None,
@@ -753,27 +641,8 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
                 module's device through the batch-transfer hooks.
             kwargs: passed on to `torch.jit.script` / `torch.jit.trace`.
         """
-        training = self.training
-        if method == "script":
-            compiled = torch.jit.script(self.eval(), **kwargs)
-        elif method == "trace":
-            if example_inputs is None:
-                if self.example_input_array is None:
-                    raise ValueError(
-                        "to_torchscript(method='trace') needs inputs to trace with: pass `example_inputs=` or set "
-                        "`self.example_input_array` in __init__."
-                    )
-                example_inputs = self.example_input_array
-            example_inputs = self._example_on_device(example_inputs)
-            compiled = torch.jit.trace(func=self.eval(), example_inputs=example_inputs, **kwargs)
-        else:
-            raise ValueError(f"to_torchscript(method={method!r}) is not valid; use 'script' or 'trace'.")
-        self.train(training)
-        if file_path is not None:
-            torch.jit.save(compiled, os.fspath(file_path))
-        return compiled
+        return export.to_torchscript(self, file_path, method, example_inputs, **kwargs)
 
-    @torch.no_grad()
     def to_onnx(
         self, file_path: str | os.PathLike[str] | Any, input_sample: Any = None, **kwargs: Any
     ) -> Any:
@@ -786,38 +655,7 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
                 module's device through the batch-transfer hooks.
             kwargs: passed on to `torch.onnx.export` (e.g. `dynamo=False`, `input_names`, `dynamic_axes`).
         """
-        import importlib.util
-
-        name = type(self).__name__
-        if importlib.util.find_spec("onnx") is None:
-            raise ModuleNotFoundError(f"`{name}.to_onnx()` needs the `onnx` package: `pip install onnx`.")
-        dynamo_default = inspect.signature(torch.onnx.export).parameters.get("dynamo")
-        dynamo = kwargs.get("dynamo", dynamo_default.default if dynamo_default is not None else False)
-        if dynamo and importlib.util.find_spec("onnxscript") is None:
-            raise ModuleNotFoundError(
-                f"`{name}.to_onnx()` uses torch's dynamo-based exporter, which needs `onnxscript`: "
-                "`pip install onnxscript`, or pass dynamo=False for the older TorchScript-based exporter."
-            )
-        if input_sample is None:
-            if self.example_input_array is None:
-                raise ValueError(
-                    f"`{name}.to_onnx()` needs an input to export with: pass `input_sample=` or set "
-                    "`self.example_input_array` in __init__."
-                )
-            input_sample = self.example_input_array
-        input_sample = self._example_on_device(input_sample)
-        training = self.training
-        path = os.fspath(file_path) if isinstance(file_path, (str, os.PathLike)) else file_path
-        try:  # exported in eval mode (as to_torchscript does), so dropout and BatchNorm act as in inference
-            return torch.onnx.export(self.eval(), input_sample, path, **kwargs)
-        finally:
-            self.train(training)
-
-    def _example_on_device(self, sample: Any) -> Any:
-        """An example input moved to the module's device through the batch-transfer hooks."""
-        sample = self.on_before_batch_transfer(sample, 0)
-        sample = self.transfer_batch_to_device(sample, self.device, 0)
-        return self.on_after_batch_transfer(sample, 0)
+        return export.to_onnx(self, file_path, input_sample, **kwargs)
 
     @class_only
     def load_from_checkpoint(

@@ -1,4 +1,4 @@
-"""LightningModule.to_torchscript and to_onnx, before and after fit."""
+"""export.py: LightningModule.to_torchscript and to_onnx, before and after fit."""
 
 import pytest
 import torch
