@@ -3,6 +3,7 @@
 import csv
 import os
 
+import pytest
 import torch
 import yaml
 
@@ -31,6 +32,37 @@ def test_hparams_yaml_holds_saved_hyperparameters(tmp_path, logged_fit, logging_
     logged_fit(logger, epochs=1, model=logging_model(lr=0.05, hidden=16))
     with open(os.path.join(logger.log_dir, "hparams.yaml")) as f:
         assert yaml.safe_load(f) == {"lr": 0.05, "hidden": 16}
+
+
+def test_each_fit_with_a_new_logger_writes_the_next_version_folder(tmp_path, logged_fit):
+    first = logged_fit(CSVLogger(save_dir=tmp_path), epochs=1)
+    assert first.log_dir == str(tmp_path / "lightning_logs" / "version_0")
+    logger = CSVLogger(save_dir=tmp_path)
+    trainer = logged_fit(logger, epochs=1)
+    assert logger.version == 1
+    assert sorted(p.name for p in (tmp_path / "lightning_logs").iterdir()) == ["version_0", "version_1"]
+    assert (tmp_path / "lightning_logs" / "version_1" / "metrics.csv").is_file()
+    assert trainer.log_dir == str(tmp_path / "lightning_logs" / "version_1")
+
+
+def test_name_and_version_name_the_folder(tmp_path, logged_fit):
+    logger = CSVLogger(save_dir=tmp_path, name="exp", version="run_a")
+    logged_fit(logger, epochs=1)
+    assert (tmp_path / "exp" / "run_a" / "metrics.csv").is_file()
+    assert logger.log_dir == str(tmp_path / "exp" / "run_a")
+
+
+def test_default_logger_is_csv_without_tensorboard(tmp_path, logged_fit, logging_model):
+    try:
+        import tensorboard  # noqa: F401
+
+        pytest.skip("tensorboard is installed: the default logger is TensorBoard")
+    except ImportError:
+        pass
+    trainer = logged_fit(True, epochs=1, model=logging_model(lr=0.01, hidden=16))
+    assert isinstance(trainer.logger, CSVLogger)
+    assert (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").is_file()
+    assert (tmp_path / "lightning_logs" / "version_0" / "hparams.yaml").is_file()
 
 
 def test_rows_are_buffered_until_the_flush_interval(tmp_path):
@@ -89,8 +121,6 @@ def test_a_logger_that_cannot_write_at_the_end_fails_the_run_after_the_checkpoin
 ):
     """Issue 13 item 7: fit must not return normally when the logger's files could not be written."""
     import shutil
-
-    import pytest
 
     from fulmen.callbacks import ModelCheckpoint
     from fulmen.trainer import LoggerFinalizeError
