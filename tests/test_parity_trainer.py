@@ -1,5 +1,6 @@
 """Behaviours checked against Lightning 2.6: min_epochs, dataloader reloads, barebones, is_last_batch."""
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -45,18 +46,15 @@ def test_min_epochs_runs_every_required_epoch_to_the_end(make_trainer):
     assert trainer.global_step == 6  # 3 whole epochs of 2 batches (fulmen: 5)
 
 
-def test_reload_dataloaders_every_n_epochs_reloads_val_once_per_epoch(make_trainer):
+# fulmen used to reload the val loader once more than Lightning: (4, 5) and (2, 3)
+@pytest.mark.parametrize(
+    ("every", "calls"), [(1, (4, 4)), (2, (2, 2))], ids=["every-epoch", "every-2-epochs"]
+)
+def test_reload_dataloaders_every_n_epochs_reloads_each_loader_once_per_n_epochs(make_trainer, every, calls):
     model = _Counting()
-    trainer = make_trainer(max_epochs=4, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0)
+    trainer = make_trainer(max_epochs=4, reload_dataloaders_every_n_epochs=every, num_sanity_val_steps=0)
     trainer.fit(model)
-    assert (model.train_loader_calls, model.val_loader_calls) == (4, 4)  # fulmen: (4, 5)
-
-
-def test_reload_dataloaders_every_2_epochs(make_trainer):
-    model = _Counting()
-    trainer = make_trainer(max_epochs=4, reload_dataloaders_every_n_epochs=2, num_sanity_val_steps=0)
-    trainer.fit(model)
-    assert (model.train_loader_calls, model.val_loader_calls) == (2, 2)  # fulmen: (2, 3)
+    assert (model.train_loader_calls, model.val_loader_calls) == calls
 
 
 def test_barebones_skips_the_sanity_check(tmp_path):
@@ -78,11 +76,7 @@ def test_trainer_is_last_batch(make_trainer):
     assert seen == [False, False, True]
 
 
-def test_estimated_stepping_batches_is_an_int_that_onecyclelr_accepts(tmp_path) -> None:
-    from torch.utils.data import DataLoader
-
-    from fulmen.demos import BoringModel, RandomDataset
-
+def test_estimated_stepping_batches_is_an_int_that_onecyclelr_accepts(make_trainer) -> None:
     class OneCycle(BoringModel):
         def configure_optimizers(self):
             opt = torch.optim.SGD(self.parameters(), lr=0.1)
@@ -95,14 +89,7 @@ def test_estimated_stepping_batches_is_an_int_that_onecyclelr_accepts(tmp_path) 
                 },
             }
 
-    trainer = L.Trainer(
-        max_epochs=3,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = make_trainer(max_epochs=3)
     model = OneCycle()
     trainer.fit(model, DataLoader(RandomDataset(32, 64), batch_size=8))
     assert trainer.estimated_stepping_batches == 24
@@ -110,19 +97,15 @@ def test_estimated_stepping_batches_is_an_int_that_onecyclelr_accepts(tmp_path) 
     assert trainer.global_step == 24
 
 
-def test_estimated_stepping_batches_is_capped_by_max_steps(tmp_path) -> None:
-    from torch.utils.data import DataLoader
-
-    from fulmen.demos import BoringModel, RandomDataset
-
-    trainer = L.Trainer(max_epochs=3, max_steps=10, default_root_dir=tmp_path, logger=False)
+def test_estimated_stepping_batches_is_capped_by_max_steps(make_trainer) -> None:
+    trainer = make_trainer(max_epochs=3, max_steps=10)
     model = BoringModel()
     trainer.fit_loop.explicit_train = DataLoader(RandomDataset(32, 64), batch_size=8)
     trainer._attach(model, None, "fit")
     assert trainer.estimated_stepping_batches == 10
 
 
-def test_limits_never_fetch_a_batch_past_the_limit(tmp_path) -> None:
+def test_limits_never_fetch_a_batch_past_the_limit(make_trainer) -> None:
     fetched: list[int] = []
 
     class Counting(torch.utils.data.Dataset):
@@ -140,22 +123,12 @@ def test_limits_never_fetch_a_batch_past_the_limit(tmp_path) -> None:
         def val_dataloader(self):
             return DataLoader(Counting(), batch_size=1)
 
-    trainer = L.Trainer(
-        max_epochs=1,
-        limit_train_batches=4,
-        limit_val_batches=3,
-        num_sanity_val_steps=2,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = make_trainer(limit_train_batches=4, limit_val_batches=3, num_sanity_val_steps=2)
     trainer.fit(Model())
     assert len(fetched) == 2 + 4 + 3  # sanity, train, validation: not one item more
 
 
-def test_should_stop_mid_epoch_validates_the_final_weights(tmp_path) -> None:
+def test_should_stop_mid_epoch_validates_the_final_weights(make_trainer) -> None:
     seen: list[tuple[int, int]] = []
 
     class Model(BoringModel):
@@ -168,17 +141,7 @@ def test_should_stop_mid_epoch_validates_the_final_weights(tmp_path) -> None:
             seen.append((self.global_step, batch_idx))
             return super().validation_step(batch, batch_idx)
 
-    trainer = L.Trainer(
-        max_epochs=2,
-        limit_train_batches=10,
-        limit_val_batches=2,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = make_trainer(max_epochs=2, limit_train_batches=10, limit_val_batches=2, num_sanity_val_steps=0)
     trainer.fit(Model())
     assert seen == [(3, 0), (3, 1)]  # as Lightning 2.6: one validation run after the stopping step
 
