@@ -7,12 +7,22 @@ from torch.utils.data import DataLoader
 from fulmen.demos import BoringModel, RandomDataset
 
 
-class TwoOptimizers(BoringModel):
-    """`layer` is trained by the first optimizer, `other` by the second."""
+class ManualModel(BoringModel):
+    """A BoringModel under manual optimization with one SGD optimizer; tests override what they check."""
 
     def __init__(self):
         super().__init__()
         self.automatic_optimization = False
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class TwoOptimizers(ManualModel):
+    """`layer` is trained by the first optimizer, `other` by the second."""
+
+    def __init__(self):
+        super().__init__()
         self.other = torch.nn.Linear(32, 2)
 
     def configure_optimizers(self):
@@ -49,11 +59,7 @@ def test_optimizers_returns_a_list_and_only_stepped_params_change(make_trainer):
 def test_single_optimizer_and_scheduler_are_returned_bare(make_trainer):
     seen = {}
 
-    class Model(BoringModel):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-
+    class Model(ManualModel):
         def configure_optimizers(self):
             opt = torch.optim.SGD(self.parameters(), lr=0.1)
             return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
@@ -77,6 +83,38 @@ def test_single_optimizer_and_scheduler_are_returned_bare(make_trainer):
     assert trainer.global_step == 3
 
 
+def test_tuple_of_dicts_under_manual_optimization(make_trainer):
+    class Model(TwoOptimizers):
+        def configure_optimizers(self):
+            self.opt_a = torch.optim.SGD(self.layer.parameters(), lr=0.1)
+            self.opt_b = torch.optim.SGD(self.other.parameters(), lr=0.2)
+            sched_a = torch.optim.lr_scheduler.StepLR(self.opt_a, step_size=1, gamma=0.5)
+            sched_b = torch.optim.lr_scheduler.StepLR(self.opt_b, step_size=1, gamma=0.1)
+            return (
+                {"optimizer": self.opt_a, "lr_scheduler": sched_a},
+                {"optimizer": self.opt_b, "lr_scheduler": {"scheduler": sched_b}},
+            )
+
+        def training_step(self, batch, batch_idx):
+            opts = self.optimizers()
+            scheds = self.lr_schedulers()
+            assert len(opts) == 2 and len(scheds) == 2
+            for opt, module in zip(opts, (self.layer, self.other)):
+                opt.zero_grad()
+                self.manual_backward(module(batch).sum())
+                opt.step()
+            if batch_idx == 1:  # the last batch of the epoch
+                for sched in scheds:
+                    sched.step()
+
+    model = Model()
+    trainer = make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(model)
+    assert trainer.global_step == 8  # 2 optimizers x 2 batches x 2 epochs
+    assert model.opt_a.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**2)
+    assert model.opt_b.param_groups[0]["lr"] == pytest.approx(0.2 * 0.1**2)
+
+
 def test_lr_schedulers_is_none_without_schedulers(make_trainer):
     seen = []
 
@@ -92,14 +130,7 @@ def test_lr_schedulers_is_none_without_schedulers(make_trainer):
 def test_manual_backward_gives_the_same_gradients_as_backward(make_trainer):
     grads = {}
 
-    class Model(BoringModel):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
+    class Model(ManualModel):
         def training_step(self, batch, batch_idx):
             self.zero_grad()
             with torch.enable_grad():
@@ -122,11 +153,7 @@ def test_manual_loop_matches_a_hand_written_loop(make_trainer):
     def make_model():
         torch.manual_seed(1)
 
-        class Model(BoringModel):
-            def __init__(self):
-                super().__init__()
-                self.automatic_optimization = False
-
+        class Model(ManualModel):
             def configure_optimizers(self):
                 return torch.optim.Adam(self.parameters(), lr=0.01)
 
@@ -198,11 +225,7 @@ def test_untoggle_keeps_params_that_were_frozen_before(make_trainer):
 def test_clip_gradients_by_norm_and_value(make_trainer):
     norms = {}
 
-    class Model(BoringModel):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-
+    class Model(ManualModel):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 

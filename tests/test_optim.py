@@ -159,43 +159,6 @@ def test_bad_scheduler_config_is_an_error(make_trainer, lr_scheduler, match):
         trainer.fit(Model())
 
 
-def test_tuple_of_dicts_under_manual_optimization(make_trainer):
-    class Model(BoringModel):
-        def __init__(self):
-            super().__init__()
-            self.automatic_optimization = False
-            self.other = torch.nn.Linear(32, 2)
-
-        def configure_optimizers(self):
-            self.opt_a = torch.optim.SGD(self.layer.parameters(), lr=0.1)
-            self.opt_b = torch.optim.SGD(self.other.parameters(), lr=0.2)
-            sched_a = torch.optim.lr_scheduler.StepLR(self.opt_a, step_size=1, gamma=0.5)
-            sched_b = torch.optim.lr_scheduler.StepLR(self.opt_b, step_size=1, gamma=0.1)
-            return (
-                {"optimizer": self.opt_a, "lr_scheduler": sched_a},
-                {"optimizer": self.opt_b, "lr_scheduler": {"scheduler": sched_b}},
-            )
-
-        def training_step(self, batch, batch_idx):
-            opts = self.optimizers()
-            scheds = self.lr_schedulers()
-            assert len(opts) == 2 and len(scheds) == 2
-            for opt, module in zip(opts, (self.layer, self.other)):
-                opt.zero_grad()
-                self.manual_backward(module(batch).sum())
-                opt.step()
-            if batch_idx == 1:  # the last batch of the epoch
-                for sched in scheds:
-                    sched.step()
-
-    model = Model()
-    trainer = make_trainer(max_epochs=2, limit_train_batches=2, limit_val_batches=0)
-    trainer.fit(model)
-    assert trainer.global_step == 8  # 2 optimizers x 2 batches x 2 epochs
-    assert _lr(model.opt_a) == pytest.approx(0.1 * 0.5**2)
-    assert _lr(model.opt_b) == pytest.approx(0.2 * 0.1**2)
-
-
 def test_configure_optimizers_returning_none_trains_without_stepping(make_trainer):
     steps = []
 
@@ -273,44 +236,29 @@ def _sgd_model():
     return Model()
 
 
-def test_accumulate_grad_batches_matches_a_hand_written_loop(make_trainer):
+@pytest.mark.parametrize(
+    ("epochs", "accumulate", "steps"), [(2, 1, 8), (1, 2, 2)], ids=["plain-fit", "accumulate-grad-batches-2"]
+)
+def test_fit_matches_a_hand_written_loop(make_trainer, epochs, accumulate, steps):
     loader = _seeded_data()
     model = _sgd_model()
     reference = _sgd_model()
 
-    trainer = make_trainer(accumulate_grad_batches=2, limit_val_batches=0)
+    trainer = make_trainer(max_epochs=epochs, accumulate_grad_batches=accumulate, limit_val_batches=0)
     trainer.fit(model, train_dataloaders=loader)
 
     opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
-    for i, batch in enumerate(loader):
-        loss = reference.step(batch) / 2  # the loss is scaled by 1 / accumulate_grad_batches
-        loss.backward()
-        if (i + 1) % 2 == 0:
-            opt.step()
-            opt.zero_grad()
+    for _ in range(epochs):
+        for i, batch in enumerate(loader):
+            loss = reference.step(batch) / accumulate  # the loss is scaled by 1 / accumulate_grad_batches
+            loss.backward()
+            if (i + 1) % accumulate == 0:
+                opt.step()
+                opt.zero_grad()
 
-    assert trainer.global_step == 2
+    assert trainer.global_step == steps
     torch.testing.assert_close(model.layer.weight, reference.layer.weight)
     torch.testing.assert_close(model.layer.bias, reference.layer.bias)
-
-
-def test_plain_fit_matches_a_hand_written_loop(make_trainer):
-    loader = _seeded_data()
-    model = _sgd_model()
-    reference = _sgd_model()
-
-    trainer = make_trainer(max_epochs=2, limit_val_batches=0)
-    trainer.fit(model, train_dataloaders=loader)
-
-    opt = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
-    for _ in range(2):
-        for batch in loader:
-            opt.zero_grad()
-            reference.step(batch).backward()
-            opt.step()
-
-    assert trainer.global_step == 8
-    torch.testing.assert_close(model.layer.weight, reference.layer.weight)
 
 
 class _GradRecorder(BoringModel):
