@@ -29,15 +29,30 @@ def _weights(model):
     return [p.detach().clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize(
-    "wrap", [lambda opt: opt, lambda opt: [opt]], ids=["bare-optimizer", "list-of-one-optimizer"]
-)
-def test_configure_optimizers_return_form_trains(make_trainer, wrap):
-    class Model(BoringModel):
-        def configure_optimizers(self):
-            return wrap(torch.optim.SGD(self.parameters(), lr=0.1))
+class SGDModel(BoringModel):
+    """A BoringModel trained by plain SGD (lr 0.1), without BoringModel's scheduler."""
 
-    model = Model()
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class _ListOfOneOptimizer(SGDModel):
+    def configure_optimizers(self):
+        return [super().configure_optimizers()]
+
+
+class _StepReturnsATensor(SGDModel):
+    def training_step(self, batch, batch_idx):
+        return self.step(batch)
+
+
+@pytest.mark.parametrize(
+    "model_class",
+    [SGDModel, _ListOfOneOptimizer, _StepReturnsATensor],
+    ids=["bare-optimizer", "list-of-one-optimizer", "training-step-returns-a-tensor"],
+)
+def test_model_trains(make_trainer, model_class):
+    model = model_class()
     before = _weights(model)
     trainer = make_trainer(limit_train_batches=3, limit_val_batches=0)
     trainer.fit(model)
@@ -180,29 +195,10 @@ def test_configure_optimizers_returning_none_trains_without_stepping(make_traine
         assert torch.equal(old, new)
 
 
-def test_training_step_returning_a_tensor_trains(make_trainer):
-    class Model(BoringModel):
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-        def training_step(self, batch, batch_idx):
-            return self.step(batch)
-
-    model = Model()
-    before = _weights(model)
-    trainer = make_trainer(limit_train_batches=2, limit_val_batches=0)
-    trainer.fit(model)
-    assert trainer.global_step == 2
-    assert not torch.equal(before[0], model.layer.weight)
-
-
 def test_training_step_returning_none_skips_the_batch(make_trainer):
     snapshots = []
 
-    class Model(BoringModel):
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
+    class Model(SGDModel):
         def training_step(self, batch, batch_idx):
             snapshots.append(self.layer.weight.detach().clone())
             if batch_idx == 1:
@@ -310,14 +306,10 @@ def test_no_gradient_clipping_by_default(make_trainer):
 
 
 def test_global_step_counts_optimizer_steps_not_batches(make_trainer):
-    class Model(BoringModel):
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
     trainer = make_trainer(
         max_epochs=2, limit_train_batches=6, limit_val_batches=0, accumulate_grad_batches=3
     )
-    trainer.fit(Model())
+    trainer.fit(SGDModel())
     assert trainer.global_step == 4
 
 
@@ -394,10 +386,7 @@ def test_self_optimizers_is_an_instance_of_the_optimizer_class(make_trainer):
     # Lightning 2.6: isinstance(self.optimizers(), torch.optim.SGD) is True
     seen = []
 
-    class Model(BoringModel):
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
+    class Model(SGDModel):
         def training_step(self, batch, batch_idx):
             opt = self.optimizers()
             seen.append((isinstance(opt, torch.optim.SGD), isinstance(opt, LightningOptimizer)))
