@@ -150,3 +150,82 @@ def check_count(flag: str, value: Any, minimum: int, meaning: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise MisconfigurationException(f"{flag}={value!r} is not valid; use {meaning}.")
     return value
+
+
+def optional_count(flag: str, value: Any, minimum: int, meaning: str) -> int | None:
+    """`check_count` for a flag where None means "no limit"."""
+    return None if value is None else check_count(flag, value, minimum, meaning)
+
+
+def flag_or_default(value: bool | None, default: bool) -> bool:
+    """A boolean flag whose None means "the Trainer's default for this run"."""
+    return default if value is None else bool(value)
+
+
+def check_barebones(flags: Mapping[str, Any]) -> None:
+    """`barebones=True` switches the extras off: refuse flags that switch one back on."""
+    for name in ("enable_progress_bar", "enable_model_summary", "enable_checkpointing"):
+        if flags[name]:
+            raise MisconfigurationException(f"barebones=True turns {name} off; do not also pass {name}=True.")
+    if flags["logger"] not in (None, False):
+        raise MisconfigurationException(
+            "barebones=True runs without loggers; remove logger=... or barebones."
+        )
+
+
+def run_length_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """The Trainer's flags for how long to train and how much of each epoch: checked, defaulted, by name.
+
+    `fast_dev_run=n` overrides the others as in Lightning: one epoch of n batches per stage, no sanity check.
+    """
+    f = flags
+    fast_dev_run = 1 if f["fast_dev_run"] is True else f["fast_dev_run"]
+    if isinstance(fast_dev_run, int) and fast_dev_run < 0:
+        raise MisconfigurationException(f"fast_dev_run={fast_dev_run} is not valid; use True or an int >= 0.")
+    out: dict[str, Any] = {"fast_dev_run": fast_dev_run}
+
+    # --- how long to train
+    max_steps = check_count("max_steps", f["max_steps"], -1, "an int >= 0, or -1 for no limit")
+    if f["max_epochs"] is None:
+        max_epochs = 1000 if max_steps == -1 and f["max_time"] is None else -1
+    else:
+        max_epochs = check_count("max_epochs", f["max_epochs"], -1, "an int >= 0, or -1 for no limit")
+    out.update(max_steps=max_steps, max_epochs=max_epochs, max_time=parse_max_time(f["max_time"]))
+    out["min_epochs"] = optional_count("min_epochs", f["min_epochs"], 0, "an int >= 0, or None")
+    out["min_steps"] = optional_count("min_steps", f["min_steps"], 0, "an int >= 0, or None")
+
+    # --- how much of each epoch
+    for stage in ("train", "val", "test", "predict"):
+        name = f"limit_{stage}_batches"
+        out[name] = 1.0 if f[name] is None else check_limit(name, f[name])
+    out["overfit_batches"] = check_limit("overfit_batches", f["overfit_batches"])
+    if out["overfit_batches"] > 0:
+        out["limit_val_batches"] = out["overfit_batches"]
+    interval = 1.0 if f["val_check_interval"] is None else f["val_check_interval"]
+    if isinstance(interval, float) and not 0.0 < interval <= 1.0:
+        raise MisconfigurationException(
+            f"val_check_interval={interval} is not valid: a float must be in (0.0, 1.0]."
+        )
+    out["val_check_interval"] = interval
+    out["check_val_every_n_epoch"] = optional_count(
+        "check_val_every_n_epoch",
+        f["check_val_every_n_epoch"],
+        1,
+        "an int >= 1, or None to validate every val_check_interval batches across epochs",
+    )
+    sanity = f["num_sanity_val_steps"]
+    out["num_sanity_val_steps"] = (0 if f["barebones"] else 2) if sanity is None else int(sanity)
+    out["log_every_n_steps"] = 50 if f["log_every_n_steps"] is None else int(f["log_every_n_steps"])
+    out["reload_dataloaders_every_n_epochs"] = int(f["reload_dataloaders_every_n_epochs"])
+    out["accumulate_grad_batches"] = int(f["accumulate_grad_batches"])
+    if out["accumulate_grad_batches"] < 1:
+        raise MisconfigurationException(
+            f"accumulate_grad_batches={out['accumulate_grad_batches']} is not valid; use an int >= 1."
+        )
+    if fast_dev_run:
+        n = int(fast_dev_run)
+        out.update(max_epochs=1, max_steps=n, num_sanity_val_steps=0, val_check_interval=1.0)
+        out.update({f"limit_{stage}_batches": n for stage in ("train", "val", "test", "predict")})
+        out["check_val_every_n_epoch"] = 1
+        out["log_every_n_steps"] = 1  # as in Lightning: each of the few steps reaches the (dummy) logger
+    return out

@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 from fulmen.utilities import MisconfigurationException, rank_zero_warn
 
 if TYPE_CHECKING:
+    from fulmen.module import LightningModule
     from fulmen.trainer import Trainer
 
 _SCHED_KEYS = {
@@ -223,3 +224,27 @@ def _wrapper_class(optimizer_class: type) -> type:
         name = f"Lightning{optimizer_class.__name__}"
         cls = _WRAPPER_CLASSES[optimizer_class] = type(name, (LightningOptimizer, optimizer_class), {})
     return cls
+
+
+def check_optimization_flags(
+    module: LightningModule, n_optimizers: int, gradient_clip_val: Any, accumulate_grad_batches: int
+) -> None:
+    """Refuse Trainer flags that the module's kind of optimization (automatic or manual) cannot honour."""
+    name = type(module).__name__
+    if module.automatic_optimization and n_optimizers > 1:
+        raise MisconfigurationException(
+            f"`{name}.configure_optimizers` returned {n_optimizers} optimizers, which needs manual "
+            "optimization: set `self.automatic_optimization = False` in `__init__` and step them in "
+            "`training_step` (see docs/optimization.md)."
+        )
+    if not module.automatic_optimization:
+        if gradient_clip_val:
+            raise MisconfigurationException(
+                f"Trainer(gradient_clip_val=...) does not apply to manual optimization in `{name}`: call "
+                "`self.clip_gradients(opt, gradient_clip_val=...)` in training_step instead."
+            )
+        if accumulate_grad_batches != 1:
+            raise MisconfigurationException(
+                f"Trainer(accumulate_grad_batches=...) does not apply to manual optimization in `{name}`: "
+                "step the optimizer every N batches yourself in training_step."
+            )

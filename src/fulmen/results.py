@@ -8,6 +8,7 @@ at epoch end. That is why per-step logging costs no device synchronisation.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -579,3 +580,26 @@ class RunResults:
         if trainer.is_global_zero:
             for lg in trainer.loggers:
                 lg.log_metrics(metrics=scalars, step=step)
+
+
+def print_results(stage: str, results: list[dict[str, float]]) -> None:
+    """The results table Lightning prints after validate()/test(): one row per metric, one column per dataloader."""
+    names = sorted({re.sub(r"/dataloader_idx_\d+$", "", k) for d in results for k in d})
+    if not names:
+        return
+    header = [f"{stage.capitalize()} metric"] + [f"DataLoader {i}" for i in range(len(results))]
+    rows = [header]
+    for name in names:
+        cells = [name]
+        for i, d in enumerate(results):
+            value = d.get(f"{name}/dataloader_idx_{i}", d.get(name))
+            cells.append("" if value is None else str(value))
+        rows.append(cells)
+    widths = [max(len(row[c]) for row in rows) + 6 for c in range(len(header))]
+    rule = "\u2500" * sum(widths)
+    print(rule)
+    for i, row in enumerate(rows):
+        print("".join(cell.center(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print(rule)
+    print(rule)

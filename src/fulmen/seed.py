@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from fulmen.utilities import rank_zero_info
+from fulmen.utilities import MisconfigurationException, rank_zero_info, rank_zero_warn
 
 
 def seed_everything(seed: int | None = None, workers: bool = False, verbose: bool = True) -> int:
@@ -97,3 +97,22 @@ def isolate_rng(include_cuda: bool = True) -> Generator[None, None, None]:
         yield
     finally:
         set_rng_states(state)
+
+
+def set_determinism(deterministic: bool | str | None, benchmark: bool | None) -> None:
+    """Apply `Trainer(deterministic=..., benchmark=...)` to torch's algorithm choice and cuDNN."""
+    if deterministic is not None and deterministic not in (True, False, "warn"):
+        raise MisconfigurationException(
+            f"deterministic={deterministic!r} is not valid; use True, False or 'warn'."
+        )
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    elif deterministic is False:
+        torch.use_deterministic_algorithms(False)
+    if benchmark is not None:
+        if benchmark and deterministic:
+            rank_zero_warn("benchmark=True and deterministic=True conflict; deterministic wins.")
+        else:
+            torch.backends.cudnn.benchmark = benchmark

@@ -116,3 +116,18 @@ class TrainerState:
     def stopped(self) -> bool:
         """True when the last run was interrupted (by an exception or Ctrl-C)."""
         return self.status == TrainerStatus.INTERRUPTED
+
+
+def stage_flag(stage: RunningStage, doc: str) -> Any:
+    """A Trainer property that is True in `stage`; setting it True enters the stage, False leaves it."""
+
+    def get(trainer: Any) -> bool:
+        return trainer.state.stage == stage
+
+    def set_(trainer: Any, value: bool) -> None:
+        if value:
+            trainer.state.stage = stage
+        elif trainer.state.stage == stage:
+            trainer.state.stage = None
+
+    return property(get, set_, doc=doc)

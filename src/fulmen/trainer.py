@@ -8,11 +8,10 @@ in loops.py.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import datetime
 import math
 import os
-import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -21,32 +20,37 @@ from fulmen import checkpoint, data
 from fulmen.accelerators import parse_devices, select_accelerator
 from fulmen.callbacks.callback import Callback
 from fulmen.callbacks.checkpoint import Checkpoint
+from fulmen.callbacks.defaults import trainer_callbacks, with_module_callbacks
 from fulmen.callbacks.early_stopping import EarlyStopping
-from fulmen.callbacks.model_checkpoint import ModelCheckpoint
-from fulmen.callbacks.model_summary import ModelSummary
-from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
+from fulmen.callbacks.progress import ProgressBar
 from fulmen.checkpoint import check_ckpt_path
-from fulmen.checkpoint_io import CheckpointIO
 from fulmen.combined_loader import CombinedLoader
 from fulmen.compiled import from_compiled
 from fulmen.datamodule import LightningDataModule
-from fulmen.environments import ClusterEnvironment
-from fulmen.flags import check_choice, check_count, check_limit, map_legacy_flags, parse_max_time
+from fulmen.flags import (
+    check_barebones,
+    check_choice,
+    flag_or_default,
+    map_legacy_flags,
+    run_length_flags,
+)
 from fulmen.hooks import HookDispatcher
-from fulmen.layer_sync import LayerSync
-from fulmen.loggers import default_logger
+from fulmen.loggers.lifecycle import LoggerFinalizeError, finalize_loggers, log_hyperparams, run_loggers
 from fulmen.loops import EvaluationLoop, FitLoop, PredictionLoop
 from fulmen.module import LightningModule
-from fulmen.optim import LightningOptimizer
+from fulmen.optim import LightningOptimizer, check_optimization_flags
 from fulmen.plan import RunPlan, make_plan
 from fulmen.precision import Precision, resolve_precision
 from fulmen.preemption import sigterm_received
 from fulmen.profilers import Profiler, _profiled_run, resolve_profiler
 from fulmen.progress import Progress
-from fulmen.results import RunResults
-from fulmen.seed import seed_everything  # noqa: F401  # `lightning.pytorch.trainer.seed_everything`
-from fulmen.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
-from fulmen.strategies import Strategy, select_strategy
+from fulmen.results import RunResults, print_results
+from fulmen.seed import (
+    seed_everything,  # noqa: F401  # `lightning.pytorch.trainer.seed_everything`
+    set_determinism,
+)
+from fulmen.states import RunningStage, TrainerFn, TrainerState, TrainerStatus, stage_flag
+from fulmen.strategies import PRECISION_TWICE, Strategy, select_strategy, sort_plugins
 from fulmen.utilities import (
     MisconfigurationException,
     is_overridden,
@@ -56,23 +60,27 @@ from fulmen.utilities import (
 )
 
 
-def _stage_flag(stage: RunningStage, doc: str) -> Any:
-    """A Trainer property that is True in `stage`; setting it True enters the stage, False leaves it."""
-
-    def get(trainer: Trainer) -> bool:
-        return trainer.state.stage == stage
-
-    def set_(trainer: Trainer, value: bool) -> None:
-        if value:
-            trainer.state.stage = stage
-        elif trainer.state.stage == stage:
-            trainer.state.stage = None
-
-    return property(get, set_, doc=doc)
-
-
 class Trainer:
     """Runs a LightningModule: `fit`, `validate`, `test`, `predict`, configured by Lightning 2.x's flags."""
+
+    # set in __init__ from `flags.run_length_flags`: how long to train and how much of each epoch
+    fast_dev_run: int
+    max_epochs: int
+    max_steps: int
+    min_epochs: int | None
+    min_steps: int | None
+    max_time: datetime.timedelta | None
+    limit_train_batches: int | float
+    limit_val_batches: int | float
+    limit_test_batches: int | float
+    limit_predict_batches: int | float
+    overfit_batches: int | float
+    val_check_interval: int | float
+    check_val_every_n_epoch: int | None
+    num_sanity_val_steps: int
+    log_every_n_steps: int
+    reload_dataloaders_every_n_epochs: int
+    accumulate_grad_batches: int
 
     def __init__(
         self,
@@ -136,70 +144,10 @@ class Trainer:
                 f"Trainer(model_registry={self.model_registry!r}) is accepted for Lightning compatibility, but "
                 "fulmen does not upload models to a registry; the flag has no effect."
             )
-        self.fast_dev_run = f["fast_dev_run"]
-        if self.fast_dev_run is True:
-            self.fast_dev_run = 1
-        if isinstance(self.fast_dev_run, int) and self.fast_dev_run < 0:
-            raise MisconfigurationException(
-                f"fast_dev_run={self.fast_dev_run} is not valid; use True or an int >= 0."
-            )
-
-        # --- how long to train
-        self.max_steps: int = check_count("max_steps", f["max_steps"], -1, "an int >= 0, or -1 for no limit")
-        self.max_epochs: int | None = f["max_epochs"]
-        if self.max_epochs is None:
-            self.max_epochs = 1000 if self.max_steps == -1 and f["max_time"] is None else -1
-        else:
-            self.max_epochs = check_count(
-                "max_epochs", self.max_epochs, -1, "an int >= 0, or -1 for no limit"
-            )
-        self.min_epochs = _optional_count("min_epochs", f["min_epochs"], 0, "an int >= 0, or None")
-        self.min_steps = _optional_count("min_steps", f["min_steps"], 0, "an int >= 0, or None")
-        self.max_time = parse_max_time(f["max_time"])
-
-        # --- how much of each epoch
-        def limit(name: str) -> int | float:
-            value = f[name]
-            return 1.0 if value is None else check_limit(name, value)
-
-        self.limit_train_batches = limit("limit_train_batches")
-        self.limit_val_batches = limit("limit_val_batches")
-        self.limit_test_batches = limit("limit_test_batches")
-        self.limit_predict_batches = limit("limit_predict_batches")
-        self.overfit_batches = check_limit("overfit_batches", f["overfit_batches"])
-        if self.overfit_batches > 0:
-            self.limit_val_batches = self.overfit_batches
-        self.val_check_interval = 1.0 if f["val_check_interval"] is None else f["val_check_interval"]
-        if isinstance(self.val_check_interval, float) and not 0.0 < self.val_check_interval <= 1.0:
-            raise MisconfigurationException(
-                f"val_check_interval={self.val_check_interval} is not valid: a float must be in (0.0, 1.0]."
-            )
-        self.check_val_every_n_epoch = _optional_count(
-            "check_val_every_n_epoch",
-            f["check_val_every_n_epoch"],
-            1,
-            "an int >= 1, or None to validate every val_check_interval batches across epochs",
-        )
-        default_sanity = 0 if self.barebones else 2
-        self.num_sanity_val_steps = (
-            default_sanity if f["num_sanity_val_steps"] is None else int(f["num_sanity_val_steps"])
-        )
-        self.log_every_n_steps = 50 if f["log_every_n_steps"] is None else int(f["log_every_n_steps"])
-        self.reload_dataloaders_every_n_epochs = int(f["reload_dataloaders_every_n_epochs"])
-        if self.fast_dev_run:
-            n = int(self.fast_dev_run)
-            self.max_epochs, self.max_steps, self.num_sanity_val_steps = 1, n, 0
-            self.limit_train_batches = self.limit_val_batches = n
-            self.limit_test_batches = self.limit_predict_batches = n
-            self.val_check_interval, self.check_val_every_n_epoch = 1.0, 1
-            self.log_every_n_steps = 1  # as in Lightning: each of the few steps reaches the (dummy) logger
+        # the flags that size the run (each checked, fast_dev_run applied): see `run_length_flags`
+        vars(self).update(run_length_flags(f))
 
         # --- optimization
-        self.accumulate_grad_batches = int(f["accumulate_grad_batches"])
-        if self.accumulate_grad_batches < 1:
-            raise MisconfigurationException(
-                f"accumulate_grad_batches={self.accumulate_grad_batches} is not valid; use an int >= 1."
-            )
         self.gradient_clip_val = f["gradient_clip_val"]
         self.gradient_clip_algorithm = f["gradient_clip_algorithm"] or "norm"
         check_choice("gradient_clip_algorithm", self.gradient_clip_algorithm, ("norm", "value"))
@@ -207,16 +155,14 @@ class Trainer:
         self.detect_anomaly = bool(f["detect_anomaly"])
         self.use_distributed_sampler = bool(f["use_distributed_sampler"])
         self.sync_batchnorm = bool(f["sync_batchnorm"])
-        self._set_determinism(f["deterministic"], f["benchmark"])
+        set_determinism(f["deterministic"], f["benchmark"])
 
         # --- hardware
-        plugins = _sort_plugins(f["plugins"])
+        plugins = sort_plugins(f["plugins"])
         precision_flag = f["precision"]
         if "precision" in plugins:
             if precision_flag is not None:
-                raise MisconfigurationException(
-                    "The precision was given twice (in `plugins=` and/or `precision=`); pass exactly one."
-                )
+                raise MisconfigurationException(PRECISION_TWICE)
             precision_flag = plugins["precision"]
         self.accelerator = select_accelerator(f["accelerator"])
         self._parsed_devices = parse_devices(f["devices"], self.accelerator)
@@ -246,18 +192,30 @@ class Trainer:
 
         # --- what to switch on
         quiet = self.barebones or bool(self.fast_dev_run)
-        self.enable_progress_bar = _flag(f["enable_progress_bar"], not self.barebones)
-        self.enable_model_summary = _flag(f["enable_model_summary"], not self.barebones)
-        self.enable_checkpointing = _flag(f["enable_checkpointing"], not quiet)
+        self.enable_progress_bar = flag_or_default(f["enable_progress_bar"], not self.barebones)
+        self.enable_model_summary = flag_or_default(f["enable_model_summary"], not self.barebones)
+        self.enable_checkpointing = flag_or_default(f["enable_checkpointing"], not quiet)
         # switched off by the user (fast_dev_run's quiet default keeps a user's checkpoint callback working)
         self._checkpointing_refused = f["enable_checkpointing"] is False or self.barebones
         if self.barebones:
-            self._check_barebones(f)
+            check_barebones(f)
         user_callbacks = (
             [f["callbacks"]] if isinstance(f["callbacks"], Callback) else list(f["callbacks"] or [])
         )
-        self.callbacks: list[Callback] = self._default_callbacks(user_callbacks)
-        self.loggers: list[Any] = self._make_loggers(f["logger"], quiet)
+        self.callbacks: list[Callback] = trainer_callbacks(
+            user_callbacks,
+            progress_bar=self.enable_progress_bar,
+            model_summary=self.enable_model_summary,
+            max_time=self.max_time,
+            checkpointing=self.enable_checkpointing,
+            checkpointing_refused=self._checkpointing_refused,
+        )
+        self.loggers: list[Any] = run_loggers(
+            f["logger"],
+            self.default_root_dir,
+            fast_dev_run=bool(self.fast_dev_run) and not self.barebones,
+            quiet=quiet,
+        )
 
         # --- run state
         self._progress = Progress()
@@ -275,84 +233,6 @@ class Trainer:
         self.predict_loop = PredictionLoop(self)
         self.ckpt_path: str | None = None
         self._ckpt_weights_only: bool | None = None  # the run's weights_only=: False trusts ckpt_path
-
-    # ------------------------------------------------------------------ construction helpers
-    @staticmethod
-    def _set_determinism(deterministic: Any, benchmark: bool | None) -> None:
-        if deterministic is not None and deterministic not in (True, False, "warn"):
-            raise MisconfigurationException(
-                f"deterministic={deterministic!r} is not valid; use True, False or 'warn'."
-            )
-        if deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.backends.cudnn.benchmark = False
-        elif deterministic is False:
-            torch.use_deterministic_algorithms(False)
-        if benchmark is not None:
-            if benchmark and deterministic:
-                rank_zero_warn("benchmark=True and deterministic=True conflict; deterministic wins.")
-            else:
-                torch.backends.cudnn.benchmark = benchmark
-
-    @staticmethod
-    def _check_barebones(f: dict[str, Any]) -> None:
-        for name in ("enable_progress_bar", "enable_model_summary", "enable_checkpointing"):
-            if f[name]:
-                raise MisconfigurationException(
-                    f"barebones=True turns {name} off; do not also pass {name}=True."
-                )
-        if f["logger"] not in (None, False):
-            raise MisconfigurationException(
-                "barebones=True runs without loggers; remove logger=... or barebones."
-            )
-
-    def _default_callbacks(self, user: list[Callback]) -> list[Callback]:
-
-        # as Lightning 2.6: the Rich bar and summary when the `rich` package is installed, else TQDM and text
-        rich = importlib.util.find_spec("rich") is not None
-        callbacks = list(user)
-        if self.enable_progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
-            if rich:
-                from fulmen.callbacks.rich_progress import RichProgressBar
-
-                callbacks.append(RichProgressBar())
-            else:
-                callbacks.append(TQDMProgressBar())
-        if not self.enable_progress_bar:
-            callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
-        if self.enable_model_summary and not any(isinstance(c, ModelSummary) for c in callbacks):
-            if rich:
-                from fulmen.callbacks.rich_progress import RichModelSummary
-
-                callbacks.append(RichModelSummary())
-            else:
-                callbacks.append(ModelSummary())
-        if self.max_time is not None:
-            callbacks = _add_timer(callbacks, self.max_time)
-        if self.enable_checkpointing:
-            callbacks = _add_default_checkpoint(callbacks)
-        elif self._checkpointing_refused and any(isinstance(c, Checkpoint) for c in callbacks):
-            # as Lightning: a checkpoint callback would silently never run
-            raise MisconfigurationException(
-                "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in "
-                "callbacks list. Remove the checkpoint callback, or set enable_checkpointing=True."
-            )
-        return callbacks
-
-    def _make_loggers(self, logger: Any, quiet: bool) -> list[Any]:
-        if self.fast_dev_run and logger is not False and not self.barebones:
-            from fulmen.loggers.logger import DummyLogger
-
-            # as in Lightning: `self.logger.experiment.add_*` calls keep working and write nothing
-            return [DummyLogger()]
-        if logger is False or (quiet and logger in (None, True)):
-            return []
-        if logger is None or logger is True:
-            return [default_logger(self.default_root_dir)]
-        if isinstance(logger, Iterable):
-            return list(logger)
-        return [logger]
 
     # ------------------------------------------------------------------ public state
     @property
@@ -422,7 +302,6 @@ class Trainer:
 
     @optimizers.setter
     def optimizers(self, value: list[torch.optim.Optimizer]) -> None:
-
         self.strategy.optimizers = list(value)
         self.strategy.lightning_optimizers = [LightningOptimizer(o, self) for o in value]
 
@@ -485,7 +364,6 @@ class Trainer:
     @property
     def progress_bar_callback(self) -> Any:
         """The progress bar callback, if any."""
-
         return next((c for c in self.callbacks if isinstance(c, ProgressBar)), None)
 
     @property
@@ -557,7 +435,6 @@ class Trainer:
     @property
     def received_sigterm(self) -> bool:
         """True once SIGTERM arrived during fit (see BackupAndRestore)."""
-
         return sigterm_received()
 
     @property
@@ -608,14 +485,14 @@ class Trainer:
         """What was last sent to the loggers."""
         return dict(self._results.logged)
 
-    # The stage flags read and write `state.stage` (fulmen/states.py), as Lightning's do (see _stage_flag).
-    training = _stage_flag(RunningStage.TRAINING, "True while training batches run (stage 'train').")
-    sanity_checking = _stage_flag(
+    # The stage flags read and write `state.stage` (fulmen/states.py), as Lightning's do (see states.stage_flag).
+    training = stage_flag(RunningStage.TRAINING, "True while training batches run (stage 'train').")
+    sanity_checking = stage_flag(
         RunningStage.SANITY_CHECKING, "True during the sanity check that starts fit."
     )
-    validating = _stage_flag(RunningStage.VALIDATING, "True during validation (in validate() or inside fit).")
-    testing = _stage_flag(RunningStage.TESTING, "True during test().")
-    predicting = _stage_flag(RunningStage.PREDICTING, "True during predict().")
+    validating = stage_flag(RunningStage.VALIDATING, "True during validation (in validate() or inside fit).")
+    testing = stage_flag(RunningStage.TESTING, "True during test().")
+    predicting = stage_flag(RunningStage.PREDICTING, "True during predict().")
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -712,7 +589,7 @@ class Trainer:
         loop._loaded = False
         results = self._launch(self._run, stage, ckpt_path)
         if verbose and self.is_global_zero and results:
-            _print_results(stage, results)
+            print_results(stage, results)
         return results
 
     def _pick_model(self, model: LightningModule | None, stage: str) -> LightningModule:
@@ -766,7 +643,7 @@ class Trainer:
         try:
             with anomaly, profiling:
                 self.strategy.setup_environment()
-                self._attach_module_callbacks()
+                self.callbacks = with_module_callbacks(self.callbacks, module.configure_callbacks())
                 self._hooks = HookDispatcher(self, module, self.callbacks)
                 self._prepare_data()
                 self._call_setup(fn)
@@ -774,21 +651,25 @@ class Trainer:
                 self._hooks.module("configure_model")
                 self.strategy.setup(self)
                 self._plan = make_plan(self, self._hooks, optimizers_ready=False)
-                checkpoint = self._load_checkpoint(ckpt_path, fn)
+                ckpt = checkpoint.load_for_run(self, ckpt_path, fn, weights_only=self._ckpt_weights_only)
                 if fn == "fit":
                     _require_step(module, "training_step", fn)
                     self.strategy.setup_optimizers(self)
-                    self._check_optimization_flags(module)
+                    check_optimization_flags(
+                        module, len(self.optimizers), self.gradient_clip_val, self.accumulate_grad_batches
+                    )
                     self._results.current = self._results.train
                     # on_fit_start runs before the optimizer/loop state is restored, as in Lightning: a
                     # callback such as BaseFinetuning re-adds the param groups the saved state expects
                     self._hooks.both("on_fit_start")
-                    if checkpoint is not None:
-                        self._restore_training_state(checkpoint)
+                    if ckpt is not None:
+                        checkpoint.restore_training_state(self, ckpt)
                     self._log_hyperparams()
                     self._plan = make_plan(self, self._hooks, optimizers_ready=True)
                     self.fit_loop.run(self._plan)
-                    self._finish_checkpoint_writes()
+                    # background checkpoint writes are on disk, on every rank, before on_fit_end runs
+                    checkpoint.finish_writes()
+                    self.strategy.barrier("checkpoint_writes")
                     self._hooks.both("on_fit_end")
                     result = None
                 elif fn in ("validate", "test"):
@@ -801,7 +682,7 @@ class Trainer:
                 else:
                     result = self.predict_loop.run(self._plan, *extra)
                 self._call_teardown(fn)
-                self._finalize_loggers("success")
+                finalize_loggers(self.loggers, "success")
                 self.state.status = TrainerStatus.FINISHED
                 return result
         except BaseException as exc:
@@ -813,34 +694,7 @@ class Trainer:
             self._results.current = None
             self.strategy.teardown()
 
-    def _check_optimization_flags(self, module: LightningModule) -> None:
-        name = type(module).__name__
-        if module.automatic_optimization and len(self.optimizers) > 1:
-            raise MisconfigurationException(
-                f"`{name}.configure_optimizers` returned {len(self.optimizers)} optimizers, which needs manual "
-                "optimization: set `self.automatic_optimization = False` in `__init__` and step them in "
-                "`training_step` (see docs/optimization.md)."
-            )
-        if not module.automatic_optimization:
-            if self.gradient_clip_val:
-                raise MisconfigurationException(
-                    f"Trainer(gradient_clip_val=...) does not apply to manual optimization in `{name}`: call "
-                    "`self.clip_gradients(opt, gradient_clip_val=...)` in training_step instead."
-                )
-            if self.accumulate_grad_batches != 1:
-                raise MisconfigurationException(
-                    f"Trainer(accumulate_grad_batches=...) does not apply to manual optimization in `{name}`: "
-                    "step the optimizer every N batches yourself in training_step."
-                )
-
-    def _finish_checkpoint_writes(self) -> None:
-        """Checkpoints written in the background are on disk, on every rank, before on_fit_end runs."""
-
-        checkpoint.finish_writes()
-        self.strategy.barrier("checkpoint_writes")
-
     def _on_exception(self, exc: BaseException, fn: str) -> None:
-
         if isinstance(exc, KeyboardInterrupt):
             rank_zero_info("Detected KeyboardInterrupt, attempting graceful shutdown ...")
 
@@ -854,17 +708,7 @@ class Trainer:
                 hooks.callbacks("on_exception", exc)
                 hooks.module("on_exception", exc)
         if not isinstance(exc, LoggerFinalizeError):  # those were finalized already
-            self._finalize_loggers("failed")
-
-    def _attach_module_callbacks(self) -> None:
-        module = self.lightning_module
-        extra = module.configure_callbacks()
-        if not extra:
-            return
-        extra = [extra] if isinstance(extra, Callback) else list(extra)
-        types = {type(c) for c in extra}
-        kept = [c for c in self.callbacks if type(c) not in types]
-        self.callbacks = _monitoring_last(kept + extra)
+            finalize_loggers(self.loggers, "failed")
 
     def _prepare_data(self) -> None:
         # once per machine (local rank 0), or once per job (global rank 0) with prepare_data_per_node=False
@@ -897,62 +741,15 @@ class Trainer:
         self._hooks.callbacks("teardown", stage=stage)
         self._hooks.module("teardown", stage=stage)
 
-    def _finalize_loggers(self, status: str) -> None:
-        """Finalize every logger; on success a logger that failed fails the run (its rows would be lost)."""
-        failed: list[tuple[Any, Exception]] = []
-        for lg in self.loggers:
-            try:
-                lg.finalize(status)
-            except Exception as err:
-                failed.append((lg, err))
-        if not failed:
-            return
-        where = "; ".join(
-            f"{type(lg).__name__}: {type(err).__name__}: {str(err).rstrip('.')}" for lg, err in failed
-        )
-        if status != "success":  # the run's own exception is already on its way; don't mask it
-            rank_zero_warn(f"A logger could not finish while the run was failing ({where}).")
-            return
-        raise LoggerFinalizeError(
-            f"The run finished (checkpoints are on disk) but a logger could not write its files: {where}. Its "
-            "metrics may be lost; check the logger's save_dir (permissions, free space) and rerun."
-        ) from failed[0][1]
-
     def _log_hyperparams(self) -> None:
-        if not self.loggers or not self.enable_autolog_hparams:
-            return
-        params: dict[str, Any] = {}
-        module = self.lightning_module
-        # As in Lightning, only objects that called `save_hyperparameters` (with logger=True) are logged; with
-        # none, loggers get no `log_hyperparams` call at all (so no placeholder `hp_metric` either).
-        opted_in = False
-        if getattr(module, "_log_hyperparams", False):
-            params.update(module.hparams_initial)
-            opted_in = True
-        if self.datamodule is not None and getattr(self.datamodule, "_log_hyperparams", False):
-            params.update(self.datamodule.hparams_initial)
-            opted_in = True
-        for lg in self.loggers:
-            if opted_in:
-                lg.log_hyperparams(params)
-            if hasattr(lg, "log_graph"):
-                lg.log_graph(module)
-            lg.save()
+        if self.enable_autolog_hparams:
+            log_hyperparams(self.loggers, self.lightning_module, self.datamodule)
 
     # ------------------------------------------------------------------ checkpoints (see checkpoint/)
-    def _load_checkpoint(self, ckpt_path: Any, fn: str) -> dict[str, Any] | None:
-
-        return checkpoint.load_for_run(self, ckpt_path, fn, weights_only=self._ckpt_weights_only)
-
-    def _restore_training_state(self, ckpt: dict[str, Any]) -> None:
-
-        checkpoint.restore_training_state(self, ckpt)
-
     def save_checkpoint(
         self, filepath: str | os.PathLike[str], weights_only: bool = False, storage_options: Any = None
     ) -> None:
         """Write a checkpoint of the current state to `filepath` (atomically; rank 0 writes)."""
-
         if self.lightning_module is None:
             raise MisconfigurationException(
                 "trainer.save_checkpoint needs a model: call it during or after fit()."
@@ -986,43 +783,8 @@ def _require_step(module: LightningModule, step: str, fn: str) -> None:
         )
 
 
-def _sort_plugins(plugins: Any) -> dict[str, Any]:
-    """The objects of `Trainer(plugins=...)` by kind: precision, checkpoint_io, cluster_environment, layer_sync."""
-
-    kinds: tuple[tuple[str, type], ...] = (
-        ("precision", Precision),
-        ("checkpoint_io", CheckpointIO),
-        ("cluster_environment", ClusterEnvironment),
-        ("layer_sync", LayerSync),
-    )
-    items = [] if plugins is None else plugins if isinstance(plugins, (list, tuple)) else [plugins]
-    found: dict[str, Any] = {}
-    for plugin in items:
-        kind = next((name for name, cls in kinds if isinstance(plugin, cls)), None)
-        if kind is None:
-            raise MisconfigurationException(
-                f"Trainer(plugins=...) got {plugin!r}, which is not a plugin: pass Precision, CheckpointIO, "
-                "ClusterEnvironment or LayerSync objects (from fulmen.plugins)."
-            )
-        if kind in found:
-            names = [type(found[kind]).__name__, type(plugin).__name__]
-            if kind == "checkpoint_io":
-                raise MisconfigurationException(
-                    f"Trainer(plugins=...) got several checkpoint I/O plugins {names}; pass one (wrap one in "
-                    "another, e.g. AsyncCheckpointIO(MyCheckpointIO()), to combine them)."
-                )
-            if kind == "precision":
-                raise MisconfigurationException(
-                    "The precision was given twice (in `plugins=` and/or `precision=`); pass exactly one."
-                )
-            raise MisconfigurationException(f"Trainer(plugins=...) got two {kind} plugins {names}; pass one.")
-        found[kind] = plugin
-    return found
-
-
 def _as_given(loader: Any) -> Any:
     """Loaders as the user gave them (one loader, or the list/dict a CombinedLoader holds); None if none."""
-
     if isinstance(loader, CombinedLoader):
         return loader.iterables if loader.flattened else None
     return loader
@@ -1031,61 +793,3 @@ def _as_given(loader: Any) -> Any:
 def _count(batches: float) -> int | float:
     """A batch count as Lightning reports it: an int, or inf for a loader without a length."""
     return batches if math.isinf(batches) else int(batches)
-
-
-def _optional_count(flag: str, value: Any, minimum: int, meaning: str) -> int | None:
-    return None if value is None else check_count(flag, value, minimum, meaning)
-
-
-class LoggerFinalizeError(RuntimeError):
-    """A logger failed to finish writing its files at the end of an otherwise successful run."""
-
-
-def _flag(value: bool | None, default: bool) -> bool:
-    return default if value is None else bool(value)
-
-
-def _monitoring_last(callbacks: list[Callback]) -> list[Callback]:
-    """Checkpointing callbacks run last so that they see every metric logged before them."""
-    plain = [c for c in callbacks if not isinstance(c, Checkpoint)]
-    return plain + [c for c in callbacks if isinstance(c, Checkpoint)]
-
-
-def _add_timer(callbacks: list[Callback], max_time: Any) -> list[Callback]:
-    """`max_time` is kept by a Timer callback (in `trainer.callbacks`), as in Lightning; a user's Timer wins."""
-    from fulmen.callbacks.timer import Timer
-
-    if any(isinstance(c, Timer) for c in callbacks):
-        rank_zero_info("Ignoring `Trainer(max_time=...)`: the callbacks already contain a Timer.")
-        return callbacks
-    return [*callbacks, Timer(duration=max_time, interval="step")]
-
-
-def _add_default_checkpoint(callbacks: list[Callback]) -> list[Callback]:
-    # as in Lightning, any Checkpoint callback (even OnExceptionCheckpoint alone) replaces the default one
-    if not any(isinstance(c, Checkpoint) for c in callbacks):
-        callbacks.append(ModelCheckpoint())
-    return _monitoring_last(callbacks)
-
-
-def _print_results(stage: str, results: list[dict[str, float]]) -> None:
-    """The results table Lightning prints after validate()/test(): one row per metric, one column per dataloader."""
-    names = sorted({re.sub(r"/dataloader_idx_\d+$", "", k) for d in results for k in d})
-    if not names:
-        return
-    header = [f"{stage.capitalize()} metric"] + [f"DataLoader {i}" for i in range(len(results))]
-    rows = [header]
-    for name in names:
-        cells = [name]
-        for i, d in enumerate(results):
-            value = d.get(f"{name}/dataloader_idx_{i}", d.get(name))
-            cells.append("" if value is None else str(value))
-        rows.append(cells)
-    widths = [max(len(row[c]) for row in rows) + 6 for c in range(len(header))]
-    rule = "\u2500" * sum(widths)
-    print(rule)
-    for i, row in enumerate(rows):
-        print("".join(cell.center(w) for cell, w in zip(row, widths)).rstrip())
-        if i == 0:
-            print(rule)
-    print(rule)

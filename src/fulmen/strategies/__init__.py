@@ -8,6 +8,9 @@ from typing import Any
 import torch
 
 from fulmen.accelerators import Accelerator
+from fulmen.checkpoint_io import CheckpointIO
+from fulmen.environments import ClusterEnvironment
+from fulmen.layer_sync import LayerSync
 from fulmen.out_of_scope import raise_for_flag
 from fulmen.precision import Precision
 from fulmen.strategies.strategy import ParallelStrategy, SingleDeviceStrategy, Strategy
@@ -131,6 +134,43 @@ def select_strategy(
         start_method=start_method,
         **ddp_kwargs,
     )
+
+
+PRECISION_TWICE = "The precision was given twice (in `plugins=` and/or `precision=`); pass exactly one."
+
+# the kinds `Trainer(plugins=...)` sorts its objects into (each configures the strategy selected above),
+# each by the base class that makes it one
+_KINDS: tuple[tuple[str, type], ...] = (
+    ("precision", Precision),
+    ("checkpoint_io", CheckpointIO),
+    ("cluster_environment", ClusterEnvironment),
+    ("layer_sync", LayerSync),
+)
+
+
+def sort_plugins(plugins: Any) -> dict[str, Any]:
+    """The objects of `Trainer(plugins=...)` by kind: precision, checkpoint_io, cluster_environment, layer_sync."""
+    items = [] if plugins is None else plugins if isinstance(plugins, (list, tuple)) else [plugins]
+    found: dict[str, Any] = {}
+    for plugin in items:
+        kind = next((name for name, cls in _KINDS if isinstance(plugin, cls)), None)
+        if kind is None:
+            raise MisconfigurationException(
+                f"Trainer(plugins=...) got {plugin!r}, which is not a plugin: pass Precision, CheckpointIO, "
+                "ClusterEnvironment or LayerSync objects (from fulmen.plugins)."
+            )
+        if kind in found:
+            names = [type(found[kind]).__name__, type(plugin).__name__]
+            if kind == "checkpoint_io":
+                raise MisconfigurationException(
+                    f"Trainer(plugins=...) got several checkpoint I/O plugins {names}; pass one (wrap one in "
+                    "another, e.g. AsyncCheckpointIO(MyCheckpointIO()), to combine them)."
+                )
+            if kind == "precision":
+                raise MisconfigurationException(PRECISION_TWICE)
+            raise MisconfigurationException(f"Trainer(plugins=...) got two {kind} plugins {names}; pass one.")
+        found[kind] = plugin
+    return found
 
 
 def _interactive() -> bool:
