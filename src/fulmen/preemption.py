@@ -70,12 +70,14 @@ class Preemption:
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.active = False
+        self._synced = False
 
     def start(self) -> None:
         """Catch SIGTERM from now on, if a callback declares where the checkpoint goes (nested fits count)."""
         if any(overriding("interrupt_checkpoint_path", cb, Callback) for cb in self.trainer.callbacks):
             _Sigterm.install()
             self.active = True
+            self._synced = self.trainer.world_size > 1  # read once: `poll` runs at every train batch
 
     def stop(self) -> None:
         """Give SIGTERM back to the handler that was there before `start`."""
@@ -97,9 +99,8 @@ class Preemption:
         them at slightly different batches, and acting on it alone would make one rank gather the
         checkpoint while the others are in the next step's collectives (a hang).
         """
-        trainer = self.trainer
-        if trainer.world_size > 1:
-            if batch_idx % SIGTERM_SYNC_EVERY == 0 and trainer.strategy.reduce_boolean_decision(
+        if self._synced:
+            if batch_idx % SIGTERM_SYNC_EVERY == 0 and self.trainer.strategy.reduce_boolean_decision(
                 _Sigterm.received, all=False
             ):
                 self._checkpoint_and_exit()

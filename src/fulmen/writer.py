@@ -33,7 +33,7 @@ class BackgroundWriter:
         self._pid = -1
         self._queue: queue.Queue[tuple[Callable[[], None], str, str | None]] = queue.Queue()
         self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self.error: BaseException | None = None  # set by the worker thread; a plain read is safe
         self._atexit = False
         self._lock = threading.Lock()
         # path -> (tasks queued for it, whether it exists after the last of them)
@@ -72,7 +72,7 @@ class BackgroundWriter:
 
     def raise_if_failed(self) -> None:
         """Raise the error of a failed background task now, without waiting for the others (cheap)."""
-        if self._error is not None:
+        if self.error is not None:
             self._raise_error()
 
     def pending(self) -> bool:
@@ -89,11 +89,11 @@ class BackgroundWriter:
         while True:
             task, what, path = self._queue.get()
             try:
-                if self._error is None:  # after a failure, drop what follows (e.g. deleting the older file)
+                if self.error is None:  # after a failure, drop what follows (e.g. deleting the older file)
                     task()
             except BaseException as err:  # handed to the training thread, which raises it
-                self._error = BackgroundWriteError(f"Writing {what} failed: {type(err).__name__}: {err}")
-                self._error.__cause__ = err
+                self.error = BackgroundWriteError(f"Writing {what} failed: {type(err).__name__}: {err}")
+                self.error.__cause__ = err
             finally:
                 if path is not None:
                     self._forget(path)
@@ -108,6 +108,6 @@ class BackgroundWriter:
                 self._outcomes[path] = (count - 1, creates)
 
     def _raise_error(self) -> None:
-        error, self._error = self._error, None
+        error, self.error = self.error, None
         if error is not None:
             raise error

@@ -114,8 +114,9 @@ def in_background(task: Any, what: str, path: str) -> None:
 
 
 def raise_if_write_failed() -> None:
-    """Raise now if a background checkpoint write has failed (an attribute check when none has)."""
-    _WRITER.raise_if_failed()
+    """Raise now if a background checkpoint write has failed (one attribute read when none has)."""
+    if _WRITER.error is not None:  # read inline: this runs at every training step
+        _WRITER.raise_if_failed()
 
 
 def remove(path: str | os.PathLike[str]) -> None:
