@@ -40,40 +40,36 @@ class FirstStep(L.Callback):
         self.step = trainer.global_step
 
 
-def _script(tmp_path, extra_callbacks=()):
+def _script(make_trainer, folder, extra_callbacks=()):
     """What the user's script does; rerunning it is all a crash recovery takes."""
     L.seed_everything(3, verbose=False)
     torch.manual_seed(3)
     data = RandomDataset(32, 40)
     model = DropoutModel()
     first = FirstStep()
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
+    trainer = make_trainer(
+        default_root_dir=folder,
         max_epochs=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[BackupAndRestore(every_n_train_steps=4), first, *extra_callbacks],
     )
     trainer.fit(model, DataLoader(data, batch_size=4, shuffle=True))
     return model, first.step
 
 
-def test_rerun_after_crash_resumes_from_backup_and_matches_uninterrupted_run(tmp_path):
-    reference, _ = _script(tmp_path / "ref")
+def test_rerun_after_crash_resumes_from_backup_and_matches_uninterrupted_run(tmp_path, make_trainer):
+    reference, _ = _script(make_trainer, tmp_path / "ref")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _script(tmp_path / "run", [Crash(at_batch=15)])
+        _script(make_trainer, tmp_path / "run", [Crash(at_batch=15)])
     backup = tmp_path / "run" / "backup" / "backup.ckpt"
     assert torch.load(backup, weights_only=True)["global_step"] == 12
-    resumed, first_step = _script(tmp_path / "run")
+    resumed, first_step = _script(make_trainer, tmp_path / "run")
     assert first_step == 12
     for a, b in zip(reference.parameters(), resumed.parameters()):
         assert torch.equal(a, b)
     assert not backup.exists()  # a finished run leaves nothing to resume
 
 
-def test_fresh_run_without_backup_starts_from_scratch(tmp_path):
-    _, first_step = _script(tmp_path)
+def test_fresh_run_without_backup_starts_from_scratch(tmp_path, make_trainer):
+    _, first_step = _script(make_trainer, tmp_path)
     assert first_step == 0
     assert not os.path.exists(tmp_path / "backup" / "backup.ckpt")

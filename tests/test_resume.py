@@ -12,6 +12,12 @@ import textwrap
 
 import pytest
 import torch
+from torch.utils.data import DataLoader, WeightedRandomSampler
+
+import fulmen as L
+from fulmen.callbacks import ModelCheckpoint
+from fulmen.demos import BoringModel, RandomDataset
+from fulmen.utilities import MisconfigurationException
 
 SCRIPT = textwrap.dedent(
     """
@@ -168,13 +174,8 @@ def _as_previous_layout(path):
 
 
 @pytest.mark.parametrize("layout", ["current", "previous"])
-def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp_path, layout):
+def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp_path, make_trainer, layout):
     """In process: the epoch-end checkpoint is written before the epoch-interval scheduler steps."""
-    from torch.utils.data import DataLoader
-
-    import fulmen as L
-    from fulmen.callbacks import ModelCheckpoint
-    from fulmen.demos import BoringModel, RandomDataset
 
     class Stop(L.Callback):
         def on_train_epoch_start(self, trainer, pl_module):
@@ -184,12 +185,9 @@ def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp
     def fit(folder, callbacks=(), ckpt_path=None):
         L.seed_everything(2, verbose=False)
         model = BoringModel()  # SGD with an epoch-interval StepLR(step_size=1, gamma=0.1)
-        trainer = L.Trainer(
+        trainer = make_trainer(
             default_root_dir=folder,
             max_epochs=2,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
             callbacks=[ModelCheckpoint(dirpath=folder / "ckpts", save_last=True), *callbacks],
         )
         trainer.fit(model, DataLoader(RandomDataset(32, 8), batch_size=2, shuffle=True), ckpt_path=ckpt_path)
@@ -212,20 +210,12 @@ def test_resume_from_epoch_end_checkpoint_steps_the_pending_epoch_schedulers(tmp
 
 
 def _loader_with_generator():
-    from torch.utils.data import DataLoader
-
-    from fulmen.demos import RandomDataset
-
     return DataLoader(
         RandomDataset(32, 12), batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(5)
     )
 
 
 def _loader_with_weighted_sampler():
-    from torch.utils.data import DataLoader, WeightedRandomSampler
-
-    from fulmen.demos import RandomDataset
-
     sampler = WeightedRandomSampler(torch.linspace(0.1, 1.0, 12), num_samples=12)
     return DataLoader(RandomDataset(32, 12), batch_size=2, sampler=sampler)
 
@@ -252,20 +242,15 @@ class _StatefulSampler(torch.utils.data.Sampler):
 
 
 def _loader_with_stateful_sampler():
-    from torch.utils.data import DataLoader
-
-    from fulmen.demos import RandomDataset
-
     return DataLoader(RandomDataset(32, 12), batch_size=2, sampler=_StatefulSampler(12))
 
 
 @pytest.mark.parametrize(
     "make_loader", [_loader_with_generator, _loader_with_weighted_sampler, _loader_with_stateful_sampler]
 )
-def test_in_process_mid_epoch_resume_replays_generators_and_sampler_states(tmp_path, make_loader):
-    import fulmen as L
-    from fulmen.demos import BoringModel
-
+def test_in_process_mid_epoch_resume_replays_generators_and_sampler_states(
+    tmp_path, make_trainer, make_loader
+):
     class Stop(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if trainer.current_epoch == 1 and batch_idx == 2:
@@ -275,15 +260,7 @@ def test_in_process_mid_epoch_resume_replays_generators_and_sampler_states(tmp_p
     def fit(callbacks=(), ckpt_path=None):
         L.seed_everything(4, verbose=False)
         model = BoringModel()
-        trainer = L.Trainer(
-            default_root_dir=tmp_path,
-            max_epochs=2,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=list(callbacks),
-        )
+        trainer = make_trainer(max_epochs=2, callbacks=list(callbacks))
         trainer.fit(model, make_loader(), ckpt_path=ckpt_path)
         return model
 
@@ -294,23 +271,10 @@ def test_in_process_mid_epoch_resume_replays_generators_and_sampler_states(tmp_p
     assert torch.equal(reference.layer.weight, resumed.layer.weight)
 
 
-def test_resuming_a_checkpoint_past_max_epochs_is_an_error(tmp_path):
+def test_resuming_a_checkpoint_past_max_epochs_is_an_error(tmp_path, make_trainer):
     # Lightning 2.6: "You restored a checkpoint with current_epoch=3, but you have set Trainer(max_epochs=2)."
-    import fulmen as L
-    from fulmen.demos import BoringModel
-    from fulmen.utilities import MisconfigurationException
-
     def trainer(epochs):
-        return L.Trainer(
-            max_epochs=epochs,
-            limit_train_batches=2,
-            limit_val_batches=1,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-            default_root_dir=tmp_path,
-        )
+        return make_trainer(max_epochs=epochs, limit_train_batches=2, limit_val_batches=1)
 
     first = trainer(3)
     first.fit(BoringModel())
