@@ -44,7 +44,7 @@ def test_a_logged_torchmetrics_metric_is_reset_after_the_epoch(make_trainer):
     assert trainer.validate(model, pairs([False, False, True, False])) == [{"acc": 0.25}]
 
 
-def test_a_logged_metric_does_not_carry_sanity_check_batches_into_epoch_0(tmp_path) -> None:
+def test_a_logged_metric_does_not_carry_sanity_check_batches_into_epoch_0(make_trainer) -> None:
     torchmetrics = pytest.importorskip("torchmetrics")
     from torch.utils.data import DataLoader, TensorDataset
 
@@ -68,14 +68,7 @@ def test_a_logged_metric_does_not_carry_sanity_check_batches_into_epoch_0(tmp_pa
 
     x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
     dl = DataLoader(TensorDataset(x, y), batch_size=2)
-    trainer = L.Trainer(
-        max_epochs=1,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = make_trainer()
     trainer.fit(Model(), dl, dl)
     assert float(trainer.callback_metrics["val_acc"]) == 1.0
 

@@ -69,7 +69,7 @@ class _NumpyNoise(torch.utils.data.Dataset):
         return torch.tensor([float(np.random.randint(0, 10**6))])
 
 
-def _noise_seen(seed: int, tmp_path) -> list[float]:
+def _noise_seen(seed: int, make_trainer) -> list[float]:
     from torch.utils.data import DataLoader
 
     seen: list[float] = []
@@ -83,23 +83,14 @@ def _noise_seen(seed: int, tmp_path) -> list[float]:
             return DataLoader(_NumpyNoise(), batch_size=2, num_workers=2)
 
     L.seed_everything(seed, workers=True, verbose=False)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
+    trainer = make_trainer(limit_val_batches=0)
     trainer.fit(Model())
     return seen
 
 
-def test_seed_everything_workers_gives_each_worker_its_own_reproducible_numpy_seed(tmp_path) -> None:
-    first = _noise_seen(7, tmp_path)
-    again = _noise_seen(7, tmp_path)
+def test_seed_everything_workers_gives_each_worker_its_own_reproducible_numpy_seed(make_trainer) -> None:
+    first = _noise_seen(7, make_trainer)
+    again = _noise_seen(7, make_trainer)
     assert first == again  # reproducible
     assert len(set(first)) == len(first)  # the two workers do not repeat each other's draws
 
