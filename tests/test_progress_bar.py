@@ -17,24 +17,21 @@ class LoggingModel(BoringModel):
         return out
 
 
-def _fit(tmp_path, bar, epochs=3):
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
+def _fit(make_trainer, bar, epochs=3):
+    trainer = make_trainer(
         max_epochs=epochs,
         limit_train_batches=20,
         limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
+        enable_progress_bar=True,
         callbacks=[bar],
     )
     trainer.fit(LoggingModel())
 
 
-def test_ci_log_gets_one_line_per_epoch(tmp_path, capsys):
+def test_ci_log_gets_one_line_per_epoch(make_trainer, capsys):
     bar = TQDMProgressBar()
     assert not bar._interactive  # pytest's captured stdout is not a terminal
-    _fit(tmp_path, bar)
+    _fit(make_trainer, bar)
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["Epoch 0", "Epoch 1", "Epoch 2"]
@@ -42,11 +39,11 @@ def test_ci_log_gets_one_line_per_epoch(tmp_path, capsys):
     assert "\r" not in out
 
 
-def test_terminal_gets_an_in_place_bar(tmp_path, capsys, monkeypatch):
+def test_terminal_gets_an_in_place_bar(make_trainer, capsys, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     bar = TQDMProgressBar()
     bar.min_interval = 0.0
-    _fit(tmp_path, bar, epochs=1)
+    _fit(make_trainer, bar, epochs=1)
     out = capsys.readouterr().out
     assert "\r" in out and "Epoch 0" in out and "20/20" in out
 
@@ -63,24 +60,20 @@ def test_notebook_counts_as_interactive(monkeypatch):
     assert TQDMProgressBar()._interactive
 
 
-def test_only_rank_zero_prints(tmp_path, capsys, monkeypatch):
+def test_only_rank_zero_prints(make_trainer, capsys, monkeypatch):
     monkeypatch.setattr(L.Trainer, "is_global_zero", property(lambda self: False))
-    _fit(tmp_path, TQDMProgressBar(), epochs=2)
+    _fit(make_trainer, TQDMProgressBar(), epochs=2)
     assert capsys.readouterr().out == ""
 
 
-def test_terminal_shows_validation_and_test_bars(tmp_path, capsys, monkeypatch):
+def test_terminal_shows_validation_and_test_bars(make_trainer, capsys, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     bar = TQDMProgressBar()
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=1,
+    trainer = make_trainer(
         limit_train_batches=4,
         limit_val_batches=3,
         limit_test_batches=5,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
+        enable_progress_bar=True,
         callbacks=[bar],
     )
     model = LoggingModel()
@@ -98,22 +91,22 @@ def _last_screen_line(out):
     return [line for line in lines if line.strip()][-1]
 
 
-def test_the_last_epochs_bar_stays_on_screen_after_fit(tmp_path, capsys, monkeypatch):
+def test_the_last_epochs_bar_stays_on_screen_after_fit(make_trainer, capsys, monkeypatch):
     # Lightning 2.6 leaves the final epoch's bar (with its metrics); an erased bar ends a run with nothing shown
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     bar = TQDMProgressBar()
     bar.min_interval = 0.0
-    _fit(tmp_path, bar, epochs=2)
+    _fit(make_trainer, bar, epochs=2)
     last = _last_screen_line(capsys.readouterr().out)
     assert last.startswith("Epoch 1") and "20/20" in last and "train_loss=" in last
 
 
-def test_one_bar_is_reused_across_epochs_unless_leave(tmp_path, capsys, monkeypatch):
+def test_one_bar_is_reused_across_epochs_unless_leave(make_trainer, capsys, monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    _fit(tmp_path, TQDMProgressBar(), epochs=3)
+    _fit(make_trainer, TQDMProgressBar(), epochs=3)
     kept = [line for line in capsys.readouterr().out.split("\n") if line.strip()]
     assert len(kept) == 1  # one bar, reset each epoch, one final newline
-    _fit(tmp_path, TQDMProgressBar(leave=True), epochs=3)
+    _fit(make_trainer, TQDMProgressBar(leave=True), epochs=3)
     kept = [line.split("\r")[-1] for line in capsys.readouterr().out.split("\n") if line.strip()]
     assert [line.split(":")[0] for line in kept] == ["Epoch 0", "Epoch 1", "Epoch 2"]
 
@@ -138,7 +131,7 @@ def test_rich_is_the_default_bar_and_summary_when_installed(monkeypatch, install
     )
 
 
-def test_a_bar_subclass_reads_trainer_and_pl_module_in_its_hooks(tmp_path):
+def test_a_bar_subclass_reads_trainer_and_pl_module_in_its_hooks(make_trainer):
     """Lightning's ProgressBar.trainer/pl_module: set at setup, readable in any later hook."""
     seen = {}
 
@@ -150,7 +143,7 @@ def test_a_bar_subclass_reads_trainer_and_pl_module_in_its_hooks(tmp_path):
     bar = Bar()
     with pytest.raises(TypeError, match="Bar.trainer"):
         _ = bar.trainer
-    _fit(tmp_path, bar, epochs=2)
+    _fit(make_trainer, bar, epochs=2)
     assert seen["epoch"] == 2
     assert isinstance(seen["module"], LoggingModel)
     assert bar.trainer.lightning_module is seen["module"]

@@ -32,25 +32,20 @@ def _bar(terminal, **kwargs):
     return bar, out
 
 
-def _trainer(tmp_path, callbacks, epochs=2, **kwargs):
-    return L.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=epochs,
+def _trainer(make_trainer, callbacks, epochs=2, **kwargs):
+    options = dict(
         limit_train_batches=4,
         limit_val_batches=2,
         limit_test_batches=3,
         num_sanity_val_steps=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        **kwargs,
+        enable_progress_bar=True,
     )
+    return make_trainer(max_epochs=epochs, callbacks=callbacks, **{**options, **kwargs})
 
 
-def test_terminal_bar_shows_epochs_validation_and_metrics_table(tmp_path):
+def test_terminal_bar_shows_epochs_validation_and_metrics_table(make_trainer):
     bar, out = _bar(terminal=True, leave=True)
-    _trainer(tmp_path, [bar]).fit(LoggingModel())
+    _trainer(make_trainer, [bar]).fit(LoggingModel())
     text = out.getvalue()
     for piece in (
         "Sanity Checking",
@@ -66,48 +61,48 @@ def test_terminal_bar_shows_epochs_validation_and_metrics_table(tmp_path):
     assert bar._live is None  # the live display is closed after training
 
 
-def test_not_a_terminal_prints_one_line_per_epoch(tmp_path):
+def test_not_a_terminal_prints_one_line_per_epoch(make_trainer):
     bar, out = _bar(terminal=False)
-    _trainer(tmp_path, [bar], epochs=3).fit(LoggingModel())
+    _trainer(make_trainer, [bar], epochs=3).fit(LoggingModel())
     lines = out.getvalue().splitlines()
     assert [line.split(":")[0] for line in lines] == ["Epoch 0", "Epoch 1", "Epoch 2"]
     assert all("4 batches" in line and "train_loss=" in line and "val_score=0.500" in line for line in lines)
     assert "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
 
 
-def test_test_bar_and_theme_format(tmp_path):
+def test_test_bar_and_theme_format(make_trainer):
     bar, out = _bar(terminal=True, theme=RichProgressBarTheme(metrics_format=".1f"))
-    trainer = _trainer(tmp_path, [bar])
+    trainer = _trainer(make_trainer, [bar])
     trainer.test(LoggingModel(), verbose=False)
     assert "Testing" in out.getvalue() and "3/3" in out.getvalue()
 
 
-def test_only_rank_zero_draws(tmp_path, monkeypatch):
+def test_only_rank_zero_draws(make_trainer, monkeypatch):
     monkeypatch.setattr(L.Trainer, "is_global_zero", property(lambda self: False))
     bar, out = _bar(terminal=False)
-    _trainer(tmp_path, [bar]).fit(LoggingModel())
+    _trainer(make_trainer, [bar]).fit(LoggingModel())
     assert out.getvalue() == ""
 
 
-def test_refresh_rate_zero_disables(tmp_path):
+def test_refresh_rate_zero_disables(make_trainer):
     bar, out = _bar(terminal=True, refresh_rate=0)
-    _trainer(tmp_path, [bar]).fit(LoggingModel())
+    _trainer(make_trainer, [bar]).fit(LoggingModel())
     assert not bar.is_enabled and out.getvalue() == ""
 
 
-def test_replaces_the_default_tqdm_bar(tmp_path):
+def test_replaces_the_default_tqdm_bar(make_trainer):
     from fulmen.callbacks import TQDMProgressBar
 
     bar, _ = _bar(terminal=False)
-    trainer = _trainer(tmp_path, [bar])
+    trainer = _trainer(make_trainer, [bar])
     assert trainer.progress_bar_callback is bar
     assert not any(isinstance(c, TQDMProgressBar) for c in trainer.callbacks)
 
 
-def test_rich_model_summary_table(tmp_path):
+def test_rich_model_summary_table(make_trainer):
     out = io.StringIO()
     summary = RichModelSummary(file=out, width=120)
-    trainer = _trainer(tmp_path, [summary], epochs=1, enable_progress_bar=False)
+    trainer = _trainer(make_trainer, [summary], epochs=1, enable_progress_bar=False)
     trainer.fit(LoggingModel())
     text = out.getvalue()
     for piece in ("Name", "layer", "Linear", "66", "Trainable params", "Total params", "train"):
