@@ -117,7 +117,7 @@ def test_only_rank_zero_writes(tmp_path, monkeypatch):
 
 
 def test_a_logger_that_cannot_write_at_the_end_fails_the_run_after_the_checkpoint_is_safe(
-    tmp_path, logging_model
+    tmp_path, make_trainer, logging_model
 ):
     """Issue 13 item 7: fit must not return normally when the logger's files could not be written."""
     import shutil
@@ -133,14 +133,10 @@ def test_a_logger_that_cannot_write_at_the_end_fails_the_run_after_the_checkpoin
                 f.write("in the way")
 
     logger = CSVLogger(tmp_path, flush_logs_every_n_steps=1000)
-    trainer = L.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=1,
+    trainer = make_trainer(
         limit_train_batches=2,
         limit_val_batches=0,
         logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[BreakTheFolder(), ModelCheckpoint(dirpath=tmp_path / "ckpts")],
     )
     with pytest.raises(LoggerFinalizeError, match=r"could not write its files: CSVLogger: "):

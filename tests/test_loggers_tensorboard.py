@@ -204,22 +204,6 @@ def test_hparams_dashboard_lists_every_logged_scalar_as_a_metric(tmp_path, logge
     ]
 
 
-def _fit_one_step(tmp_path, model, logger):
-    from fulmen import Trainer
-
-    trainer = Trainer(
-        default_root_dir=tmp_path,
-        logger=logger,
-        max_steps=1,
-        limit_val_batches=0,
-        log_every_n_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
-    trainer.fit(model)
-
-
 class _LogsFoo(BoringModel):
     def training_step(self, batch, batch_idx):
         out = super().training_step(batch, batch_idx)
@@ -233,22 +217,22 @@ class _SavesHparams(_LogsFoo):
         self.save_hyperparameters()
 
 
-def test_no_saved_hyperparameters_means_no_hp_metric_call(tmp_path):
+def test_no_saved_hyperparameters_means_no_hp_metric_call(tmp_path, logged_fit):
     from unittest import mock
 
     logger = TensorBoardLogger(tmp_path)
     with mock.patch.object(TensorBoardLogger, "log_metrics") as log_metrics:
-        _fit_one_step(tmp_path, _LogsFoo(), logger)
+        logged_fit(logger, model=_LogsFoo(), max_steps=1, limit_val_batches=0)
     # only the step metrics, passed by keyword as Lightning does
     assert log_metrics.mock_calls == [mock.call(metrics={"foo": 3.0, "epoch": 0}, step=0)]
 
 
-def test_saved_hyperparameters_still_get_the_hp_metric_placeholder(tmp_path):
+def test_saved_hyperparameters_still_get_the_hp_metric_placeholder(tmp_path, logged_fit):
     from unittest import mock
 
     logger = TensorBoardLogger(tmp_path)
     with mock.patch.object(TensorBoardLogger, "log_metrics") as log_metrics:
-        _fit_one_step(tmp_path, _SavesHparams(), logger)
+        logged_fit(logger, model=_SavesHparams(), max_steps=1, limit_val_batches=0)
     # Lightning 2.6 passes log_hyperparams' `step` (None by default) on
     assert log_metrics.mock_calls[0] == mock.call({"hp_metric": -1}, None)
     assert log_metrics.mock_calls[1] == mock.call(metrics={"foo": 3.0, "epoch": 0}, step=0)
