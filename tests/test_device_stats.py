@@ -20,23 +20,17 @@ class Recorder(Logger):
         pass
 
 
-def _stats_calls(logger):
+def _stats_logged(make_trainer, run="fit", monitor=None, **trainer_kwargs):
+    """Run `trainer.<run>` on a BoringModel with a DeviceStatsMonitor; the (step, metrics) calls it logged."""
+    logger = Recorder()
+    trainer = make_trainer(logger=logger, callbacks=[monitor or DeviceStatsMonitor()], **trainer_kwargs)
+    getattr(trainer, run)(BoringModel())
     return [(step, m) for step, m in logger.calls if any(k.startswith("DeviceStatsMonitor.") for k in m)]
 
 
 def test_cpu_stats_are_logged_around_train_batches_at_the_log_steps(make_trainer):
     pytest.importorskip("psutil")
-    logger = Recorder()
-    trainer = make_trainer(
-        max_epochs=1,
-        limit_train_batches=4,
-        limit_val_batches=0,
-        log_every_n_steps=2,
-        logger=logger,
-        callbacks=[DeviceStatsMonitor()],
-    )
-    trainer.fit(BoringModel())
-    calls = _stats_calls(logger)
+    calls = _stats_logged(make_trainer, limit_train_batches=4, limit_val_batches=0, log_every_n_steps=2)
     # steps 1 and 3 are the 2nd and 4th batches: where log_every_n_steps=2 sends metrics to the loggers
     assert [step for step, _ in calls] == [1, 1, 3, 3]
     assert sorted(calls[0][1]) == [
@@ -50,25 +44,14 @@ def test_cpu_stats_are_logged_around_train_batches_at_the_log_steps(make_trainer
 
 def test_validation_and_test_batches_are_covered(make_trainer):
     pytest.importorskip("psutil")
-    logger = Recorder()
-    trainer = make_trainer(
-        limit_test_batches=1, log_every_n_steps=1, logger=logger, callbacks=[DeviceStatsMonitor()]
-    )
-    trainer.test(BoringModel())
-    hooks = {k.split("/")[0] for _, m in _stats_calls(logger) for k in m}
+    calls = _stats_logged(make_trainer, "test", limit_test_batches=1, log_every_n_steps=1)
+    hooks = {k.split("/")[0] for _, m in calls for k in m}
     assert hooks == {"DeviceStatsMonitor.on_test_batch_start", "DeviceStatsMonitor.on_test_batch_end"}
 
 
 def test_cpu_stats_false_logs_nothing_on_the_cpu(make_trainer):
-    logger = Recorder()
-    trainer = make_trainer(
-        limit_train_batches=2,
-        log_every_n_steps=1,
-        logger=logger,
-        callbacks=[DeviceStatsMonitor(cpu_stats=False)],
-    )
-    trainer.fit(BoringModel())
-    assert _stats_calls(logger) == []
+    monitor = DeviceStatsMonitor(cpu_stats=False)
+    assert _stats_logged(make_trainer, monitor=monitor, limit_train_batches=2, log_every_n_steps=1) == []
 
 
 def test_needs_a_logger(make_trainer):
@@ -87,18 +70,15 @@ def test_cpu_stats_without_psutil_is_a_clear_error(make_trainer, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_memory_stats_on_a_gpu(make_trainer):
-    logger = Recorder()
-    trainer = make_trainer(
+    calls = _stats_logged(
+        make_trainer,
         accelerator="gpu",
         devices=1,
         limit_train_batches=2,
         limit_val_batches=0,
         log_every_n_steps=1,
-        logger=logger,
-        callbacks=[DeviceStatsMonitor()],
     )
-    trainer.fit(BoringModel())
-    stats = _stats_calls(logger)[-1][1]
+    stats = calls[-1][1]
     key = "DeviceStatsMonitor.on_train_batch_end/allocated_bytes.all.current"
     assert stats[key] > 0
     assert not any(k.endswith("cpu_percent") for k in stats)  # cpu_stats=None: CUDA statistics only

@@ -52,22 +52,14 @@ def test_configure_optimizers_returning_garbage_names_it(make_trainer, garbage):
         make_trainer(limit_train_batches=1, limit_val_batches=0).fit(Model())
 
 
-def test_no_train_dataloader_names_it(make_trainer):
+@pytest.mark.parametrize(("hook", "run"), [("train_dataloader", "fit"), ("predict_dataloader", "predict")])
+def test_a_missing_dataloader_hook_names_it(make_trainer, hook, run):
     class Model(BoringModel):
         pass
 
-    Model.train_dataloader = L.LightningModule.train_dataloader
-    with pytest.raises(Exception, match="train_dataloader"):
-        make_trainer(limit_train_batches=1, limit_val_batches=0).fit(Model())
-
-
-def test_predict_without_a_dataloader_names_it(make_trainer):
-    class Model(BoringModel):
-        pass
-
-    Model.predict_dataloader = L.LightningModule.predict_dataloader
-    with pytest.raises(Exception, match="predict_dataloader"):
-        make_trainer().predict(Model())
+    setattr(Model, hook, getattr(L.LightningModule, hook))
+    with pytest.raises(Exception, match=hook):
+        getattr(make_trainer(limit_train_batches=1, limit_val_batches=0), run)(Model())
 
 
 def test_fit_with_a_plain_module_names_lightning_module(make_trainer):
