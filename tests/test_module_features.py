@@ -86,24 +86,17 @@ def test_no_zero_grad_inside_an_accumulation_window(make_trainer):
     assert model.zero_grad_calls == 2  # after batches 2 and 4 (window ends), not after 1 and 3
 
 
-class CountingData(BoringDataModule):
-    def __init__(self, per_node):
-        super().__init__()
-        self.prepare_data_per_node = per_node
-        self.prepared = 0
+def _counting(base, per_node):
+    """A `base()` (module or datamodule) whose prepare_data counts its calls in `prepared`."""
 
-    def prepare_data(self):
-        self.prepared += 1
+    class Counting(base):
+        def prepare_data(self):
+            self.prepared += 1
 
-
-class CountingModel(BoringModel):
-    def __init__(self, per_node):
-        super().__init__()
-        self.prepare_data_per_node = per_node
-        self.prepared = 0
-
-    def prepare_data(self):
-        self.prepared += 1
+    counting = Counting()
+    counting.prepare_data_per_node = per_node
+    counting.prepared = 0
+    return counting
 
 
 @pytest.mark.parametrize(
@@ -113,7 +106,7 @@ class CountingModel(BoringModel):
 def test_prepare_data_per_node(make_trainer, monkeypatch, local, global_, per_node, runs):
     monkeypatch.setattr(L.Trainer, "local_rank", property(lambda self: local))
     monkeypatch.setattr(L.Trainer, "global_rank", property(lambda self: global_))
-    model, data = CountingModel(per_node), CountingData(per_node)
+    model, data = _counting(BoringModel, per_node), _counting(BoringDataModule, per_node)
     make_trainer(limit_train_batches=1, limit_val_batches=0).fit(model, datamodule=data)
     assert (model.prepared, data.prepared) == (runs, runs)
 
