@@ -21,32 +21,8 @@ def test_add_dataloader_idx_false_keeps_each_key_in_its_own_dataloader_dict(make
     assert results == [{"v0": 1.0}, {"v1": 1.0}]
 
 
-def test_a_logged_torchmetrics_metric_is_reset_after_the_epoch(make_trainer):
-    torchmetrics = pytest.importorskip("torchmetrics")
-
-    class Model(BoringModel):
-        def __init__(self):
-            super().__init__()
-            self.acc = torchmetrics.classification.BinaryAccuracy()
-
-        def validation_step(self, batch, batch_idx):
-            preds, target = batch
-            self.acc(preds, target)
-            self.log("acc", self.acc)
-
-    def pairs(correct):
-        target = torch.tensor([1.0 if c else 0.0 for c in correct])
-        return DataLoader(TensorDataset(torch.ones(len(correct)), target), batch_size=3)
-
-    model, trainer = Model(), make_trainer()
-    assert trainer.validate(model, pairs([True, True, True, False])) == [{"acc": 0.75}]
-    # a second run only sees its own data (fulmen: 0.5, the two runs accumulated)
-    assert trainer.validate(model, pairs([False, False, True, False])) == [{"acc": 0.25}]
-
-
 def test_a_logged_metric_does_not_carry_sanity_check_batches_into_epoch_0(make_trainer) -> None:
     torchmetrics = pytest.importorskip("torchmetrics")
-    from torch.utils.data import DataLoader, TensorDataset
 
     class Model(L.LightningModule):
         def __init__(self) -> None:

@@ -302,6 +302,14 @@ def test_logging_a_torchmetrics_metric_computes_it_over_the_epoch(make_trainer):
     assert trainer.validate(model, _pairs([True, True, True, False])) == [{"acc": 0.75}]
 
 
+def test_a_logged_torchmetrics_metric_is_reset_after_the_epoch(make_trainer):
+    pytest.importorskip("torchmetrics")
+    model, trainer = _Accuracy(), make_trainer()
+    assert trainer.validate(model, _pairs([True, True, True, False])) == [{"acc": 0.75}]
+    # as Lightning 2.6, a second run only sees its own data (fulmen was: 0.5, the two runs accumulated)
+    assert trainer.validate(model, _pairs([False, False, True, False])) == [{"acc": 0.25}]
+
+
 @pytest.mark.parametrize(
     "hook", ["setup", "configure_optimizers", "on_fit_start", "on_train_end", "on_fit_end"]
 )
