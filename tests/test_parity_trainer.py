@@ -48,11 +48,17 @@ def test_min_epochs_runs_every_required_epoch_to_the_end(make_trainer):
 
 # fulmen used to reload the val loader once more than Lightning: (4, 5) and (2, 3)
 @pytest.mark.parametrize(
-    ("every", "calls"), [(1, (4, 4)), (2, (2, 2))], ids=["every-epoch", "every-2-epochs"]
+    ("flags", "calls"),
+    [
+        ({}, (1, 1)),
+        ({"reload_dataloaders_every_n_epochs": 1}, (4, 4)),
+        ({"reload_dataloaders_every_n_epochs": 2}, (2, 2)),
+    ],
+    ids=["loaded-once-by-default", "every-epoch", "every-2-epochs"],
 )
-def test_reload_dataloaders_every_n_epochs_reloads_each_loader_once_per_n_epochs(make_trainer, every, calls):
+def test_reload_dataloaders_every_n_epochs_reloads_each_loader_once_per_n_epochs(make_trainer, flags, calls):
     model = _Counting()
-    trainer = make_trainer(max_epochs=4, reload_dataloaders_every_n_epochs=every, num_sanity_val_steps=0)
+    trainer = make_trainer(max_epochs=4, num_sanity_val_steps=0, **flags)
     trainer.fit(model)
     assert (model.train_loader_calls, model.val_loader_calls) == calls
 

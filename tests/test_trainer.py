@@ -241,20 +241,6 @@ def test_num_sanity_val_steps_defaults_to_two(make_trainer):
     assert model.sanity_steps == 2
 
 
-def test_dataloaders_are_loaded_once_by_default(make_trainer):
-    model = Counting(train_length=1, val_length=1)
-    trainer = make_trainer(max_epochs=3, num_sanity_val_steps=0)
-    trainer.fit(model)
-    assert (model.train_loader_calls, model.val_loader_calls) == (1, 1)
-
-
-def test_reload_dataloaders_every_n_epochs(make_trainer):
-    model = Counting(train_length=1, val_length=1)
-    trainer = make_trainer(max_epochs=4, reload_dataloaders_every_n_epochs=1, num_sanity_val_steps=0)
-    trainer.fit(model)
-    assert model.train_loader_calls == 4
-
-
 def test_deterministic_enables_torch_deterministic_algorithms(make_trainer):
     seen = []
 
