@@ -7,13 +7,14 @@ from fulmen.demos import BoringModel
 
 @pytest.fixture
 def make_trainer(tmp_path):
-    """A factory for a quiet, fast Trainer on the CPU: no logger, checkpointing, progress bar or summary.
+    """A factory for a quiet, fast Trainer on the CPU: no logger, checkpointing, progress bar or summary;
+    its optional first argument is the Trainer class (a test's subclass).
 
     The CPU is pinned so that the suite checks the same thing on a machine with a GPU (where "auto" would
     pick it); GPU tests ask for accelerator="gpu" themselves.
     """
 
-    def make(**kwargs):
+    def make(trainer_class=L.Trainer, **kwargs):
         options = dict(
             accelerator="cpu",
             default_root_dir=tmp_path,
@@ -28,7 +29,7 @@ def make_trainer(tmp_path):
         callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
         if "enable_checkpointing" not in kwargs and any(isinstance(c, Checkpoint) for c in callbacks):
             options["enable_checkpointing"] = True  # a test's own checkpoint callback (False would refuse it)
-        return L.Trainer(**options)
+        return trainer_class(**options)
 
     return make
 

@@ -1,5 +1,6 @@
 """Checkpoint I/O plugins (`fulmen.checkpoint_io`, Lightning's `plugins.io`) passed in Trainer(plugins=...)."""
 
+import functools
 import os
 import threading
 import time
@@ -15,18 +16,10 @@ from fulmen.utilities import MisconfigurationException
 from fulmen.writer import BackgroundWriteError
 
 
-def _trainer(tmp_path, **kwargs):
-    options = dict(
-        default_root_dir=tmp_path,
-        max_epochs=2,
-        limit_train_batches=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    options.update(kwargs)
-    return L.Trainer(**options)
+@pytest.fixture
+def io_trainer(make_trainer):
+    """make_trainer for 2 epochs of 2 training batches, no validation."""
+    return functools.partial(make_trainer, max_epochs=2, limit_train_batches=2, limit_val_batches=0)
 
 
 class Recording(TorchCheckpointIO):
@@ -48,19 +41,19 @@ class Recording(TorchCheckpointIO):
         super().remove_checkpoint(path)
 
 
-def test_the_default_is_a_torch_checkpoint_io(tmp_path):
-    assert type(_trainer(tmp_path).strategy.checkpoint_io) is TorchCheckpointIO
+def test_the_default_is_a_torch_checkpoint_io(io_trainer):
+    assert type(io_trainer().strategy.checkpoint_io) is TorchCheckpointIO
 
 
-def test_a_plugin_in_plugins_becomes_the_strategys_checkpoint_io(tmp_path):
+def test_a_plugin_in_plugins_becomes_the_strategys_checkpoint_io(io_trainer):
     io = Recording()
-    assert _trainer(tmp_path, plugins=[io]).strategy.checkpoint_io is io
+    assert io_trainer(plugins=[io]).strategy.checkpoint_io is io
 
 
-def test_model_checkpoint_saves_removes_and_resumes_through_the_plugin(tmp_path):
+def test_model_checkpoint_saves_removes_and_resumes_through_the_plugin(tmp_path, io_trainer):
     io = Recording()
     folder = tmp_path / "c"
-    _trainer(tmp_path, plugins=[io], callbacks=[ModelCheckpoint(dirpath=folder)]).fit(BoringModel())
+    io_trainer(plugins=[io], callbacks=[ModelCheckpoint(dirpath=folder)]).fit(BoringModel())
     main = threading.current_thread().name
     assert io.calls == [
         ("save", "epoch=0-step=2.ckpt", main),
@@ -70,7 +63,7 @@ def test_model_checkpoint_saves_removes_and_resumes_through_the_plugin(tmp_path)
     assert os.listdir(folder) == ["epoch=1-step=4.ckpt"]
 
     io2 = Recording()
-    trainer = _trainer(tmp_path, plugins=io2, max_epochs=3, callbacks=[ModelCheckpoint(dirpath=folder)])
+    trainer = io_trainer(plugins=io2, max_epochs=3, callbacks=[ModelCheckpoint(dirpath=folder)])
     trainer.fit(BoringModel(), ckpt_path=folder / "epoch=1-step=4.ckpt")
     assert io2.calls[0] == ("load", "epoch=1-step=4.ckpt", main)
     assert trainer.global_step == 6
@@ -104,10 +97,10 @@ class SlowIO(TorchCheckpointIO):
         self.saved.append((os.path.basename(path), threading.current_thread().name))
 
 
-def test_async_checkpoint_io_writes_on_another_thread_and_finishes_by_the_end(tmp_path):
+def test_async_checkpoint_io_writes_on_another_thread_and_finishes_by_the_end(tmp_path, io_trainer):
     inner = SlowIO()
-    trainer = _trainer(
-        tmp_path, plugins=[AsyncCheckpointIO(inner)], callbacks=[ModelCheckpoint(dirpath=tmp_path / "c")]
+    trainer = io_trainer(
+        plugins=[AsyncCheckpointIO(inner)], callbacks=[ModelCheckpoint(dirpath=tmp_path / "c")]
     )
     started = time.perf_counter()
     trainer.fit(BoringModel())
@@ -117,7 +110,7 @@ def test_async_checkpoint_io_writes_on_another_thread_and_finishes_by_the_end(tm
     assert time.perf_counter() - started >= 0.4
 
 
-def test_async_checkpoint_io_saves_a_snapshot_of_the_weights(tmp_path):
+def test_async_checkpoint_io_saves_a_snapshot_of_the_weights(tmp_path, io_trainer):
     weights = {}
 
     class Keep(L.Callback):
@@ -126,15 +119,14 @@ def test_async_checkpoint_io_saves_a_snapshot_of_the_weights(tmp_path):
 
     inner = SlowIO()
     cb = ModelCheckpoint(dirpath=tmp_path / "c", save_top_k=-1)
-    _trainer(tmp_path, plugins=[AsyncCheckpointIO(inner)], callbacks=[Keep(), cb]).fit(BoringModel())
+    io_trainer(plugins=[AsyncCheckpointIO(inner)], callbacks=[Keep(), cb]).fit(BoringModel())
     for step in (2, 4):
         ckpt = torch.load(tmp_path / "c" / f"epoch={step // 2 - 1}-step={step}.ckpt", weights_only=True)
         assert torch.equal(ckpt["state_dict"]["layer.weight"], weights[step])
 
 
-def test_a_failed_async_save_is_raised(tmp_path):
-    trainer = _trainer(
-        tmp_path,
+def test_a_failed_async_save_is_raised(tmp_path, io_trainer):
+    trainer = io_trainer(
         max_epochs=3,
         plugins=[AsyncCheckpointIO(SlowIO(fail_after=1))],
         callbacks=[ModelCheckpoint(dirpath=tmp_path / "c")],
@@ -149,9 +141,9 @@ def test_xla_checkpoint_io_is_out_of_scope():
         XLACheckpointIO()
 
 
-def test_two_checkpoint_io_plugins_are_refused(tmp_path):
+def test_two_checkpoint_io_plugins_are_refused(io_trainer):
     with pytest.raises(MisconfigurationException, match="several checkpoint I/O plugins"):
-        _trainer(tmp_path, plugins=[TorchCheckpointIO(), AsyncCheckpointIO()])
+        io_trainer(plugins=[TorchCheckpointIO(), AsyncCheckpointIO()])
 
 
 def test_checkpoint_io_is_abstract():
