@@ -2,6 +2,7 @@
 
 import contextlib
 import fractions
+import functools
 import os
 import subprocess
 import sys
@@ -38,31 +39,25 @@ class LoggingModel(BoringModel):
         return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
 
 
-def _trainer(tmp_path, **kwargs):
-    options = dict(
-        accelerator="cpu",
-        default_root_dir=tmp_path,
-        max_epochs=1,
-        limit_train_batches=4,
-        limit_val_batches=2,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+@pytest.fixture
+def ckpt_trainer(make_trainer):
+    """make_trainer with checkpointing as the Trainer's default has it (None: on), 4 training and 2 validation
+    batches."""
+    return functools.partial(
+        make_trainer, enable_checkpointing=None, limit_train_batches=4, limit_val_batches=2
     )
-    options.update(kwargs)
-    return L.Trainer(**options)
 
 
-def _fitted(tmp_path, **kwargs):
+def _fitted(ckpt_trainer, **kwargs):
     model = LoggingModel()
-    trainer = _trainer(tmp_path, **kwargs)
+    trainer = ckpt_trainer(**kwargs)
     trainer.fit(model)
     return model, trainer
 
 
 # ------------------------------------------------------------------------------------------ contents
-def test_checkpoint_has_lightning_top_level_keys(tmp_path):
-    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+def test_checkpoint_has_lightning_top_level_keys(tmp_path, ckpt_trainer):
+    _, trainer = _fitted(ckpt_trainer, enable_checkpointing=False)
     trainer.save_checkpoint(tmp_path / "a.ckpt")
     ckpt = torch.load(tmp_path / "a.ckpt", weights_only=True)
     expected = {
@@ -85,28 +80,28 @@ def test_checkpoint_has_lightning_top_level_keys(tmp_path):
     assert ckpt["loops"]["fit_loop"]["epoch"] == 1
 
 
-def test_weights_only_checkpoint_has_no_training_state(tmp_path):
-    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+def test_weights_only_checkpoint_has_no_training_state(tmp_path, ckpt_trainer):
+    _, trainer = _fitted(ckpt_trainer, enable_checkpointing=False)
     trainer.save_checkpoint(tmp_path / "w.ckpt", weights_only=True)
     ckpt = torch.load(tmp_path / "w.ckpt", weights_only=True)
     assert "optimizer_states" not in ckpt and "rng_states" not in ckpt
     assert set(ckpt["state_dict"]) == {"layer.weight", "layer.bias"}
 
 
-def test_load_from_checkpoint_rebuilds_module_with_saved_and_overridden_hparams(tmp_path):
-    model, trainer = _fitted(tmp_path, enable_checkpointing=False)
+def test_load_from_checkpoint_rebuilds_module_with_saved_and_overridden_hparams(tmp_path, ckpt_trainer):
+    model, trainer = _fitted(ckpt_trainer, enable_checkpointing=False)
     trainer.save_checkpoint(tmp_path / "a.ckpt")
     loaded = LoggingModel.load_from_checkpoint(tmp_path / "a.ckpt", lr=0.5)
     assert loaded.hparams.lr == 0.5 and loaded.hparams.sizes == (32, 2)
     assert torch.equal(loaded.layer.weight, model.layer.weight)
 
 
-def test_object_added_in_on_save_checkpoint_raises_naming_the_key(tmp_path):
+def test_object_added_in_on_save_checkpoint_raises_naming_the_key(tmp_path, ckpt_trainer):
     class AddsObject(BoringModel):
         def on_save_checkpoint(self, ckpt):
             ckpt["extra"] = {"when": fractions.Fraction(1, 3)}
 
-    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=1)
+    trainer = ckpt_trainer(enable_checkpointing=False, limit_train_batches=1)
     trainer.fit(AddsObject())
     with pytest.raises(
         MisconfigurationException, match=r"checkpoint\['extra'\]\['when'\] is a fractions.Fraction"
@@ -125,14 +120,14 @@ class _Payload:
         return (open, (self.marker, "w"))
 
 
-def test_malicious_pickle_is_refused_and_runs_no_code(tmp_path):
+def test_malicious_pickle_is_refused_and_runs_no_code(tmp_path, ckpt_trainer):
     marker = str(tmp_path / "code_ran")
     path = tmp_path / "evil.ckpt"
     torch.save({"state_dict": {}, "payload": _Payload(marker)}, path)
     with pytest.raises(checkpoint.UnsafeCheckpointError, match=r"evil\.ckpt.*add_safe_globals.*trusted=True"):
         checkpoint.load(path)
     with pytest.raises(checkpoint.UnsafeCheckpointError):
-        _trainer(tmp_path, enable_checkpointing=False).fit(BoringModel(), ckpt_path=path)
+        ckpt_trainer(enable_checkpointing=False).fit(BoringModel(), ckpt_path=path)
     assert not os.path.exists(marker)
 
 
@@ -144,8 +139,8 @@ def test_trusted_file_with_plain_python_objects_loads_with_explicit_opt_in(tmp_p
     assert checkpoint.load(path, trusted=True)["ratio"] == fractions.Fraction(1, 3)
 
 
-def test_truncated_checkpoint_is_reported_as_damaged_naming_the_file(tmp_path):
-    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+def test_truncated_checkpoint_is_reported_as_damaged_naming_the_file(tmp_path, ckpt_trainer):
+    _, trainer = _fitted(ckpt_trainer, enable_checkpointing=False)
     path = tmp_path / "cut.ckpt"
     trainer.save_checkpoint(path)
     data = path.read_bytes()
@@ -154,7 +149,7 @@ def test_truncated_checkpoint_is_reported_as_damaged_naming_the_file(tmp_path):
         checkpoint.load(path)
 
 
-def test_missing_ckpt_path_fails_before_any_hook_runs(tmp_path):
+def test_missing_ckpt_path_fails_before_any_hook_runs(tmp_path, ckpt_trainer):
     calls = []
 
     class Recorder(BoringModel):
@@ -165,12 +160,12 @@ def test_missing_ckpt_path_fails_before_any_hook_runs(tmp_path):
             calls.append("setup")
 
     with pytest.raises(checkpoint.CheckpointError, match=r"nope\.ckpt.*does not exist"):
-        _trainer(tmp_path).fit(Recorder(), ckpt_path=tmp_path / "nope.ckpt")
+        ckpt_trainer().fit(Recorder(), ckpt_path=tmp_path / "nope.ckpt")
     assert calls == []
 
 
-def test_ckpt_path_last_without_any_checkpoint_warns_and_trains_from_scratch(tmp_path):
-    trainer = _trainer(tmp_path, limit_val_batches=0)
+def test_ckpt_path_last_without_any_checkpoint_warns_and_trains_from_scratch(ckpt_trainer):
+    trainer = ckpt_trainer(limit_val_batches=0)
     with pytest.warns(UserWarning, match="found no last checkpoint"):
         trainer.fit(BoringModel(), ckpt_path="last")
     assert trainer.global_step == 4
@@ -214,14 +209,14 @@ def test_process_killed_while_saving_leaves_previous_checkpoint_intact(tmp_path)
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]  # cleaned by the next save
 
 
-def test_fsspec_memory_url_save_load_and_resume(tmp_path):
+def test_fsspec_memory_url_save_load_and_resume(tmp_path, ckpt_trainer):
     pytest.importorskip("fsspec")
-    model, trainer = _fitted(tmp_path, enable_checkpointing=False)
+    model, trainer = _fitted(ckpt_trainer, enable_checkpointing=False)
     url = "memory://fulmen-test/run/a.ckpt"
     trainer.save_checkpoint(url)
     loaded = LoggingModel.load_from_checkpoint(url)
     assert torch.equal(loaded.layer.weight, model.layer.weight)
-    resumed = _trainer(tmp_path, enable_checkpointing=False, max_epochs=2)
+    resumed = ckpt_trainer(enable_checkpointing=False, max_epochs=2)
     resumed.fit(LoggingModel(), ckpt_path=url)
     assert resumed.global_step == 8
     checkpoint.remove(url)
@@ -229,10 +224,10 @@ def test_fsspec_memory_url_save_load_and_resume(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ resume state
-def test_resume_restores_epoch_step_scheduler_and_callback_state(tmp_path):
+def test_resume_restores_epoch_step_scheduler_and_callback_state(tmp_path, ckpt_trainer):
     mc = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_top_k=2, save_last=True)
     es = EarlyStopping(monitor="val_loss", patience=10, mode="max")
-    model, trainer = _fitted(tmp_path, max_epochs=2, callbacks=[mc, es])
+    model, trainer = _fitted(ckpt_trainer, max_epochs=2, callbacks=[mc, es])
     saved_best_k = {k: float(v) for k, v in mc.best_k_models.items()}
 
     mc2 = ModelCheckpoint(dirpath=tmp_path / "ckpts", monitor="val_loss", save_top_k=2, save_last=True)
@@ -247,7 +242,7 @@ def test_resume_restores_epoch_step_scheduler_and_callback_state(tmp_path):
             seen["best_k"] = {k: float(v) for k, v in mc2.best_k_models.items()}
             seen["es"] = (es2.wait_count, float(es2.best_score))
 
-    trainer2 = _trainer(tmp_path, max_epochs=3, callbacks=[mc2, es2, Peek()])
+    trainer2 = ckpt_trainer(max_epochs=3, callbacks=[mc2, es2, Peek()])
     trainer2.fit(LoggingModel(), ckpt_path=mc.last_model_path)
     assert seen["epoch"] == 2 and seen["step"] == 8
     assert seen["sched"] == 2 and seen["lr"] == pytest.approx(0.1 * 0.5**2)
@@ -256,16 +251,16 @@ def test_resume_restores_epoch_step_scheduler_and_callback_state(tmp_path):
     assert trainer2.global_step == 12 and trainer2.current_epoch == 3
 
 
-def test_legacy_resume_from_checkpoint_flag_resumes(tmp_path):
-    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+def test_legacy_resume_from_checkpoint_flag_resumes(tmp_path, ckpt_trainer):
+    _, trainer = _fitted(ckpt_trainer, enable_checkpointing=False)
     trainer.save_checkpoint(tmp_path / "a.ckpt")
     with pytest.warns(DeprecationWarning):
-        legacy = _trainer(tmp_path, max_epochs=2, resume_from_checkpoint=str(tmp_path / "a.ckpt"))
+        legacy = ckpt_trainer(max_epochs=2, resume_from_checkpoint=str(tmp_path / "a.ckpt"))
     legacy.fit(LoggingModel())
     assert legacy.global_step == 8
 
 
-def test_mid_epoch_resume_skips_trained_batches_without_reading_them(tmp_path):
+def test_mid_epoch_resume_skips_trained_batches_without_reading_them(tmp_path, ckpt_trainer):
     reads = []
 
     class Counting(RandomDataset):
@@ -281,39 +276,39 @@ def test_mid_epoch_resume_skips_trained_batches_without_reading_them(tmp_path):
 
     data = Counting(32, 8)
     loader = DataLoader(data, batch_size=2, shuffle=True)
-    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=None, callbacks=[Stop()])
+    trainer = ckpt_trainer(enable_checkpointing=False, limit_train_batches=None, callbacks=[Stop()])
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(BoringModel(), train_dataloaders=loader)
     first_epoch_order = list(reads)
     reads.clear()
-    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=None)
+    trainer = ckpt_trainer(enable_checkpointing=False, limit_train_batches=None)
     trainer.fit(BoringModel(), train_dataloaders=loader, ckpt_path=tmp_path / "mid.ckpt")
     assert len(reads) == 2  # only the one batch left was read
     assert sorted(first_epoch_order + reads) == list(range(8))  # the same permutation, continued
 
 
-def _interrupt_mid_epoch(tmp_path, loader):
+def _interrupt_mid_epoch(tmp_path, ckpt_trainer, loader):
     class Stop(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx == 1:
                 trainer.save_checkpoint(tmp_path / "mid.ckpt")
                 raise KeyboardInterrupt
 
-    trainer = _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=4, callbacks=[Stop()])
+    trainer = ckpt_trainer(enable_checkpointing=False, limit_train_batches=4, callbacks=[Stop()])
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(BoringModel(), train_dataloaders=loader)
-    return _trainer(tmp_path, enable_checkpointing=False, limit_train_batches=4)
+    return ckpt_trainer(enable_checkpointing=False, limit_train_batches=4)
 
 
-def test_mid_epoch_resume_of_an_iterable_dataset_warns_that_batches_are_replayed(tmp_path):
+def test_mid_epoch_resume_of_an_iterable_dataset_warns_that_batches_are_replayed(tmp_path, ckpt_trainer):
     loader = DataLoader(RandomIterableDataset(32, 16), batch_size=2)
-    trainer = _interrupt_mid_epoch(tmp_path, loader)
+    trainer = _interrupt_mid_epoch(tmp_path, ckpt_trainer, loader)
     with pytest.warns(UserWarning, match=r"IterableDataset.*reads and discards the 2 batches"):
         trainer.fit(BoringModel(), train_dataloaders=loader, ckpt_path=tmp_path / "mid.ckpt")
     assert trainer.global_step == 4
 
 
-def test_mid_epoch_resume_with_custom_sampler_without_state_dict_warns(tmp_path):
+def test_mid_epoch_resume_with_custom_sampler_without_state_dict_warns(tmp_path, ckpt_trainer):
     class MySampler(torch.utils.data.Sampler):
         def __init__(self, n):
             self.n = n
@@ -325,13 +320,13 @@ def test_mid_epoch_resume_with_custom_sampler_without_state_dict_warns(tmp_path)
             return self.n
 
     loader = DataLoader(RandomDataset(32, 16), batch_size=2, sampler=MySampler(16))
-    trainer = _interrupt_mid_epoch(tmp_path, loader)
+    trainer = _interrupt_mid_epoch(tmp_path, ckpt_trainer, loader)
     with pytest.warns(UserWarning, match=r"MySampler has no `state_dict`/`load_state_dict`"):
         trainer.fit(BoringModel(), train_dataloaders=loader, ckpt_path=tmp_path / "mid.ckpt")
 
 
-def test_resume_hook_order_restores_module_and_callbacks_before_configure_optimizers(tmp_path):
-    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+def test_resume_hook_order_restores_module_and_callbacks_before_configure_optimizers(tmp_path, ckpt_trainer):
+    _, trainer = _fitted(ckpt_trainer, enable_checkpointing=False)
     trainer.save_checkpoint(tmp_path / "a.ckpt")
     calls = []
 
@@ -350,7 +345,7 @@ def test_resume_hook_order_restores_module_and_callbacks_before_configure_optimi
         def on_load_checkpoint(self, trainer, pl_module, ckpt):
             calls.append("callback.on_load_checkpoint")
 
-    _trainer(tmp_path, max_epochs=2, callbacks=[Cb()]).fit(Recording(), ckpt_path=tmp_path / "a.ckpt")
+    ckpt_trainer(max_epochs=2, callbacks=[Cb()]).fit(Recording(), ckpt_path=tmp_path / "a.ckpt")
     assert calls == [
         "module.on_load_checkpoint",
         "callback.on_load_checkpoint",
@@ -371,32 +366,34 @@ class _DropoutModel(BoringModel):
         self.log("val_loss", self.step(batch))
 
 
-def _train_shuffled(tmp_path, callbacks=(), ckpt_path=None):
+def _train_shuffled(ckpt_trainer, folder, callbacks=(), ckpt_path=None):
     L.seed_everything(11, verbose=False)
     model = _DropoutModel()
     loader = DataLoader(RandomDataset(32, 12), batch_size=3, shuffle=True)
     val = DataLoader(RandomDataset(32, 4), batch_size=2)
-    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=None, callbacks=list(callbacks))
+    trainer = ckpt_trainer(
+        default_root_dir=folder, max_epochs=2, limit_train_batches=None, callbacks=list(callbacks)
+    )
     trainer.fit(model, loader, val, ckpt_path=ckpt_path)
     return model
 
 
-def test_resume_from_checkpoint_saved_after_the_epochs_last_batch_is_exact(tmp_path):
+def test_resume_from_checkpoint_saved_after_the_epochs_last_batch_is_exact(tmp_path, ckpt_trainer):
     class SaveAfterValidation(L.Callback):
         def on_validation_end(self, trainer, pl_module):
             if not trainer.sanity_checking and trainer.current_epoch == 0:
                 trainer.save_checkpoint(tmp_path / "val_end.ckpt")
                 raise KeyboardInterrupt
 
-    reference = _train_shuffled(tmp_path / "ref")
+    reference = _train_shuffled(ckpt_trainer, tmp_path / "ref")
     with pytest.raises(KeyboardInterrupt):
-        _train_shuffled(tmp_path / "run", [SaveAfterValidation()])
+        _train_shuffled(ckpt_trainer, tmp_path / "run", [SaveAfterValidation()])
     assert torch.load(tmp_path / "val_end.ckpt", weights_only=True)["loops"]["fit_loop"]["epoch_batches"] == 4
-    resumed = _train_shuffled(tmp_path / "run", ckpt_path=tmp_path / "val_end.ckpt")
+    resumed = _train_shuffled(ckpt_trainer, tmp_path / "run", ckpt_path=tmp_path / "val_end.ckpt")
     assert torch.equal(reference.layer.weight, resumed.layer.weight)
 
 
-def test_checkpoint_hooks_of_module_datamodule_and_callback_add_and_read_entries(tmp_path):
+def test_checkpoint_hooks_of_module_datamodule_and_callback_add_and_read_entries(tmp_path, ckpt_trainer):
     from fulmen.demos import BoringDataModule
 
     loaded = {}
@@ -439,11 +436,11 @@ def test_checkpoint_hooks_of_module_datamodule_and_callback_add_and_read_entries
         def on_load_checkpoint(self, trainer, pl_module, ckpt):
             loaded["cb"] = ckpt["cb_extra"]
 
-    trainer = _trainer(tmp_path, enable_checkpointing=False, callbacks=[Cb()])
+    trainer = ckpt_trainer(enable_checkpointing=False, callbacks=[Cb()])
     trainer.fit(Model(), datamodule=DM())
     trainer.save_checkpoint(tmp_path / "a.ckpt")
     dm = DM()
-    _trainer(tmp_path, enable_checkpointing=False, max_epochs=2, callbacks=[Cb()]).fit(
+    ckpt_trainer(enable_checkpointing=False, max_epochs=2, callbacks=[Cb()]).fit(
         Model(), datamodule=dm, ckpt_path=tmp_path / "a.ckpt"
     )
     assert loaded == {"module": [1.0, 2.0], "dm": "hello", "cb_state": 3, "cb": [1, 2]}
@@ -452,7 +449,7 @@ def test_checkpoint_hooks_of_module_datamodule_and_callback_add_and_read_entries
     assert rebuilt.hparams.batch_size == 4 and rebuilt.reads == 7
 
 
-def test_precision_state_such_as_a_grad_scaler_is_saved_and_restored(tmp_path):
+def test_precision_state_such_as_a_grad_scaler_is_saved_and_restored(tmp_path, ckpt_trainer):
     from fulmen.precision import Precision
 
     class ScalingPrecision(Precision):
@@ -466,13 +463,13 @@ def test_precision_state_such_as_a_grad_scaler_is_saved_and_restored(tmp_path):
             self.scale = state["scale"]
 
     precision = ScalingPrecision()
-    trainer = _trainer(tmp_path, enable_checkpointing=False, precision=precision)
+    trainer = ckpt_trainer(enable_checkpointing=False, precision=precision)
     trainer.fit(LoggingModel())
     precision.scale = 512.0
     trainer.save_checkpoint(tmp_path / "a.ckpt")
     assert torch.load(tmp_path / "a.ckpt", weights_only=True)["ScalingPrecision"] == {"scale": 512.0}
     restored = ScalingPrecision()
-    _trainer(tmp_path, enable_checkpointing=False, max_epochs=2, precision=restored).fit(
+    ckpt_trainer(enable_checkpointing=False, max_epochs=2, precision=restored).fit(
         LoggingModel(), ckpt_path=tmp_path / "a.ckpt"
     )
     assert restored.scale == 512.0
@@ -516,9 +513,9 @@ def _lightning_loops(epoch_started, epoch_processed, batch_processed, batch_comp
     ],
 )
 def test_checkpoint_written_by_lightning_resumes_at_its_position(
-    tmp_path, loops, global_step, expected_first_batch
+    tmp_path, ckpt_trainer, loops, global_step, expected_first_batch
 ):
-    _, trainer = _fitted(tmp_path, enable_checkpointing=False, limit_train_batches=5)
+    _, trainer = _fitted(ckpt_trainer, enable_checkpointing=False, limit_train_batches=5)
     ckpt = checkpoint.dump(trainer)
     for key in ("fulmen_version", "rng_states"):
         ckpt.pop(key)
@@ -531,8 +528,8 @@ def test_checkpoint_written_by_lightning_resumes_at_its_position(
             p = trainer._progress
             first.append((trainer.current_epoch, batch_idx, trainer.global_step, p.batches_that_stepped))
 
-    resumed = _trainer(
-        tmp_path, enable_checkpointing=False, max_epochs=3, limit_train_batches=5, callbacks=[Peek()]
+    resumed = ckpt_trainer(
+        enable_checkpointing=False, max_epochs=3, limit_train_batches=5, callbacks=[Peek()]
     )
     mid_epoch = (
         expected_first_batch[1] > 0
@@ -543,8 +540,8 @@ def test_checkpoint_written_by_lightning_resumes_at_its_position(
     assert resumed.global_step == 15
 
 
-def test_load_from_checkpoint_takes_hyper_parameters_from_an_hparams_file(tmp_path):
-    _, trainer = _fitted(tmp_path, enable_checkpointing=False)
+def test_load_from_checkpoint_takes_hyper_parameters_from_an_hparams_file(tmp_path, ckpt_trainer):
+    _, trainer = _fitted(ckpt_trainer, enable_checkpointing=False)
     trainer.save_checkpoint(tmp_path / "a.ckpt")
     (tmp_path / "hparams.yaml").write_text("lr: 0.25\nsizes: [32, 2]\n")
     loaded = LoggingModel.load_from_checkpoint(tmp_path / "a.ckpt", hparams_file=tmp_path / "hparams.yaml")
