@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
@@ -270,3 +271,14 @@ def set_sampler_epoch(loader: Any, epoch: int) -> None:
         set_epoch = getattr(obj, "set_epoch", None)
         if callable(set_epoch):
             set_epoch(epoch)
+
+
+def first_batches(items: Iterable[Any], count: float, loader: Any, start: int = 0) -> Iterable[Any]:
+    """The first `count` items, without fetching one more (a limit never costs an extra batch).
+
+    A loader read to its end is left to end by itself: a sampler draws its next permutation as it
+    finishes, and a plain loop's RNG stream (hence bit-identical weights) depends on that draw.
+    """
+    if math.isinf(count) or count + start >= length(loader):
+        return items
+    return itertools.islice(items, max(0, int(count)))

@@ -42,6 +42,10 @@ class Progress:
     batch_stepped: bool = True
     epoch_end_pending: bool = False
 
+    def epoch_log_step(self) -> int:
+        """The logger step of epoch-level values: that of the epoch's last logged batch."""
+        return max(0, self.batches_that_stepped - 1)
+
     # ------------------------------------------------------------------ events, recorded as they happen
     def clear_pending(self) -> None:
         """Nothing is pending: a fit begins, or a resume finished the end its checkpoint had pending."""

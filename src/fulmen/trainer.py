@@ -2,7 +2,7 @@
 
 `fit`, `validate`, `test` and `predict` all go through `_run`, which sets the run up in Lightning's
 order (callbacks, prepare_data, setup, configure_model, device, optimizers) and hands over to a loop
-in loops.py.
+in loops/ (fit.py, evaluation.py, prediction.py).
 """
 
 from __future__ import annotations

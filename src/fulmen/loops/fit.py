@@ -1,24 +1,20 @@
-"""The loops: fit (train epochs with validation inside), evaluation (validate/test) and prediction.
+"""fit: epochs of training batches, with validation at the configured interval.
 
 Read `FitLoop.run` top to bottom: it is the pseudocode of docs/architecture.md, with each hook
 called by name where it happens. Callback hooks run before the module's hook of the same name.
-A loop gets what it needs passed in: the counters (`Progress`) and the logged results
-(`RunResults`) when it is built, the run plan (plan.py: hooks, shortcuts, step callables) at
-each run; it reads only public attributes of the Trainer.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from fulmen import data, epoch_replay
-from fulmen.combined_loader import CombinedLoader
 from fulmen.environments import SlurmRequeue
+from fulmen.loops.evaluation import EvaluationLoop
 from fulmen.module import LightningModule
 from fulmen.plan import RunPlan
 from fulmen.preemption import Preemption
@@ -31,26 +27,6 @@ if TYPE_CHECKING:
     from fulmen.trainer import Trainer
 
 _STOP_EPOCH = object()
-
-
-def _module_modes(module: torch.nn.Module) -> dict[torch.nn.Module, bool]:
-    """Each submodule's own train/eval mode, so that evaluation can put back exactly what it found."""
-    return {m: m.training for m in module.modules()}
-
-
-def _restore_modes(modes: dict[torch.nn.Module, bool]) -> None:
-    for m, training in modes.items():
-        m.training = training
-
-
-def _back_to_train(
-    module: LightningModule, modes: dict[torch.nn.Module, bool], hooks: Any, hook: str
-) -> None:
-    """After evaluation: the user's `on_*_model_train` if they override it, else every submodule's own mode back."""
-    if is_overridden(hook, module, LightningModule):
-        hooks.module(hook)
-    else:
-        _restore_modes(modes)
 
 
 def _loss_from(output: Any, automatic: bool) -> torch.Tensor | None:
@@ -94,202 +70,9 @@ def _loss_from(output: Any, automatic: bool) -> torch.Tensor | None:
     return loss
 
 
-def _first(items: Iterable[Any], count: float, loader: Any, start: int = 0) -> Iterable[Any]:
-    """The first `count` items, without fetching one more (a limit never costs an extra batch).
-
-    A loader read to its end is left to end by itself: a sampler draws its next permutation as it
-    finishes, and a plain loop's RNG stream (hence bit-identical weights) depends on that draw.
-    """
-    if math.isinf(count) or count + start >= data.length(loader):
-        return items
-    return itertools.islice(items, max(0, int(count)))
-
-
-def _epoch_log_step(progress: Progress) -> int:
-    """The logger step of epoch-level values: that of the epoch's last logged batch."""
-    return max(0, progress.batches_that_stepped - 1)
-
-
 def _due(every_n: int, last: int | None, epoch: int) -> bool:
     """Whether dataloaders loaded at epoch `last` must be asked for again at `epoch`."""
     return every_n > 0 and last is not None and epoch - last >= every_n
-
-
-class EvaluationLoop:
-    """validate / test (and the sanity check): one pass over each dataloader with the step and hooks."""
-
-    def __init__(self, trainer: Trainer, stage: str, progress: Progress, results: RunResults) -> None:
-        self.trainer = trainer
-        self.stage = stage  # "validate" or "test"
-        self.progress = progress
-        self.results = results
-        self.plan = RunPlan()  # passed in by each run
-        self.dataloaders: list[Any] = []  # what the loop runs one after another
-        self.combined: CombinedLoader | None = None  # the same loaders, in the structure the user gave
-        self.explicit: Any = None
-        self._loaded = False
-
-    def setup_data(self, reload: bool = False) -> None:
-        """Ask for the dataloaders once (again when `reload`)."""
-        if self._loaded and not reload:
-            return
-        raw = data.request_dataloaders(self.trainer, self.stage, self.explicit)
-        strategy = self.trainer.strategy
-
-        def process(dl: Any, shuffle: bool) -> Any:
-            return data.shield_workers_from_sigterm(strategy.process_dataloader(dl, shuffle=shuffle))
-
-        self.combined, self.dataloaders = data.evaluation_loaders(raw, process)
-        self._loaded = True
-
-    def num_batches(self, sanity: bool = False, each_loader: bool = False) -> list[float]:
-        """Batches to run per dataloader under the limit flags (`each_loader`: per loader of a CombinedLoader)."""
-        t = self.trainer
-        limit = t.limit_val_batches if self.stage == "validate" else t.limit_test_batches
-        flag = "limit_val_batches" if self.stage == "validate" else "limit_test_batches"
-        loaders = self.combined.flattened if each_loader and self.combined is not None else self.dataloaders
-        counts = [data.limit_batches(dl, limit, flag) for dl in loaders]
-        if sanity:
-            steps = t.num_sanity_val_steps
-            counts = [c if steps == -1 else min(c, float(steps)) for c in counts]
-        return counts
-
-    def run(self, plan: RunPlan, sanity: bool = False) -> list[dict[str, Any]]:
-        """Evaluate every dataloader and return one dict of epoch metrics per dataloader."""
-        t = self.trainer
-        self.plan = plan
-        stage = self.stage
-        step_fn = plan.validation_step if stage == "validate" else plan.test_step
-        prefix = "on_validation" if stage == "validate" else "on_test"
-        step_name = "validation_step" if stage == "validate" else "test_step"
-        results = self.results.for_stage(stage)
-        results.reset_epoch()
-        counts = self.num_batches(sanity)
-        multiple = len(self.dataloaders) > 1
-        grad_ctx = torch.inference_mode if t.inference_mode else torch.no_grad
-        previous_results, self.results.current = self.results.current, results
-        try:
-            return self._run(sanity, results, counts, multiple, grad_ctx, step_fn, prefix, step_name)
-        finally:
-            self.results.current = previous_results
-
-    def _run(
-        self,
-        sanity: bool,
-        results: Any,
-        counts: list[float],
-        multiple: bool,
-        grad_ctx: Any,
-        step_fn: Any,
-        prefix: str,
-        step_name: str,
-    ) -> list[dict[str, Any]]:
-        t = self.trainer
-        module = t.lightning_module
-        plan = self.plan
-        hooks = plan.hooks
-        stage = self.stage
-        transfer = None if plan.fast_transfer else plan.transfer
-        progress_bar = plan.progress_bar
-        with grad_ctx():
-            modes = _module_modes(module)
-            hooks.module(f"{prefix}_model_eval")
-            hooks.both(f"{prefix}_start")
-            hooks.both(f"{prefix}_epoch_start")
-            for dl_idx, loader in enumerate(self.dataloaders):
-                limit = counts[dl_idx]
-                if limit <= 0:
-                    continue
-                extra = (dl_idx,) if multiple else ()
-                loader = data.batches_of(loader)
-                if plan.profiler is not None:  # once per dataloader: time each `next()` only when profiling
-                    loader = plan.profiler.profile_iterable(loader, f"{stage}_dataloader_next")
-                for batch_idx, batch in _first(enumerate(loader), limit, loader):
-                    if transfer is not None:
-                        batch = transfer(batch, dl_idx)
-                    results.new_batch(batch, dl_idx if multiple else None)
-                    hooks.both(f"{prefix}_batch_start", batch, batch_idx, *extra)
-                    module._current_fx_name = step_name
-                    output = step_fn(batch, batch_idx, *extra)
-                    hooks.callbacks(f"{prefix}_batch_end", output, batch, batch_idx, *extra)
-                    hooks.module(f"{prefix}_batch_end", output, batch, batch_idx, *extra)
-                    if not sanity:
-                        self.results.log_eval_step(results, dl_idx)
-                    if progress_bar is not None:
-                        progress_bar._on_eval_batch(t, stage, sanity)
-            results.new_batch(None, None)
-            reduce = self.results.reduce
-            results.compute_epoch(reduce)
-            hooks.both(f"{prefix}_epoch_end")
-            results.compute_epoch(reduce)
-            results.finish_epoch()
-            if not sanity:
-                self.results.log_epoch(results, _epoch_log_step(self.progress), self.progress.epoch)
-            hooks.both(f"{prefix}_end")
-            _back_to_train(module, modes, hooks, f"{prefix}_model_train")
-        return self._metrics_per_dataloader(results, len(self.dataloaders))
-
-    @staticmethod
-    def _metrics_per_dataloader(results: Any, n: int) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = [{} for _ in range(max(n, 1))]
-        for i, d in enumerate(out):
-            for key, value in results.epoch_metrics_for(dataloader_idx=i).items():
-                d[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-        return out
-
-
-class PredictionLoop:
-    """predict: `predict_step` over each dataloader, the outputs collected and returned."""
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self.explicit: Any = None
-        self.dataloaders: list[Any] = []  # of the current run, for callbacks (e.g. prediction writers)
-        self.combined: CombinedLoader | None = None  # the same loaders, in the structure the user gave
-        self.predictions: list[list[Any]] = []  # per dataloader, filled as the run goes
-
-    def run(self, plan: RunPlan, return_predictions: bool) -> Any:
-        """Run prediction; a list of outputs (a list of lists for several dataloaders)."""
-        t = self.trainer
-        hooks = plan.hooks
-        transfer = None if plan.fast_transfer else plan.transfer
-        module = t.lightning_module
-        raw = data.request_dataloaders(t, "predict", self.explicit)
-        if isinstance(raw, CombinedLoader) and raw.mode != "sequential":
-            raise ValueError('trainer.predict() only supports CombinedLoader(mode="sequential").')
-        self.combined, loaders = data.evaluation_loaders(raw, t.strategy.process_dataloader)
-        multiple = len(loaders) > 1
-        all_outputs: list[list[Any]] = []
-        self.dataloaders, self.predictions = loaders, all_outputs
-        grad_ctx = torch.inference_mode if t.inference_mode else torch.no_grad
-        with grad_ctx():
-            modes = _module_modes(module)
-            hooks.module("on_predict_model_eval")
-            hooks.both("on_predict_start")
-            hooks.both("on_predict_epoch_start")
-            for dl_idx, loader in enumerate(loaders):
-                limit = data.limit_batches(loader, t.limit_predict_batches, "limit_predict_batches")
-                extra = (dl_idx,) if multiple else ()
-                outputs: list[Any] = []
-                if plan.profiler is not None:
-                    loader = plan.profiler.profile_iterable(loader, "predict_dataloader_next")
-                for batch_idx, batch in _first(enumerate(loader), limit, loader):
-                    if transfer is not None:
-                        batch = transfer(batch, dl_idx)
-                    hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
-                    module._current_fx_name = "predict_step"
-                    output = plan.predict_step(batch, batch_idx, *extra)
-                    if return_predictions:
-                        outputs.append(output)
-                    hooks.callbacks("on_predict_batch_end", output, batch, batch_idx, *extra)
-                    hooks.module("on_predict_batch_end", output, batch, batch_idx, *extra)
-                all_outputs.append(outputs)
-            hooks.both("on_predict_epoch_end")
-            hooks.both("on_predict_end")
-            _restore_modes(modes)
-        if not return_predictions:
-            return None
-        return all_outputs[0] if len(all_outputs) == 1 else all_outputs
 
 
 class FitLoop:
@@ -375,7 +158,7 @@ class FitLoop:
         profiler = plan.profiler
         if profiler is not None:
             batch_iter = profiler.profile_iterable(batch_iter, "train_dataloader_next")
-        for batch_idx, batch in _first(batch_iter, self.num_train_batches - start, source, start):
+        for batch_idx, batch in data.first_batches(batch_iter, self.num_train_batches - start, source, start):
             if profiler is None:
                 ended = self._train_batch(batch, batch_idx)
             else:
@@ -575,7 +358,7 @@ class FitLoop:
         results.compute_epoch(self.results.reduce)
         hooks.callbacks("on_train_epoch_end", monitoring=True)
         results.finish_epoch()
-        self.results.log_epoch(results, _epoch_log_step(progress), progress.epoch)
+        self.results.log_epoch(results, progress.epoch_log_step(), progress.epoch)
         if t.lightning_module.automatic_optimization:
             self._step_schedulers("epoch")
         progress.epoch_finished()
