@@ -52,14 +52,22 @@ def test_configure_optimizers_returning_garbage_names_it(make_trainer, garbage):
         make_trainer(limit_train_batches=1, limit_val_batches=0).fit(Model())
 
 
-@pytest.mark.parametrize(("hook", "run"), [("train_dataloader", "fit"), ("predict_dataloader", "predict")])
-def test_a_missing_dataloader_hook_names_it(make_trainer, hook, run):
+@pytest.mark.parametrize(
+    ("hook", "run"),
+    [
+        ("train_dataloader", "fit"),
+        ("predict_dataloader", "predict"),
+        ("validation_step", "validate"),
+        ("test_step", "test"),
+    ],
+)
+def test_a_missing_hook_names_it(make_trainer, hook, run):
     class Model(BoringModel):
         pass
 
     setattr(Model, hook, getattr(L.LightningModule, hook))
     with pytest.raises(Exception, match=hook):
-        getattr(make_trainer(limit_train_batches=1, limit_val_batches=0), run)(Model())
+        getattr(make_trainer(), run)(Model())
 
 
 def test_fit_with_a_plain_module_names_lightning_module(make_trainer):

@@ -3,26 +3,7 @@
 import pytest
 import torch
 
-import fulmen as L
 from fulmen.demos import BoringModel
-
-
-def test_validate_without_validation_step_names_it(make_trainer):
-    class Model(BoringModel):
-        pass
-
-    Model.validation_step = L.LightningModule.validation_step
-    with pytest.raises(Exception, match="validation_step"):
-        make_trainer().validate(Model())
-
-
-def test_test_without_test_step_names_it(make_trainer):
-    class Model(BoringModel):
-        pass
-
-    Model.test_step = L.LightningModule.test_step
-    with pytest.raises(Exception, match="test_step"):
-        make_trainer().test(Model())
 
 
 def test_several_optimizers_with_automatic_optimization_is_an_error(make_trainer):
