@@ -3,6 +3,7 @@ import pytest
 import fulmen as L
 from fulmen.callbacks import Checkpoint
 from fulmen.demos import BoringModel
+from fulmen.loggers.logger import Logger
 
 
 @pytest.fixture
@@ -95,3 +96,27 @@ def logged_fit(make_trainer):
         return trainer
 
     return fit
+
+
+class MemoryLogger(Logger):
+    """Keeps every log_metrics call as (metrics, step) in `calls`, each value a float; ignores hyperparameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def log_metrics(self, metrics, step=None):
+        self.calls.append(({k: float(v) for k, v in metrics.items()}, step))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+    def values(self, key):
+        """(step, value) of every call that logged `key`."""
+        return [(step, m[key]) for m, step in self.calls if key in m]
+
+
+@pytest.fixture
+def memory_logger():
+    """A fresh `MemoryLogger`: the metrics a fit sent to its logger, in memory."""
+    return MemoryLogger()

@@ -22,24 +22,7 @@ from fulmen.callbacks import (
 )
 from fulmen.callbacks.throughput import measure_flops
 from fulmen.demos import BoringModel, RandomDataset
-from fulmen.loggers import Logger
 from fulmen.utilities import MisconfigurationException
-
-
-class MemoryLogger(Logger):
-    """Keeps every (step, metrics) pair it is given."""
-
-    def __init__(self):
-        self.records = []
-
-    def log_metrics(self, metrics, step=None):
-        self.records.append((step, dict(metrics)))
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
-
-    def values(self, key):
-        return [(step, m[key]) for step, m in self.records if key in m]
 
 
 class TwoGroupModel(BoringModel):
@@ -59,48 +42,47 @@ class TwoGroupModel(BoringModel):
         return DataLoader(RandomDataset(32, 8), batch_size=2)
 
 
-def test_lr_monitor_logs_every_param_group_and_momentum_per_step(make_trainer):
-    logger = MemoryLogger()
+def test_lr_monitor_logs_every_param_group_and_momentum_per_step(make_trainer, memory_logger):
     monitor = LearningRateMonitor(log_momentum=True)
-    trainer = make_trainer(logger=logger, callbacks=[monitor], log_every_n_steps=1, limit_val_batches=0)
+    trainer = make_trainer(
+        logger=memory_logger, callbacks=[monitor], log_every_n_steps=1, limit_val_batches=0
+    )
     trainer.fit(TwoGroupModel())
     # 4 steps; the value logged at step k is the rate step k trains with (halved after every step)
-    assert [v for _, v in logger.values("lr-SGD/pg1")] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
-    assert [v for _, v in logger.values("lr-SGD/pg2")] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
-    assert [s for s, _ in logger.values("lr-SGD/pg1")] == [0, 1, 2, 3]
-    assert {v for _, v in logger.values("lr-SGD/pg1-momentum")} == {0.9}
-    assert {v for _, v in logger.values("lr-SGD/pg2-momentum")} == {0.5}
+    assert [v for _, v in memory_logger.values("lr-SGD/pg1")] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    assert [v for _, v in memory_logger.values("lr-SGD/pg2")] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
+    assert [s for s, _ in memory_logger.values("lr-SGD/pg1")] == [0, 1, 2, 3]
+    assert {v for _, v in memory_logger.values("lr-SGD/pg1-momentum")} == {0.9}
+    assert {v for _, v in memory_logger.values("lr-SGD/pg2-momentum")} == {0.5}
     assert monitor.lrs["lr-SGD/pg1"] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
 
 
-def test_lr_monitor_epoch_interval_uses_scheduler_name_and_adam_beta(make_trainer):
+def test_lr_monitor_epoch_interval_uses_scheduler_name_and_adam_beta(make_trainer, memory_logger):
     class Named(BoringModel):
         def configure_optimizers(self):
             opt = torch.optim.Adam(self.parameters(), lr=0.2, betas=(0.8, 0.99))
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "name": "my-lr"}}
 
-    logger = MemoryLogger()
     trainer = make_trainer(
-        logger=logger,
+        logger=memory_logger,
         callbacks=[LearningRateMonitor(log_momentum=True)],
         max_epochs=3,
         limit_train_batches=2,
         limit_val_batches=0,
     )
     trainer.fit(Named())
-    assert [v for _, v in logger.values("my-lr")] == pytest.approx([0.2, 0.02, 0.002])
-    assert {v for _, v in logger.values("my-lr-momentum")} == {0.8}
+    assert [v for _, v in memory_logger.values("my-lr")] == pytest.approx([0.2, 0.02, 0.002])
+    assert {v for _, v in memory_logger.values("my-lr-momentum")} == {0.8}
 
 
-def test_lr_monitor_logs_an_optimizer_without_scheduler_every_step_and_epoch(make_trainer):
+def test_lr_monitor_logs_an_optimizer_without_scheduler_every_step_and_epoch(make_trainer, memory_logger):
     class Plain(BoringModel):
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=0.2)
 
-    logger = MemoryLogger()
     trainer = make_trainer(
-        logger=logger,
+        logger=memory_logger,
         callbacks=[LearningRateMonitor()],
         max_epochs=2,
         limit_train_batches=2,
@@ -108,7 +90,7 @@ def test_lr_monitor_logs_an_optimizer_without_scheduler_every_step_and_epoch(mak
         log_every_n_steps=1,
     )
     trainer.fit(Plain())
-    assert logger.values("lr-Adam") == [(0, 0.2), (0, 0.2), (1, 0.2), (2, 0.2), (2, 0.2), (3, 0.2)]
+    assert memory_logger.values("lr-Adam") == [(0, 0.2), (0, 0.2), (1, 0.2), (2, 0.2), (2, 0.2), (3, 0.2)]
 
 
 def test_lr_monitor_without_logger_is_an_error(make_trainer):
@@ -277,8 +259,7 @@ def test_timer_measures_every_stage_and_resumes_its_count(make_trainer):
         timer.time_elapsed("training")
 
 
-def test_throughput_monitor_counts_samples_and_flops(make_trainer):
-    logger = MemoryLogger()
+def test_throughput_monitor_counts_samples_and_flops(make_trainer, memory_logger):
     monitor = ThroughputMonitor(
         length_fn=lambda batch: 3 * batch.shape[0],
         flops_per_batch=1000.0,
@@ -287,9 +268,9 @@ def test_throughput_monitor_counts_samples_and_flops(make_trainer):
     )
     model = BoringModel()
     model.train_dataloader = lambda: DataLoader(RandomDataset(32, 40), batch_size=5)  # 8 batches
-    trainer = make_trainer(logger=logger, callbacks=[monitor], limit_val_batches=0)
+    trainer = make_trainer(logger=memory_logger, callbacks=[monitor], limit_val_batches=0)
     trainer.fit(model)
-    samples = logger.values("train/samples")
+    samples = memory_logger.values("train/samples")
     assert [s for s, _ in samples] == [1, 3, 5, 7] and [v for _, v in samples] == [10, 20, 30, 40]
     m = monitor.metrics
     assert m["train/batches"] == 8 and m["train/lengths"] == 120

@@ -6,19 +6,7 @@ from torch import nn
 
 from fulmen.callbacks import Callback, LearningRateMonitor
 from fulmen.demos import BoringModel
-from fulmen.loggers.logger import Logger
 from fulmen.utilities import MisconfigurationException
-
-
-class Recorder(Logger):
-    def __init__(self):
-        self.calls = []
-
-    def log_metrics(self, metrics, step=None):
-        self.calls.append(dict(metrics))
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
 
 
 class Groups(BoringModel):
@@ -36,20 +24,20 @@ class SeenAtEpochEnd(Callback):
         self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
 
-def _fit(make_trainer, groups, **monitor_kwargs):
+def _fit(make_trainer, logger, groups, **monitor_kwargs):
     monitor, seen = LearningRateMonitor(**monitor_kwargs), SeenAtEpochEnd()
     trainer = make_trainer(
         limit_train_batches=2,
         limit_val_batches=0,
         log_every_n_steps=1,
-        logger=Recorder(),
+        logger=logger,
         callbacks=[monitor, seen],
     )
     trainer.fit(Groups(groups))
     return monitor, seen.metrics, trainer
 
 
-def test_named_param_groups_name_the_keys_and_feed_callback_metrics(make_trainer):
+def test_named_param_groups_name_the_keys_and_feed_callback_metrics(make_trainer, memory_logger):
     def two_named(m):
         return torch.optim.SGD(
             [
@@ -60,24 +48,24 @@ def test_named_param_groups_name_the_keys_and_feed_callback_metrics(make_trainer
             momentum=0.9,
         )
 
-    monitor, metrics, trainer = _fit(make_trainer, two_named, log_momentum=True)
+    monitor, metrics, trainer = _fit(make_trainer, memory_logger, two_named, log_momentum=True)
     assert sorted(monitor.lrs) == ["lr-SGD/backbone", "lr-SGD/head"]
     assert monitor.lrs["lr-SGD/head"] == [0.5, 0.5, 0.5]  # no scheduler: at the epoch start and each step
     assert metrics["lr-SGD/backbone"] == pytest.approx(0.1) and metrics["lr-SGD/head"] == pytest.approx(0.5)
     assert metrics["lr-SGD/head-momentum"] == pytest.approx(0.9)
     assert monitor.last_momentum_values == {"lr-SGD/backbone-momentum": 0.9, "lr-SGD/head-momentum": 0.9}
     assert isinstance(trainer.callback_metrics["lr-SGD/head"], torch.Tensor)  # as Lightning stores them
-    assert "lr-SGD/backbone" in trainer.logger.calls[0]
+    assert "lr-SGD/backbone" in trainer.logger.calls[0][0]
 
 
-def test_a_single_named_group_keeps_its_name(make_trainer):
+def test_a_single_named_group_keeps_its_name(make_trainer, memory_logger):
     monitor, metrics, _ = _fit(
-        make_trainer, lambda m: torch.optim.Adam([{"params": m.parameters(), "name": "all"}])
+        make_trainer, memory_logger, lambda m: torch.optim.Adam([{"params": m.parameters(), "name": "all"}])
     )
     assert list(monitor.lrs) == ["lr-Adam/all"] and "lr-Adam/all" in metrics
 
 
-def test_unnamed_groups_are_numbered_and_the_scheduler_name_wins(make_trainer):
+def test_unnamed_groups_are_numbered_and_the_scheduler_name_wins(make_trainer, memory_logger):
     def with_scheduler(m):
         opt = torch.optim.SGD(
             [{"params": m.layer.parameters()}, {"params": m.head.parameters(), "name": "head"}], lr=0.1
@@ -87,12 +75,12 @@ def test_unnamed_groups_are_numbered_and_the_scheduler_name_wins(make_trainer):
             "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.StepLR(opt, 1), "name": "my"},
         }
 
-    monitor, metrics, _ = _fit(make_trainer, with_scheduler)
+    monitor, metrics, _ = _fit(make_trainer, memory_logger, with_scheduler)
     assert sorted(monitor.lrs) == ["my/head", "my/pg1"]
     assert {"my/head", "my/pg1"} <= set(metrics)
 
 
-def test_duplicate_group_names_are_refused(make_trainer):
+def test_duplicate_group_names_are_refused(make_trainer, memory_logger):
     def clash(m):
         return torch.optim.SGD(
             [{"params": m.layer.parameters(), "name": "x"}, {"params": m.head.parameters(), "name": "x"}],
@@ -100,10 +88,10 @@ def test_duplicate_group_names_are_refused(make_trainer):
         )
 
     with pytest.raises(MisconfigurationException, match="identical `name` values"):
-        _fit(make_trainer, clash)
+        _fit(make_trainer, memory_logger, clash)
 
 
-def test_a_monitor_can_watch_the_learning_rate(make_trainer):
+def test_a_monitor_can_watch_the_learning_rate(make_trainer, memory_logger):
     from fulmen.callbacks import EarlyStopping
 
     def decaying(m):
@@ -115,14 +103,14 @@ def test_a_monitor_can_watch_the_learning_rate(make_trainer):
         max_epochs=10,
         limit_train_batches=1,
         limit_val_batches=0,
-        logger=Recorder(),
+        logger=memory_logger,
         callbacks=[LearningRateMonitor(), stop],
     )
     trainer.fit(Groups(decaying))
     assert trainer.current_epoch == 3  # lr 1, 0.1, 0.01 (< 0.05 at the third epoch's check)
 
 
-def test_keys_follow_param_groups_added_during_training(make_trainer):
+def test_keys_follow_param_groups_added_during_training(make_trainer, memory_logger):
     from fulmen.callbacks import BackboneFinetuning
 
     class Backbone(Groups):
@@ -145,7 +133,7 @@ def test_keys_follow_param_groups_added_during_training(make_trainer):
         max_epochs=2,
         limit_train_batches=1,
         limit_val_batches=0,
-        logger=Recorder(),
+        logger=memory_logger,
         callbacks=[BackboneFinetuning(unfreeze_backbone_at_epoch=1), monitor, keys],
     )
     trainer.fit(Backbone())

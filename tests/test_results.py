@@ -5,29 +5,6 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from fulmen.demos import BoringModel, RandomDataset
-from fulmen.loggers import Logger
-
-
-class RecordingLogger(Logger):
-    """Keeps every log_metrics call as (metrics, step)."""
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    @property
-    def name(self):
-        return "recording"
-
-    @property
-    def version(self):
-        return 0
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
-
-    def log_metrics(self, metrics, step=None):
-        self.calls.append(({k: float(v) for k, v in metrics.items()}, step))
 
 
 def _floats(metrics):
@@ -38,29 +15,31 @@ def _loader(length, batch_size):
     return DataLoader(RandomDataset(32, length), batch_size=batch_size)
 
 
-def test_training_step_logs_on_step_by_default(make_trainer):
+def test_training_step_logs_on_step_by_default(make_trainer, memory_logger):
     class Model(BoringModel):
         def training_step(self, batch, batch_idx):
             self.log("a", float(batch_idx))
             return super().training_step(batch, batch_idx)
 
-    logger = RecordingLogger()
-    trainer = make_trainer(limit_train_batches=3, limit_val_batches=0, logger=logger, log_every_n_steps=1)
+    trainer = make_trainer(
+        limit_train_batches=3, limit_val_batches=0, logger=memory_logger, log_every_n_steps=1
+    )
     trainer.fit(Model())
-    assert [m["a"] for m, _ in logger.calls if "a" in m] == [0.0, 1.0, 2.0]
+    assert [m["a"] for m, _ in memory_logger.calls if "a" in m] == [0.0, 1.0, 2.0]
     assert float(trainer.callback_metrics["a"]) == 2.0
     assert "a_epoch" not in trainer.callback_metrics
     assert "a_step" not in trainer.callback_metrics
 
 
-def test_on_step_and_on_epoch_give_step_and_epoch_keys(make_trainer):
+def test_on_step_and_on_epoch_give_step_and_epoch_keys(make_trainer, memory_logger):
     class Model(BoringModel):
         def training_step(self, batch, batch_idx):
             self.log("a", float(batch_idx), on_step=True, on_epoch=True)
             return super().training_step(batch, batch_idx)
 
-    logger = RecordingLogger()
-    trainer = make_trainer(limit_train_batches=4, limit_val_batches=0, logger=logger, log_every_n_steps=1)
+    trainer = make_trainer(
+        limit_train_batches=4, limit_val_batches=0, logger=memory_logger, log_every_n_steps=1
+    )
     trainer.fit(Model())
     metrics = _floats(trainer.callback_metrics)
     assert metrics["a_step"] == 3.0
@@ -68,25 +47,26 @@ def test_on_step_and_on_epoch_give_step_and_epoch_keys(make_trainer):
     assert metrics["a"] == pytest.approx(1.5)  # the latest value: the epoch mean after fit
     logged = _floats(trainer.logged_metrics)
     assert logged["a_step"] == 3.0 and logged["a_epoch"] == pytest.approx(1.5)
-    assert [m["a_step"] for m, _ in logger.calls if "a_step" in m] == [0.0, 1.0, 2.0, 3.0]
-    assert [m["a_epoch"] for m, _ in logger.calls if "a_epoch" in m] == [pytest.approx(1.5)]
-    assert not any("a" in m for m, _ in logger.calls)
+    assert [m["a_step"] for m, _ in memory_logger.calls if "a_step" in m] == [0.0, 1.0, 2.0, 3.0]
+    assert [m["a_epoch"] for m, _ in memory_logger.calls if "a_epoch" in m] == [pytest.approx(1.5)]
+    assert not any("a" in m for m, _ in memory_logger.calls)
 
 
-def test_validation_step_logs_epoch_mean_by_default(make_trainer):
+def test_validation_step_logs_epoch_mean_by_default(make_trainer, memory_logger):
     class Model(BoringModel):
         def validation_step(self, batch, batch_idx):
             self.log("v", float(batch_idx))
 
-    logger = RecordingLogger()
-    trainer = make_trainer(limit_train_batches=1, limit_val_batches=4, num_sanity_val_steps=0, logger=logger)
+    trainer = make_trainer(
+        limit_train_batches=1, limit_val_batches=4, num_sanity_val_steps=0, logger=memory_logger
+    )
     trainer.fit(Model())
     assert float(trainer.callback_metrics["v"]) == pytest.approx(1.5)
     assert "v_step" not in trainer.callback_metrics
-    assert [m["v"] for m, _ in logger.calls if "v" in m] == [pytest.approx(1.5)]
+    assert [m["v"] for m, _ in memory_logger.calls if "v" in m] == [pytest.approx(1.5)]
 
 
-def test_train_epoch_hooks_log_on_epoch_by_default(make_trainer):
+def test_train_epoch_hooks_log_on_epoch_by_default(make_trainer, memory_logger):
     class Model(BoringModel):
         def on_train_epoch_start(self):
             self.log("start", 1.0)
@@ -97,14 +77,13 @@ def test_train_epoch_hooks_log_on_epoch_by_default(make_trainer):
         def on_train_batch_end(self, outputs, batch, batch_idx):
             self.log("batch_end", float(batch_idx))
 
-    logger = RecordingLogger()
     trainer = make_trainer(
-        max_epochs=2, limit_train_batches=2, limit_val_batches=0, logger=logger, log_every_n_steps=1
+        max_epochs=2, limit_train_batches=2, limit_val_batches=0, logger=memory_logger, log_every_n_steps=1
     )
     trainer.fit(Model())
-    assert [m["end"] for m, _ in logger.calls if "end" in m] == [2.0, 3.0]
-    assert [m["start"] for m, _ in logger.calls if "start" in m] == [1.0, 1.0]
-    assert [m["batch_end"] for m, _ in logger.calls if "batch_end" in m] == [0.0, 1.0, 0.0, 1.0]
+    assert [m["end"] for m, _ in memory_logger.calls if "end" in m] == [2.0, 3.0]
+    assert [m["start"] for m, _ in memory_logger.calls if "start" in m] == [1.0, 1.0]
+    assert [m["batch_end"] for m, _ in memory_logger.calls if "batch_end" in m] == [0.0, 1.0, 0.0, 1.0]
     assert float(trainer.callback_metrics["end"]) == 3.0
 
 
@@ -176,7 +155,7 @@ def test_log_dict_logs_every_entry(make_trainer):
     assert _floats(trainer.progress_bar_metrics) == {"x": 1.0, "y": 2.0}
 
 
-def test_prog_bar_and_logger_flags(make_trainer):
+def test_prog_bar_and_logger_flags(make_trainer, memory_logger):
     class Model(BoringModel):
         def training_step(self, batch, batch_idx):
             self.log("shown", 1.0, prog_bar=True)
@@ -184,13 +163,14 @@ def test_prog_bar_and_logger_flags(make_trainer):
             self.log("not_logged", 3.0, logger=False)
             return super().training_step(batch, batch_idx)
 
-    logger = RecordingLogger()
-    trainer = make_trainer(limit_train_batches=2, limit_val_batches=0, logger=logger, log_every_n_steps=1)
+    trainer = make_trainer(
+        limit_train_batches=2, limit_val_batches=0, logger=memory_logger, log_every_n_steps=1
+    )
     trainer.fit(Model())
     assert _floats(trainer.progress_bar_metrics) == {"shown": 1.0}
     assert set(trainer.logged_metrics) == {"shown", "hidden"}
     assert {"shown", "hidden", "not_logged"} <= set(trainer.callback_metrics)
-    assert not any("not_logged" in m for m, _ in logger.calls)
+    assert not any("not_logged" in m for m, _ in memory_logger.calls)
 
 
 def test_callback_metrics_after_fit_and_after_validate(make_trainer):
@@ -338,7 +318,7 @@ def test_logging_a_tensor_with_several_elements_is_an_error(make_trainer):
         make_trainer(limit_val_batches=1).validate(Model())
 
 
-def test_log_every_n_steps_throttles_the_logger_but_not_callback_metrics(make_trainer):
+def test_log_every_n_steps_throttles_the_logger_but_not_callback_metrics(make_trainer, memory_logger):
     seen = []
 
     class Model(BoringModel):
@@ -349,19 +329,18 @@ def test_log_every_n_steps_throttles_the_logger_but_not_callback_metrics(make_tr
         def on_train_batch_end(self, outputs, batch, batch_idx):
             seen.append(float(self.trainer.callback_metrics["s"]))
 
-    logger = RecordingLogger()
     trainer = make_trainer(
-        max_epochs=2, limit_train_batches=6, limit_val_batches=0, logger=logger, log_every_n_steps=2
+        max_epochs=2, limit_train_batches=6, limit_val_batches=0, logger=memory_logger, log_every_n_steps=2
     )
     trainer.fit(Model())
     assert seen == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0] * 2
-    step_calls = [(m["s"], step) for m, step in logger.calls if "s" in m]
+    step_calls = [(m["s"], step) for m, step in memory_logger.calls if "s" in m]
     assert [value for value, _ in step_calls] == [1.0, 3.0, 5.0] * 2
     steps = [step for _, step in step_calls]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
 
 
-def test_epoch_level_metrics_reach_the_logger_with_an_epoch_key(make_trainer):
+def test_epoch_level_metrics_reach_the_logger_with_an_epoch_key(make_trainer, memory_logger):
     class Model(BoringModel):
         def training_step(self, batch, batch_idx):
             self.log("t", 1.0, on_step=False, on_epoch=True)
@@ -370,13 +349,12 @@ def test_epoch_level_metrics_reach_the_logger_with_an_epoch_key(make_trainer):
         def validation_step(self, batch, batch_idx):
             self.log("v", 2.0)
 
-    logger = RecordingLogger()
     trainer = make_trainer(
-        max_epochs=2, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0, logger=logger
+        max_epochs=2, limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0, logger=memory_logger
     )
     trainer.fit(Model())
-    t_calls = [(m, step) for m, step in logger.calls if "t" in m]
-    v_calls = [(m, step) for m, step in logger.calls if "v" in m]
+    t_calls = [(m, step) for m, step in memory_logger.calls if "t" in m]
+    v_calls = [(m, step) for m, step in memory_logger.calls if "v" in m]
     assert [m["epoch"] for m, _ in t_calls] == [0, 1]
     assert [m["epoch"] for m, _ in v_calls] == [0, 1]
     assert t_calls[0][1] is not None and t_calls[1][1] > t_calls[0][1]

@@ -10,20 +10,8 @@ from torchmetrics.aggregation import MaxMetric, SumMetric  # noqa: E402
 from torchmetrics.classification import MulticlassAccuracy  # noqa: E402
 
 from fulmen.demos import BoringModel  # noqa: E402
-from fulmen.loggers import Logger  # noqa: E402
 
 N_TRAIN, N_VAL, BATCH = 12, 8, 4
-
-
-class RecordingLogger(Logger):
-    def __init__(self):
-        self.calls = []
-
-    def log_hyperparams(self, params, *args, **kwargs):
-        pass
-
-    def log_metrics(self, metrics, step=None):
-        self.calls.append((dict(metrics), step))
 
 
 def _data(n, seed):
@@ -65,11 +53,10 @@ class CountingModel(BoringModel):
         return DataLoader(_data(N_VAL, 2), batch_size=BATCH)
 
 
-def test_train_metric_is_computed_per_epoch_and_reset(make_trainer):
-    logger = RecordingLogger()
-    trainer = make_trainer(max_epochs=3, logger=logger, limit_val_batches=0)
+def test_train_metric_is_computed_per_epoch_and_reset(make_trainer, memory_logger):
+    trainer = make_trainer(max_epochs=3, logger=memory_logger, limit_val_batches=0)
     trainer.fit(CountingModel())
-    values = [(m["train_seen"], m["epoch"], step) for m, step in logger.calls if "train_seen" in m]
+    values = [(m["train_seen"], m["epoch"], step) for m, step in memory_logger.calls if "train_seen" in m]
     assert values == [(float(N_TRAIN), 0, 2), (float(N_TRAIN), 1, 5), (float(N_TRAIN), 2, 8)]
 
 
@@ -79,11 +66,10 @@ def test_sanity_check_batches_do_not_leak_into_the_first_validation(make_trainer
     assert float(trainer.callback_metrics["val_seen"]) == float(N_VAL)
 
 
-def test_validation_metric_reset_between_epochs(make_trainer):
-    logger = RecordingLogger()
-    trainer = make_trainer(max_epochs=2, logger=logger, num_sanity_val_steps=0)
+def test_validation_metric_reset_between_epochs(make_trainer, memory_logger):
+    trainer = make_trainer(max_epochs=2, logger=memory_logger, num_sanity_val_steps=0)
     trainer.fit(CountingModel())
-    assert [m["val_seen"] for m, _ in logger.calls if "val_seen" in m] == [float(N_VAL), float(N_VAL)]
+    assert [m["val_seen"] for m, _ in memory_logger.calls if "val_seen" in m] == [float(N_VAL), float(N_VAL)]
 
 
 def test_test_loop_returns_the_metric_over_all_batches_each_call(make_trainer):
@@ -145,18 +131,17 @@ def test_metric_collection_via_log_dict(make_trainer):
     assert float(trainer.callback_metrics["val_max_label"]) == 1.0
 
 
-def test_on_step_metric_logs_batch_values_and_epoch_value(make_trainer):
-    logger = RecordingLogger()
+def test_on_step_metric_logs_batch_values_and_epoch_value(make_trainer, memory_logger):
     model = AccuracyModel()
-    trainer = make_trainer(max_epochs=1, logger=logger, limit_val_batches=0, log_every_n_steps=1)
+    trainer = make_trainer(max_epochs=1, logger=memory_logger, limit_val_batches=0, log_every_n_steps=1)
     trainer.fit(model)
     x, y = _data(N_TRAIN, 0).tensors
     with torch.no_grad():
         hits = (model(x).argmax(1) == y).float()
     per_batch = [hits[i : i + BATCH].mean().item() for i in range(0, N_TRAIN, BATCH)]
-    steps = [m["train_acc_step"] for m, _ in logger.calls if "train_acc_step" in m]
+    steps = [m["train_acc_step"] for m, _ in memory_logger.calls if "train_acc_step" in m]
     assert steps == pytest.approx(per_batch)
-    (epoch,) = [m["train_acc_epoch"] for m, _ in logger.calls if "train_acc_epoch" in m]
+    (epoch,) = [m["train_acc_epoch"] for m, _ in memory_logger.calls if "train_acc_epoch" in m]
     assert epoch == pytest.approx(hits.mean().item())
 
 
