@@ -171,14 +171,15 @@ def test_fit_with_a_dict_of_train_loaders_gives_dict_batches(make_trainer):
     assert [batch for batch, _ in model.train_seen] == [{"a": 1.0, "b": 2.0}] * 3
 
 
-@pytest.mark.parametrize(
-    ("mode", "expected"),
-    [
-        ("max_size_cycle", [{"a": 1.0, "b": 2.0}] * 3),
-        ("max_size", [{"a": 1.0, "b": 2.0}] * 2 + [{"a": 1.0, "b": None}]),
-        ("min_size", [{"a": 1.0, "b": 2.0}] * 2),
-    ],
-)
+# the batches of CombinedLoader({"a": _loader(6, 1), "b": _loader(4, 2)}, mode) for each non-sequential mode
+MODES = [
+    ("max_size_cycle", [{"a": 1.0, "b": 2.0}] * 3),
+    ("max_size", [{"a": 1.0, "b": 2.0}] * 2 + [{"a": 1.0, "b": None}]),
+    ("min_size", [{"a": 1.0, "b": 2.0}] * 2),
+]
+
+
+@pytest.mark.parametrize(("mode", "expected"), MODES)
 def test_fit_with_a_combined_loader_follows_its_mode(make_trainer, mode, expected):
     model = Recording()
     trainer = make_trainer(limit_val_batches=0)
@@ -209,14 +210,7 @@ def test_several_val_loaders_run_sequentially_with_dataloader_idx(make_trainer):
     assert model.val_seen == [(1.0, 0, (0,)), (1.0, 1, (0,)), (1.0, 2, (0,)), (2.0, 0, (1,)), (2.0, 1, (1,))]
 
 
-@pytest.mark.parametrize(
-    ("mode", "expected"),
-    [
-        ("max_size_cycle", [{"a": 1.0, "b": 2.0}] * 3),
-        ("max_size", [{"a": 1.0, "b": 2.0}] * 2 + [{"a": 1.0, "b": None}]),
-        ("min_size", [{"a": 1.0, "b": 2.0}] * 2),
-    ],
-)
+@pytest.mark.parametrize(("mode", "expected"), MODES)
 def test_validation_on_a_combined_loader_gets_structured_batches(make_trainer, mode, expected):
     model = Recording()
     trainer = make_trainer(limit_train_batches=1, num_sanity_val_steps=0)

@@ -87,28 +87,24 @@ def test_train_epoch_hooks_log_on_epoch_by_default(make_trainer, memory_logger):
     assert float(trainer.callback_metrics["end"]) == 3.0
 
 
-def test_epoch_mean_is_weighted_by_inferred_batch_size(make_trainer):
+@pytest.mark.parametrize(
+    ("length", "batch_size", "logged_sizes", "expected"),
+    [
+        pytest.param(5, 2, None, (0 * 2 + 1 * 2 + 2 * 1) / 5, id="inferred-batch-sizes-2-2-1"),
+        pytest.param(3, 1, [1, 1, 3], (0 * 1 + 1 * 1 + 2 * 3) / 5, id="explicit-batch-sizes-1-1-3"),
+    ],
+)
+def test_epoch_mean_is_weighted_by_batch_size(make_trainer, length, batch_size, logged_sizes, expected):
     class Model(BoringModel):
         def val_dataloader(self):
-            return _loader(5, batch_size=2)  # batches of 2, 2 and 1
+            return _loader(length, batch_size=batch_size)
 
         def validation_step(self, batch, batch_idx):
-            self.log("v", float(batch_idx))
+            explicit = {} if logged_sizes is None else {"batch_size": logged_sizes[batch_idx]}
+            self.log("v", float(batch_idx), **explicit)
 
     results = make_trainer().validate(Model())
-    assert results[0]["v"] == pytest.approx((0 * 2 + 1 * 2 + 2 * 1) / 5)
-
-
-def test_epoch_mean_is_weighted_by_explicit_batch_size(make_trainer):
-    class Model(BoringModel):
-        def val_dataloader(self):
-            return _loader(3, batch_size=1)
-
-        def validation_step(self, batch, batch_idx):
-            self.log("v", float(batch_idx), batch_size=[1, 1, 3][batch_idx])
-
-    results = make_trainer().validate(Model())
-    assert results[0]["v"] == pytest.approx((0 * 1 + 1 * 1 + 2 * 3) / 5)
+    assert results[0]["v"] == pytest.approx(expected)
 
 
 def test_training_epoch_mean_is_weighted_by_batch_size(make_trainer):
