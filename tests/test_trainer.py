@@ -225,20 +225,22 @@ def test_check_val_every_n_epoch(make_trainer):
     assert model.val_after_batch == [(1, 2), (3, 2)]
 
 
-@pytest.mark.parametrize(("sanity", "expected"), [(0, 0), (2, 2), (-1, 5)])
-def test_num_sanity_val_steps(make_trainer, sanity, expected):
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({}, 2),
+        ({"num_sanity_val_steps": 0}, 0),
+        ({"num_sanity_val_steps": 2}, 2),
+        ({"num_sanity_val_steps": -1}, 5),
+    ],
+    ids=["defaults-to-two", "none", "two", "all"],
+)
+def test_num_sanity_val_steps(make_trainer, flags, expected):
     model = Counting(train_length=1, val_length=5)
-    trainer = make_trainer(num_sanity_val_steps=sanity)
+    trainer = make_trainer(**flags)
     trainer.fit(model)
     assert model.sanity_steps == expected
     assert model.val_steps == 5
-
-
-def test_num_sanity_val_steps_defaults_to_two(make_trainer):
-    model = Counting(train_length=1, val_length=5)
-    trainer = make_trainer()
-    trainer.fit(model)
-    assert model.sanity_steps == 2
 
 
 def test_deterministic_enables_torch_deterministic_algorithms(make_trainer):
