@@ -42,8 +42,14 @@ def clean_env(monkeypatch):
     return monkeypatch
 
 
-def _slurm(monkeypatch, procid, localid, nodeid):
-    for key, value in dict(
+def _setenv(monkeypatch, variables):
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+
+
+def _slurm_variables(procid=0, localid=0, nodeid=0):
+    """A SLURM job of 2 nodes x 2 tasks as SLURM describes it to task `procid`."""
+    return dict(
         SLURM_NTASKS="4",
         SLURM_JOB_NAME="train.sh",
         SLURM_PROCID=str(procid),
@@ -53,8 +59,11 @@ def _slurm(monkeypatch, procid, localid, nodeid):
         SLURM_JOB_ID="123456",
         SLURM_NTASKS_PER_NODE="2",
         SLURM_NNODES="2",
-    ).items():
-        monkeypatch.setenv(key, value)
+    )
+
+
+def _slurm(monkeypatch, procid, localid, nodeid):
+    _setenv(monkeypatch, _slurm_variables(procid, localid, nodeid))
 
 
 def test_slurm_task_resolves_ranks_world_size_and_rendezvous(clean_env):
@@ -74,18 +83,6 @@ def test_slurm_master_port_variable_wins(clean_env):
     assert SLURMEnvironment(num_devices=2, num_nodes=2).main_port == 29999
 
 
-def test_slurm_tasks_per_node_must_match_devices(clean_env):
-    _slurm(clean_env, procid=0, localid=0, nodeid=0)
-    with pytest.raises(MisconfigurationException, match="--ntasks-per-node"):
-        SLURMEnvironment(num_devices=4, num_nodes=2).validate()
-
-
-def test_slurm_nodes_must_match_num_nodes(clean_env):
-    _slurm(clean_env, procid=0, localid=0, nodeid=0)
-    with pytest.raises(MisconfigurationException, match="num_nodes=3"):
-        SLURMEnvironment(num_devices=2, num_nodes=3).validate()
-
-
 def test_interactive_slurm_shell_is_treated_as_plain(clean_env):
     _slurm(clean_env, procid=0, localid=0, nodeid=0)
     clean_env.setenv("SLURM_JOB_NAME", "bash")
@@ -101,21 +98,14 @@ def test_first_slurm_host(nodelist, host):
 
 
 def test_torchrun_variables_are_detected(clean_env):
-    for key, value in dict(
+    variables = dict(
         TORCHELASTIC_RUN_ID="x", RANK="3", LOCAL_RANK="1", WORLD_SIZE="4", GROUP_RANK="1", MASTER_PORT="1234"
-    ).items():
-        clean_env.setenv(key, value)
+    )
+    _setenv(clean_env, variables)
     env = detect_environment(num_devices=2, num_nodes=2)
     assert isinstance(env, TorchElasticEnvironment)
     assert (env.global_rank(), env.local_rank(), env.node_rank(), env.world_size()) == (3, 1, 1, 4)
     assert env.main_port == 1234
-
-
-def test_torchrun_world_size_must_match_devices_times_nodes(clean_env):
-    clean_env.setenv("TORCHELASTIC_RUN_ID", "x")
-    clean_env.setenv("WORLD_SIZE", "4")
-    with pytest.raises(MisconfigurationException, match="--nproc-per-node"):
-        TorchElasticEnvironment(num_devices=2, num_nodes=1).validate()
 
 
 def test_plain_recipe_computes_global_rank_from_node_rank(clean_env):
@@ -144,24 +134,54 @@ def test_single_machine_picks_a_free_port_once(clean_env):
     assert env.main_port == port  # exported, so the started processes use the same one
 
 
-def test_multi_node_without_master_port_names_the_variables(clean_env):
-    with pytest.raises(MisconfigurationException, match="MASTER_PORT"):
-        _ = LightningEnvironment(num_devices=1, num_nodes=2).main_port
-
-
-def test_multi_node_without_master_addr_names_the_variable(clean_env):
-    clean_env.setenv("MASTER_PORT", "29500")
-    with pytest.raises(MisconfigurationException, match="MASTER_ADDR"):
-        LightningEnvironment(num_devices=1, num_nodes=2).validate()
-
-
-def test_node_rank_out_of_range_is_an_error(clean_env):
-    clean_env.setenv("NODE_RANK", "3")
-    with pytest.raises(MisconfigurationException, match="NODE_RANK=3"):
-        LightningEnvironment(num_devices=1, num_nodes=3).validate()
-
-
-def test_non_integer_rank_variable_is_named(clean_env):
-    clean_env.setenv("NODE_RANK", "one")
-    with pytest.raises(MisconfigurationException, match="NODE_RANK='one'"):
-        LightningEnvironment(1, 2).node_rank()
+@pytest.mark.parametrize(
+    ("variables", "check", "match"),
+    [
+        pytest.param(
+            _slurm_variables(),
+            lambda: SLURMEnvironment(num_devices=4, num_nodes=2).validate(),
+            "--ntasks-per-node",
+            id="slurm-tasks-per-node-are-not-devices",
+        ),
+        pytest.param(
+            _slurm_variables(),
+            lambda: SLURMEnvironment(num_devices=2, num_nodes=3).validate(),
+            "num_nodes=3",
+            id="slurm-nodes-are-not-num-nodes",
+        ),
+        pytest.param(
+            {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "4"},
+            lambda: TorchElasticEnvironment(num_devices=2, num_nodes=1).validate(),
+            "--nproc-per-node",
+            id="torchrun-world-size-is-not-devices-times-nodes",
+        ),
+        pytest.param(
+            {},
+            lambda: LightningEnvironment(num_devices=1, num_nodes=2).main_port,
+            "MASTER_PORT",
+            id="multi-node-without-master-port",
+        ),
+        pytest.param(
+            {"MASTER_PORT": "29500"},
+            lambda: LightningEnvironment(num_devices=1, num_nodes=2).validate(),
+            "MASTER_ADDR",
+            id="multi-node-without-master-addr",
+        ),
+        pytest.param(
+            {"NODE_RANK": "3"},
+            lambda: LightningEnvironment(num_devices=1, num_nodes=3).validate(),
+            "NODE_RANK=3",
+            id="node-rank-out-of-range",
+        ),
+        pytest.param(
+            {"NODE_RANK": "one"},
+            lambda: LightningEnvironment(1, 2).node_rank(),
+            "NODE_RANK='one'",
+            id="non-integer-rank-variable",
+        ),
+    ],
+)
+def test_a_misconfigured_environment_names_the_variable(clean_env, variables, check, match):
+    _setenv(clean_env, variables)
+    with pytest.raises(MisconfigurationException, match=match):
+        check()
