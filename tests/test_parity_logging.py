@@ -162,10 +162,10 @@ def test_no_logging_interval_warning_without_a_logger(make_trainer, recwarn):
     assert not [w for w in recwarn if "logging interval" in str(w.message)]
 
 
-def _logs_in_training_step(name, value):
+def _logs_in_training_step(name, value, **log_kwargs):
     class Model(BoringModel):
         def training_step(self, batch, batch_idx):
-            self.log(name, value)
+            self.log(name, value, **log_kwargs)
             return super().training_step(batch, batch_idx)
 
     return Model()
@@ -179,6 +179,7 @@ def _logs_in_training_step(name, value):
         ({"a": 1}, "`dict` values cannot be logged"),
         ({"a": {"b": 1}}, "nested dictionaries cannot be logged"),
         ([1, 2, 3], "`list` values cannot be logged"),
+        (torch.tensor([1.0, 2.0]), "the tensor must have a single element"),
     ],
 )
 def test_an_invalid_value_names_the_call_and_the_type(make_trainer, value, what):
@@ -188,32 +189,39 @@ def test_an_invalid_value_names_the_call_and_the_type(make_trainer, value, what)
         make_trainer(max_steps=1, limit_val_batches=0).fit(_logs_in_training_step("foo", value))
 
 
-def test_a_tensor_with_several_elements_is_refused(make_trainer):
-    with pytest.raises(
-        ValueError,
-        match="`self.log\\(foo, tensor\\(\\[1., 2.\\]\\)\\)` was called, but the tensor must have a single element",
-    ):
-        make_trainer(max_steps=1, limit_val_batches=0).fit(
-            _logs_in_training_step("foo", torch.tensor([1.0, 2.0]))
-        )
-
-
-def test_a_name_carrying_the_dataloader_index_is_refused(make_trainer):
+@pytest.mark.parametrize(
+    ("name", "log_kwargs", "match"),
+    [
+        pytest.param(
+            "foo/dataloader_idx_0",
+            {},
+            "`self.log` with the key `foo/dataloader_idx_0`",
+            id="name-with-dataloader-idx",
+        ),
+        pytest.param(
+            "foo",
+            {"on_step": False, "on_epoch": False},
+            "on_step=False, on_epoch=False\\)` is not useful",
+            id="neither-on-step-nor-on-epoch",
+        ),
+        pytest.param(
+            "foo",
+            {"reduce_fx": torch.argmax},
+            r"reduce_fx=\{min,max,mean,sum\}\)` are supported",
+            id="reduce-fx-other-than-min-max-mean-sum",
+        ),
+    ],
+)
+def test_a_misconfigured_log_call_is_refused(make_trainer, name, log_kwargs, match):
     from fulmen.utilities import MisconfigurationException
 
-    model = _logs_in_training_step("foo/dataloader_idx_0", 1.0)
-    with pytest.raises(MisconfigurationException, match="`self.log` with the key `foo/dataloader_idx_0`"):
-        make_trainer(max_steps=1, limit_val_batches=0).fit(model)
+    with pytest.raises(MisconfigurationException, match=match):
+        make_trainer(max_steps=1, limit_val_batches=0).fit(_logs_in_training_step(name, 1.0, **log_kwargs))
 
 
 def test_a_name_carrying_the_dataloader_index_is_kept_with_add_dataloader_idx_false(make_trainer):
-    class Model(BoringModel):
-        def training_step(self, batch, batch_idx):
-            self.log("foo/dataloader_idx_0", 2.0, add_dataloader_idx=False)
-            return super().training_step(batch, batch_idx)
-
     trainer = make_trainer(max_steps=1, limit_val_batches=0)
-    trainer.fit(Model())
+    trainer.fit(_logs_in_training_step("foo/dataloader_idx_0", 2.0, add_dataloader_idx=False))
     assert trainer.callback_metrics["foo/dataloader_idx_0"] == 2.0
 
 
@@ -258,18 +266,6 @@ def test_a_metric_of_a_deep_copied_module_is_found(make_trainer):
     trainer = make_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(copy.deepcopy(first))
     assert trainer.callback_metrics["acc"] == 1.0
-
-
-def test_logging_neither_on_step_nor_on_epoch_is_refused(make_trainer):
-    from fulmen.utilities import MisconfigurationException
-
-    class Model(BoringModel):
-        def training_step(self, batch, batch_idx):
-            self.log("foo", 1.0, on_step=False, on_epoch=False)
-            return super().training_step(batch, batch_idx)
-
-    with pytest.raises(MisconfigurationException, match="on_step=False, on_epoch=False\\)` is not useful"):
-        make_trainer(max_steps=1, limit_val_batches=0).fit(Model())
 
 
 def test_evaluation_step_values_go_to_the_loggers_at_each_dataloaders_own_step(make_trainer, tmp_path):
@@ -361,15 +357,6 @@ def test_logging_a_name_twice_with_the_same_options_keeps_the_last_value(make_tr
     trainer = make_trainer(max_steps=2, limit_val_batches=0)
     trainer.fit(Model())
     assert trainer.callback_metrics["foo"] == 2.0
-
-
-def test_a_reduce_fx_other_than_min_max_mean_sum_is_refused(make_trainer):
-    from fulmen.utilities import MisconfigurationException
-
-    model = _logs_in_training_step("foo", 1.0)
-    model.training_step = lambda batch, batch_idx: model.log("foo", 1.0, reduce_fx=torch.argmax)
-    with pytest.raises(MisconfigurationException, match=r"reduce_fx=\{min,max,mean,sum\}\)` are supported"):
-        make_trainer(max_steps=1, limit_val_batches=0).fit(model)
 
 
 def test_after_validate_with_two_dataloaders_callback_metrics_hold_epoch_values_only(make_trainer):
