@@ -11,46 +11,33 @@ from fulmen.callbacks import ModelCheckpoint
 from fulmen.checkpoint import lightning_loops
 from fulmen.demos import BoringModel
 
+
+def _progress(prefix, *counters):
+    """The key paths of a Lightning progress tracker: `prefix/total/<counter>` and `prefix/current/<counter>`."""
+    return [f"{prefix}/{p}/{c}" for p in ("total", "current") for c in counters]
+
+
 # Every key path under ckpt["loops"] in a checkpoint Lightning 2.6 wrote for an automatic-optimization fit.
 LIGHTNING_FIT_LOOP = {
     "state_dict",
     "epoch_loop.state_dict/_batches_that_stepped",
-    *(
-        f"epoch_loop.batch_progress/{p}/{c}"
-        for p in ("total", "current")
-        for c in ("ready", "started", "processed", "completed")
-    ),
+    *_progress("epoch_loop.batch_progress", "ready", "started", "processed", "completed"),
     "epoch_loop.batch_progress/is_last_batch",
-    *(f"epoch_loop.scheduler_progress/{p}/{c}" for p in ("total", "current") for c in ("ready", "completed")),
+    *_progress("epoch_loop.scheduler_progress", "ready", "completed"),
     "epoch_loop.automatic_optimization.state_dict",
-    *(
-        f"epoch_loop.automatic_optimization.optim_progress/optimizer/step/{p}/{c}"
-        for p in ("total", "current")
-        for c in ("ready", "completed")
-    ),
-    *(
-        f"epoch_loop.automatic_optimization.optim_progress/optimizer/zero_grad/{p}/{c}"
-        for p in ("total", "current")
-        for c in ("ready", "started", "completed")
+    *_progress("epoch_loop.automatic_optimization.optim_progress/optimizer/step", "ready", "completed"),
+    *_progress(
+        "epoch_loop.automatic_optimization.optim_progress/optimizer/zero_grad",
+        "ready",
+        "started",
+        "completed",
     ),
     "epoch_loop.manual_optimization.state_dict",
-    *(
-        f"epoch_loop.manual_optimization.optim_step_progress/{p}/{c}"
-        for p in ("total", "current")
-        for c in ("ready", "completed")
-    ),
+    *_progress("epoch_loop.manual_optimization.optim_step_progress", "ready", "completed"),
     "epoch_loop.val_loop.state_dict",
-    *(
-        f"epoch_loop.val_loop.batch_progress/{p}/{c}"
-        for p in ("total", "current")
-        for c in ("ready", "started", "processed", "completed")
-    ),
+    *_progress("epoch_loop.val_loop.batch_progress", "ready", "started", "processed", "completed"),
     "epoch_loop.val_loop.batch_progress/is_last_batch",
-    *(
-        f"epoch_progress/{p}/{c}"
-        for p in ("total", "current")
-        for c in ("ready", "started", "processed", "completed")
-    ),
+    *_progress("epoch_progress", "ready", "started", "processed", "completed"),
 }
 
 
