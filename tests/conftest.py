@@ -1,4 +1,6 @@
 import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as L
 from fulmen.callbacks import Checkpoint
@@ -120,3 +122,16 @@ class MemoryLogger(Logger):
 def memory_logger():
     """A fresh `MemoryLogger`: the metrics a fit sent to its logger, in memory."""
     return MemoryLogger()
+
+
+@pytest.fixture
+def regression_data():
+    """A factory of the same small regression loader: 16 seeded samples of 3 features, their sum as the target,
+    batches of 4."""
+
+    def make():
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn(16, 3, generator=g)
+        return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
+
+    return make

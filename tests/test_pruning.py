@@ -3,7 +3,6 @@
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 import fulmen as L
 from fulmen.callbacks import ModelCheckpoint, ModelPruning
@@ -23,23 +22,19 @@ class Net(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def _data():
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(16, 3, generator=g)
-    return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
-
-
 def _zeros(model):
     return sum(int((p == 0).sum()) for p in model.parameters())
 
 
-def test_global_pruning_prunes_amount_of_the_remaining_weights_each_epoch(tmp_path, make_trainer):
+def test_global_pruning_prunes_amount_of_the_remaining_weights_each_epoch(
+    tmp_path, make_trainer, regression_data
+):
     model = Net()
     ckpt = ModelCheckpoint(dirpath=tmp_path, save_last=True)
     trainer = make_trainer(
         max_epochs=2, enable_checkpointing=True, callbacks=[ModelPruning("l1_unstructured", amount=0.5), ckpt]
     )
-    trainer.fit(model, _data())
+    trainer.fit(model, regression_data())
     # 41 parameters: round(0.5 * 41) = 20 pruned after epoch 0, round(0.5 * 21) = 10 more after epoch 1
     assert _zeros(model) == 30
     # made permanent at the end: plain parameters again, no masks or forward pre-hooks left
@@ -51,17 +46,17 @@ def test_global_pruning_prunes_amount_of_the_remaining_weights_each_epoch(tmp_pa
     assert sum(int((v == 0).sum()) for v in state.values()) == 30
 
 
-def test_lottery_ticket_resets_the_surviving_weights_to_their_initial_values(make_trainer):
+def test_lottery_ticket_resets_the_surviving_weights_to_their_initial_values(make_trainer, regression_data):
     model = Net()
     initial = model.layer[0].weight.detach().clone()
     trainer = make_trainer(max_epochs=2, callbacks=[ModelPruning("l1_unstructured", amount=0.5)])
-    trainer.fit(model, _data())
+    trainer.fit(model, regression_data())
     weight = model.layer[0].weight.detach()
     kept = weight != 0
     assert kept.any() and torch.equal(weight[kept], initial[kept])
 
 
-def test_local_pruning_with_an_amount_schedule_and_without_lottery_ticket(make_trainer):
+def test_local_pruning_with_an_amount_schedule_and_without_lottery_ticket(make_trainer, regression_data):
     model = Net()
     cb = ModelPruning(
         "l1_unstructured",
@@ -71,13 +66,13 @@ def test_local_pruning_with_an_amount_schedule_and_without_lottery_ticket(make_t
         parameter_names=["weight"],
     )
     trainer = make_trainer(max_epochs=3, callbacks=[cb])
-    trainer.fit(model, _data())
+    trainer.fit(model, regression_data())
     # only epoch 1 prunes: a quarter of each weight (24 -> 6, 8 -> 2), biases untouched
     assert [int((model.layer[i].weight == 0).sum()) for i in (0, 2)] == [6, 2]
     assert int((model.layer[0].bias == 0).sum()) == 0
 
 
-def test_structured_pruning_removes_whole_rows(make_trainer):
+def test_structured_pruning_removes_whole_rows(make_trainer, regression_data):
     model = Net()
     cb = ModelPruning(
         "ln_structured",
@@ -89,26 +84,26 @@ def test_structured_pruning_removes_whole_rows(make_trainer):
         use_lottery_ticket_hypothesis=False,
     )
     trainer = make_trainer(max_epochs=1, callbacks=[cb])
-    trainer.fit(model, _data())
+    trainer.fit(model, regression_data())
     zero_rows = (model.layer[0].weight == 0).all(dim=1)
     assert int(zero_rows.sum()) == 2  # a quarter of 8 output rows
 
 
-def test_without_make_permanent_the_masks_stay(make_trainer):
+def test_without_make_permanent_the_masks_stay(make_trainer, regression_data):
     model = Net()
     cb = ModelPruning("random_unstructured", amount=3, make_pruning_permanent=False)
     trainer = make_trainer(max_epochs=1, callbacks=[cb])
-    trainer.fit(model, _data())
+    trainer.fit(model, regression_data())
     assert hasattr(model.layer[0], "weight_mask") and hasattr(model.layer[0], "weight_orig")
     assert int(sum((m == 0).sum() for n, m in model.named_buffers() if n.endswith("_mask"))) == 3
 
 
-def test_verbose_reports_the_sparsity(make_trainer, capsys, caplog):
+def test_verbose_reports_the_sparsity(make_trainer, capsys, caplog, regression_data):
     import logging
 
     caplog.set_level(logging.INFO)
     trainer = make_trainer(max_epochs=1, callbacks=[ModelPruning("l1_unstructured", amount=0.5, verbose=1)])
-    trainer.fit(Net(), _data())
+    trainer.fit(Net(), regression_data())
     text = caplog.text + capsys.readouterr().out
     assert "Applied `L1Unstructured`. Pruned: 0/41 (0.00%) -> 20/41 (48.78%)" in text
 
@@ -132,10 +127,10 @@ def test_bad_arguments_are_named(kwargs, match):
         ModelPruning(**kwargs)
 
 
-def test_parameters_not_in_the_model_are_refused(make_trainer):
+def test_parameters_not_in_the_model_are_refused(make_trainer, regression_data):
     stranger = nn.Linear(2, 2)
     trainer = make_trainer(
         callbacks=[ModelPruning("l1_unstructured", parameters_to_prune=[(stranger, "weight")])]
     )
     with pytest.raises(MisconfigurationException, match="does not have"):
-        trainer.fit(Net(), _data())
+        trainer.fit(Net(), regression_data())
