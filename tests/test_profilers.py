@@ -118,23 +118,19 @@ def test_simple_profiler_dirpath_and_filename_choose_the_report_file(make_traine
     assert "validation_step" in open(profiler.output_path).read()
 
 
-def test_user_code_can_profile_its_own_sections(make_trainer):
-    class Custom(BoringModel):
-        def training_step(self, batch, batch_idx):
-            with self.trainer.profiler.profile("my_section"):
-                return super().training_step(batch, batch_idx)
+class _ProfilesMySection(BoringModel):
+    def training_step(self, batch, batch_idx):
+        with self.trainer.profiler.profile("my_section"):
+            return super().training_step(batch, batch_idx)
 
-    trainer = _fit(make_trainer, "simple", model=Custom())
+
+def test_user_code_can_profile_its_own_sections(make_trainer):
+    trainer = _fit(make_trainer, "simple", model=_ProfilesMySection())
     assert trainer.profiler.recorded()["my_section"]["count"] == 4
 
 
 def test_user_sections_are_free_with_the_default_profiler(make_trainer):
-    class Custom(BoringModel):
-        def training_step(self, batch, batch_idx):
-            with self.trainer.profiler.profile("my_section"):
-                return super().training_step(batch, batch_idx)
-
-    trainer = _fit(make_trainer, None, model=Custom())
+    trainer = _fit(make_trainer, None, model=_ProfilesMySection())
     assert trainer.profiler.summary() == ""
 
 

@@ -19,7 +19,20 @@ def _data(n, seed):
     return TensorDataset(torch.randn(n, 32, generator=g), torch.randint(0, 2, (n,), generator=g))
 
 
-class CountingModel(BoringModel):
+class SeededData(BoringModel):
+    """Seeded random features and 0/1 labels: N_TRAIN samples to train on, N_VAL to validate and test on."""
+
+    def train_dataloader(self):
+        return DataLoader(_data(N_TRAIN, 0), batch_size=BATCH)
+
+    def val_dataloader(self):
+        return DataLoader(_data(N_VAL, 1), batch_size=BATCH)
+
+    def test_dataloader(self):
+        return DataLoader(_data(N_VAL, 2), batch_size=BATCH)
+
+
+class CountingModel(SeededData):
     """SumMetric of the samples seen: an epoch value other than the epoch's size means a missing reset."""
 
     def __init__(self):
@@ -42,15 +55,6 @@ class CountingModel(BoringModel):
 
     def test_step(self, batch, batch_idx):
         self._count(self.test_seen, "test_seen", batch)
-
-    def train_dataloader(self):
-        return DataLoader(_data(N_TRAIN, 0), batch_size=BATCH)
-
-    def val_dataloader(self):
-        return DataLoader(_data(N_VAL, 1), batch_size=BATCH)
-
-    def test_dataloader(self):
-        return DataLoader(_data(N_VAL, 2), batch_size=BATCH)
 
 
 def test_train_metric_is_computed_per_epoch_and_reset(make_trainer, memory_logger):
@@ -81,7 +85,7 @@ def test_test_loop_returns_the_metric_over_all_batches_each_call(make_trainer):
     assert second == [{"test_seen": float(N_VAL)}]
 
 
-class AccuracyModel(BoringModel):
+class AccuracyModel(SeededData):
     """Accuracy of a fixed linear classifier, so the expected value is computable by hand."""
 
     def __init__(self):
@@ -109,12 +113,6 @@ class AccuracyModel(BoringModel):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.0)  # weights stay fixed: accuracy is predictable
-
-    def train_dataloader(self):
-        return DataLoader(_data(N_TRAIN, 0), batch_size=BATCH)
-
-    def val_dataloader(self):
-        return DataLoader(_data(N_VAL, 1), batch_size=BATCH)
 
 
 def _accuracy(model, dataset):
