@@ -135,3 +135,22 @@ def regression_data():
         return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=4)
 
     return make
+
+
+class _InterruptAt(L.Callback):
+    """Saves a checkpoint at the end of one training batch, then raises KeyboardInterrupt as a crash would."""
+
+    def __init__(self, path, epoch, batch_idx):
+        self.path, self.epoch, self.batch_idx = path, epoch, batch_idx
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == (self.epoch, self.batch_idx):
+            trainer.save_checkpoint(self.path)
+            raise KeyboardInterrupt
+
+
+@pytest.fixture
+def interrupt_at(tmp_path):
+    """`interrupt_at(epoch, batch_idx)`: a callback that writes tmp_path / "mid.ckpt" at the end of that training
+    batch and then interrupts the fit."""
+    return lambda epoch, batch_idx: _InterruptAt(tmp_path / "mid.ckpt", epoch, batch_idx)

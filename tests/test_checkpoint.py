@@ -260,7 +260,7 @@ def test_legacy_resume_from_checkpoint_flag_resumes(tmp_path, ckpt_trainer):
     assert legacy.global_step == 8
 
 
-def test_mid_epoch_resume_skips_trained_batches_without_reading_them(tmp_path, ckpt_trainer):
+def test_mid_epoch_resume_skips_trained_batches_without_reading_them(tmp_path, ckpt_trainer, interrupt_at):
     reads = []
 
     class Counting(RandomDataset):
@@ -268,15 +268,11 @@ def test_mid_epoch_resume_skips_trained_batches_without_reading_them(tmp_path, c
             reads.append(index)
             return super().__getitem__(index)
 
-    class Stop(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx == 2:
-                trainer.save_checkpoint(tmp_path / "mid.ckpt")
-                raise KeyboardInterrupt
-
     data = Counting(32, 8)
     loader = DataLoader(data, batch_size=2, shuffle=True)
-    trainer = ckpt_trainer(enable_checkpointing=False, limit_train_batches=None, callbacks=[Stop()])
+    trainer = ckpt_trainer(
+        enable_checkpointing=False, limit_train_batches=None, callbacks=[interrupt_at(0, 2)]
+    )
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(BoringModel(), train_dataloaders=loader)
     first_epoch_order = list(reads)
@@ -287,28 +283,25 @@ def test_mid_epoch_resume_skips_trained_batches_without_reading_them(tmp_path, c
     assert sorted(first_epoch_order + reads) == list(range(8))  # the same permutation, continued
 
 
-def _interrupt_mid_epoch(tmp_path, ckpt_trainer, loader):
-    class Stop(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if batch_idx == 1:
-                trainer.save_checkpoint(tmp_path / "mid.ckpt")
-                raise KeyboardInterrupt
-
-    trainer = ckpt_trainer(enable_checkpointing=False, limit_train_batches=4, callbacks=[Stop()])
+def _interrupt_mid_epoch(ckpt_trainer, interrupt_at, loader):
+    """Fit until the end of batch 1, which writes mid.ckpt; returns a fresh trainer to resume with."""
+    trainer = ckpt_trainer(enable_checkpointing=False, limit_train_batches=4, callbacks=[interrupt_at(0, 1)])
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(BoringModel(), train_dataloaders=loader)
     return ckpt_trainer(enable_checkpointing=False, limit_train_batches=4)
 
 
-def test_mid_epoch_resume_of_an_iterable_dataset_warns_that_batches_are_replayed(tmp_path, ckpt_trainer):
+def test_mid_epoch_resume_of_an_iterable_dataset_warns_that_batches_are_replayed(
+    tmp_path, ckpt_trainer, interrupt_at
+):
     loader = DataLoader(RandomIterableDataset(32, 16), batch_size=2)
-    trainer = _interrupt_mid_epoch(tmp_path, ckpt_trainer, loader)
+    trainer = _interrupt_mid_epoch(ckpt_trainer, interrupt_at, loader)
     with pytest.warns(UserWarning, match=r"IterableDataset.*reads and discards the 2 batches"):
         trainer.fit(BoringModel(), train_dataloaders=loader, ckpt_path=tmp_path / "mid.ckpt")
     assert trainer.global_step == 4
 
 
-def test_mid_epoch_resume_with_custom_sampler_without_state_dict_warns(tmp_path, ckpt_trainer):
+def test_mid_epoch_resume_with_custom_sampler_without_state_dict_warns(tmp_path, ckpt_trainer, interrupt_at):
     class MySampler(torch.utils.data.Sampler):
         def __init__(self, n):
             self.n = n
@@ -320,7 +313,7 @@ def test_mid_epoch_resume_with_custom_sampler_without_state_dict_warns(tmp_path,
             return self.n
 
     loader = DataLoader(RandomDataset(32, 16), batch_size=2, sampler=MySampler(16))
-    trainer = _interrupt_mid_epoch(tmp_path, ckpt_trainer, loader)
+    trainer = _interrupt_mid_epoch(ckpt_trainer, interrupt_at, loader)
     with pytest.warns(UserWarning, match=r"MySampler has no `state_dict`/`load_state_dict`"):
         trainer.fit(BoringModel(), train_dataloaders=loader, ckpt_path=tmp_path / "mid.ckpt")
 

@@ -249,14 +249,8 @@ def _loader_with_stateful_sampler():
     "make_loader", [_loader_with_generator, _loader_with_weighted_sampler, _loader_with_stateful_sampler]
 )
 def test_in_process_mid_epoch_resume_replays_generators_and_sampler_states(
-    tmp_path, make_trainer, make_loader
+    tmp_path, make_trainer, interrupt_at, make_loader
 ):
-    class Stop(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            if trainer.current_epoch == 1 and batch_idx == 2:
-                trainer.save_checkpoint(tmp_path / "mid.ckpt")
-                raise KeyboardInterrupt
-
     def fit(callbacks=(), ckpt_path=None):
         L.seed_everything(4, verbose=False)
         model = BoringModel()
@@ -266,7 +260,7 @@ def test_in_process_mid_epoch_resume_replays_generators_and_sampler_states(
 
     reference = fit()
     with pytest.raises(KeyboardInterrupt):
-        fit([Stop()])
+        fit([interrupt_at(1, 2)])
     resumed = fit(ckpt_path=tmp_path / "mid.ckpt")
     assert torch.equal(reference.layer.weight, resumed.layer.weight)
 
