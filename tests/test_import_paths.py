@@ -284,6 +284,7 @@ PATH_NAMES: dict[str, tuple[str, ...]] = {
     "fulmen.utilities.migration.utils": ("migrate_checkpoint", "pl_legacy_patch"),
     "fulmen.utilities.model_helpers": (
         "find_shared_parameters",
+        "get_torchvision_model",
         "grad_norm",
         "is_overridden",
         "is_picklable",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import sys
+import types
 import warnings
 
 import pytest
@@ -30,6 +32,7 @@ from fulmen.utilities.memory import (
 from fulmen.utilities.migration import migrate_checkpoint
 from fulmen.utilities.model_helpers import (
     find_shared_parameters,
+    get_torchvision_model,
     grad_norm,
     is_picklable,
     measure_flops,
@@ -263,3 +266,34 @@ def test_lightning_attr_helpers_search_module_hparams_and_datamodule() -> None:
         lightning_getattr(model, "momentum")
     with pytest.raises(AttributeError, match="'momentum' is neither"):
         lightning_setattr(model, "momentum", 0.9)
+
+
+def test_get_torchvision_model_names_the_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # import fails as when it is not installed
+    monkeypatch.setitem(sys.modules, "torchvision.models", None)
+    with pytest.raises(ModuleNotFoundError, match=r"get_torchvision_model\('resnet18'\) needs torchvision"):
+        get_torchvision_model("resnet18")
+
+
+def test_get_torchvision_model_builds_by_name_with_the_kwargs(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[tuple[str, dict]] = []
+
+    def get_model(name: str, **kwargs: object) -> nn.Module:
+        built.append((name, kwargs))
+        return nn.Linear(1, 1)
+
+    registry = types.ModuleType("torchvision.models")
+    registry.get_model = get_model  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setitem(sys.modules, "torchvision.models", registry)
+    model = get_torchvision_model("resnet18", weights="DEFAULT")
+    assert isinstance(model, nn.Linear)
+    assert built == [("resnet18", {"weights": "DEFAULT"})]
+
+
+def test_get_torchvision_model_before_the_registry_calls_the_builder(monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = types.ModuleType("torchvision.models")
+    registry.resnet18 = lambda num_classes: nn.Linear(1, num_classes)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
+    monkeypatch.setitem(sys.modules, "torchvision.models", registry)
+    assert get_torchvision_model("resnet18", num_classes=3).out_features == 3

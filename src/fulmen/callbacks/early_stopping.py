@@ -64,7 +64,10 @@ class EarlyStopping(Callback):
     ) -> None:
         """Configure what to watch and when to stop; see the class docstring."""
         if mode not in ("min", "max"):
-            raise MisconfigurationException(f"EarlyStopping(mode={mode!r}) is not valid; use 'min' or 'max'.")
+            # Lightning's wording first (users match on it), then which argument to fix
+            raise MisconfigurationException(
+                f"`mode` can be min, max, got {mode}: EarlyStopping(mode={mode!r}) is not valid; use 'min' or 'max'."
+            )
         if patience < 0:
             raise MisconfigurationException(
                 f"EarlyStopping(patience={patience}) is not valid; use an int >= 0."

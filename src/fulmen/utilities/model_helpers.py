@@ -1,9 +1,11 @@
-"""Questions asked of a model: overridden hooks, gradient norms, shared (tied) parameters, FLOPs."""
+"""Questions asked of a model: overridden hooks, gradient norms, shared (tied) parameters, FLOPs; torchvision models by name."""
 
 from __future__ import annotations
 
+import importlib
 import pickle
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,6 +14,7 @@ from fulmen.utilities import is_overridden
 
 __all__ = [
     "find_shared_parameters",
+    "get_torchvision_model",
     "grad_norm",
     "is_overridden",
     "is_picklable",
@@ -95,3 +98,20 @@ def measure_flops(
         else:
             loss_fn(forward_fn()).backward()
     return int(counter.get_total_flops())
+
+
+def get_torchvision_model(model_name: str, **kwargs: Any) -> nn.Module:
+    """The torchvision model called `model_name` (e.g. "resnet18"), built with `kwargs` (e.g. ``weights=``).
+
+    Raises ModuleNotFoundError naming torchvision when it is not installed.
+    """
+    try:
+        models = importlib.import_module("torchvision.models")
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"get_torchvision_model({model_name!r}) needs torchvision, which is not installed: "
+            "`pip install torchvision`."
+        ) from err
+    if hasattr(models, "get_model"):  # torchvision >= 0.14 looks names up in its registry
+        return models.get_model(model_name, **kwargs)
+    return getattr(models, model_name)(**kwargs)
