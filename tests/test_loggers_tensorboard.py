@@ -1,6 +1,7 @@
 """TensorBoardLogger: event files read back with TensorBoard's own EventAccumulator."""
 
 import os
+from unittest import mock
 
 import pytest
 import torch
@@ -217,25 +218,25 @@ class _SavesHparams(_LogsFoo):
         self.save_hyperparameters()
 
 
-def test_no_saved_hyperparameters_means_no_hp_metric_call(tmp_path, logged_fit):
-    from unittest import mock
-
-    logger = TensorBoardLogger(tmp_path)
+def _log_metrics_calls(logged_fit, logger, model):
+    """The calls a one-step fit of `model` makes to `logger.log_metrics`."""
     with mock.patch.object(TensorBoardLogger, "log_metrics") as log_metrics:
-        logged_fit(logger, model=_LogsFoo(), max_steps=1, limit_val_batches=0)
+        logged_fit(logger, model=model, max_steps=1, limit_val_batches=0)
+    return log_metrics.mock_calls
+
+
+def test_no_saved_hyperparameters_means_no_hp_metric_call(tmp_path, logged_fit):
+    calls = _log_metrics_calls(logged_fit, TensorBoardLogger(tmp_path), _LogsFoo())
     # only the step metrics, passed by keyword as Lightning does
-    assert log_metrics.mock_calls == [mock.call(metrics={"foo": 3.0, "epoch": 0}, step=0)]
+    assert calls == [mock.call(metrics={"foo": 3.0, "epoch": 0}, step=0)]
 
 
 def test_saved_hyperparameters_still_get_the_hp_metric_placeholder(tmp_path, logged_fit):
-    from unittest import mock
-
     logger = TensorBoardLogger(tmp_path)
-    with mock.patch.object(TensorBoardLogger, "log_metrics") as log_metrics:
-        logged_fit(logger, model=_SavesHparams(), max_steps=1, limit_val_batches=0)
+    calls = _log_metrics_calls(logged_fit, logger, _SavesHparams())
     # Lightning 2.6 passes log_hyperparams' `step` (None by default) on
-    assert log_metrics.mock_calls[0] == mock.call({"hp_metric": -1}, None)
-    assert log_metrics.mock_calls[1] == mock.call(metrics={"foo": 3.0, "epoch": 0}, step=0)
+    assert calls[0] == mock.call({"hp_metric": -1}, None)
+    assert calls[1] == mock.call(metrics={"foo": 3.0, "epoch": 0}, step=0)
     assert logger.hparams == {"width": 4}
 
 

@@ -28,13 +28,15 @@ class _Manual(BoringModel):
         pass
 
 
-def test_gradient_clip_val_with_manual_optimization_is_an_error(make_trainer):
-    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0, gradient_clip_val=1.0)
-    with pytest.raises(Exception, match="gradient_clip_val|clip_gradients"):
-        trainer.fit(_Manual())
-
-
-def test_accumulate_grad_batches_with_manual_optimization_is_an_error(make_trainer):
-    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0, accumulate_grad_batches=2)
-    with pytest.raises(Exception, match="accumulate_grad_batches"):
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        ({"gradient_clip_val": 1.0}, "gradient_clip_val|clip_gradients"),
+        ({"accumulate_grad_batches": 2}, "accumulate_grad_batches"),
+    ],
+    ids=["gradient-clip-val", "accumulate-grad-batches"],
+)
+def test_an_automatic_optimization_flag_with_manual_optimization_is_an_error(make_trainer, flags, match):
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0, **flags)
+    with pytest.raises(Exception, match=match):
         trainer.fit(_Manual())
