@@ -28,6 +28,14 @@ def _fit(make_trainer, bar, epochs=3):
     trainer.fit(LoggingModel())
 
 
+def _terminal_bar(monkeypatch):
+    """A TQDMProgressBar on what it takes for a terminal, redrawn at every batch so the output is deterministic."""
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    bar = TQDMProgressBar()
+    bar.min_interval = 0.0
+    return bar
+
+
 def test_ci_log_gets_one_line_per_epoch(make_trainer, capsys):
     bar = TQDMProgressBar()
     assert not bar._interactive  # pytest's captured stdout is not a terminal
@@ -40,9 +48,7 @@ def test_ci_log_gets_one_line_per_epoch(make_trainer, capsys):
 
 
 def test_terminal_gets_an_in_place_bar(make_trainer, capsys, monkeypatch):
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    bar = TQDMProgressBar()
-    bar.min_interval = 0.0
+    bar = _terminal_bar(monkeypatch)
     _fit(make_trainer, bar, epochs=1)
     out = capsys.readouterr().out
     assert "\r" in out and "Epoch 0" in out and "20/20" in out
@@ -93,9 +99,7 @@ def _last_screen_line(out):
 
 def test_the_last_epochs_bar_stays_on_screen_after_fit(make_trainer, capsys, monkeypatch):
     # Lightning 2.6 leaves the final epoch's bar (with its metrics); an erased bar ends a run with nothing shown
-    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    bar = TQDMProgressBar()
-    bar.min_interval = 0.0
+    bar = _terminal_bar(monkeypatch)
     _fit(make_trainer, bar, epochs=2)
     last = _last_screen_line(capsys.readouterr().out)
     assert last.startswith("Epoch 1") and "20/20" in last and "train_loss=" in last
