@@ -18,21 +18,20 @@ except ImportError:  # pragma: no cover - depends on the installed torch
 from test_ddp import HELPERS, _assert_weights_equal, _expected_weights, _load, _run  # noqa: E402
 
 
+def _fit_on_two_cpu_processes(out_dir, *flags, succeed=True):
+    """Run helpers/ddp_fit.py in 2 CPU processes with `flags` (name=value); its completed process, which must
+    have exited 0 unless `succeed` is False."""
+    proc, _ = _run([str(HELPERS / "ddp_fit.py"), str(out_dir), "accelerator=cpu", "devices=2", *flags])
+    if succeed:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.fixture(scope="module")
 def fsdp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
     ckpt = out / "fsdp.ckpt"
-    proc, _ = _run(
-        [
-            str(HELPERS / "ddp_fit.py"),
-            str(out),
-            "accelerator=cpu",
-            "devices=2",
-            "strategy=fsdp",
-            f"save={ckpt}",
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _fit_on_two_cpu_processes(out, "strategy=fsdp", f"save={ckpt}")
     return [_load(out / f"rank{r}.pt") for r in range(2)], ckpt
 
 
@@ -71,43 +70,19 @@ def test_single_process_checkpoint_resumes_under_fsdp(tmp_path, make_trainer):
     trainer.fit(Model())
     ckpt = tmp_path / "single.ckpt"
     trainer.save_checkpoint(ckpt)
-    proc, _ = _run(
-        [
-            str(HELPERS / "ddp_fit.py"),
-            str(tmp_path),
-            "accelerator=cpu",
-            "devices=2",
-            "strategy=fsdp",
-            "max_epochs=2",
-            f"ckpt={ckpt}",
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _fit_on_two_cpu_processes(tmp_path, "strategy=fsdp", "max_epochs=2", f"ckpt={ckpt}")
     assert _load(tmp_path / "rank0.pt")["global_step"] == 8 + 4
 
 
 @pytest.mark.slow
 def test_fsdp_no_shard_replicates_and_matches_the_single_process_loop(tmp_path):
-    proc, _ = _run(
-        [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", "fsdp_sharding=NO_SHARD"]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _fit_on_two_cpu_processes(tmp_path, "fsdp_sharding=NO_SHARD")
     _assert_weights_equal(_load(tmp_path / "rank0.pt")["weights"], _expected_weights())
 
 
 @pytest.mark.slow
 def test_fsdp_bf16_mixed_keeps_fp32_weights_close_to_the_fp32_loop(tmp_path):
-    proc, _ = _run(
-        [
-            str(HELPERS / "ddp_fit.py"),
-            str(tmp_path),
-            "accelerator=cpu",
-            "devices=2",
-            "strategy=fsdp",
-            "precision=bf16-mixed",
-        ]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _fit_on_two_cpu_processes(tmp_path, "strategy=fsdp", "precision=bf16-mixed")
     weights = _load(tmp_path / "rank0.pt")["weights"]
     for key, value in _expected_weights().items():
         assert weights[key].dtype == torch.float32  # sharded parameters stay fp32; compute runs in bf16
@@ -136,11 +111,8 @@ def sharded_resume(tmp_path_factory):
     """Save a sharded checkpoint after one epoch, then resume it for a second epoch (two FSDP jobs)."""
     first, second = tmp_path_factory.mktemp("sharded1"), tmp_path_factory.mktemp("sharded2")
     ckpt = first / "sharded.ckpt"
-    common = ["accelerator=cpu", "devices=2", "fsdp_sharded_checkpoint=1"]
-    proc, _ = _run([str(HELPERS / "ddp_fit.py"), str(first), *common, f"save={ckpt}"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    proc, _ = _run([str(HELPERS / "ddp_fit.py"), str(second), *common, f"ckpt={ckpt}", "max_epochs=2"])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _fit_on_two_cpu_processes(first, "fsdp_sharded_checkpoint=1", f"save={ckpt}")
+    _fit_on_two_cpu_processes(second, "fsdp_sharded_checkpoint=1", f"ckpt={ckpt}", "max_epochs=2")
     return ckpt, _load(second / "rank0.pt")
 
 
@@ -218,9 +190,8 @@ def test_a_crafted_shard_index_is_refused_when_resuming_under_fsdp(sharded_resum
     marker = tmp_path / "MARKER"
     with open(str(copy) + ".shards/.metadata", "wb") as f:
         pickle.dump(_RunsCode(marker), f)
-    common = ["accelerator=cpu", "devices=2", "fsdp_sharded_checkpoint=1"]
-    proc, _ = _run(
-        [str(HELPERS / "ddp_fit.py"), str(tmp_path / "out"), *common, f"ckpt={copy}", "max_epochs=2"]
+    proc = _fit_on_two_cpu_processes(
+        tmp_path / "out", "fsdp_sharded_checkpoint=1", f"ckpt={copy}", "max_epochs=2", succeed=False
     )
     assert proc.returncode != 0
     assert "Refusing to load the shard index" in proc.stderr
