@@ -1,5 +1,6 @@
 """The run plan (plan.py) and its one lookup rule (utilities.overriding): hooks count however attached."""
 
+import functools
 from unittest import mock
 
 import pytest
@@ -133,3 +134,61 @@ def test_is_overridden_takes_lightnings_optional_instance_and_parent():
     assert is_overridden("on_train_start", callback) is True
     with pytest.raises(ValueError, match="pass `parent=`"):
         is_overridden("forward", object())
+
+
+def test_is_overridden_looks_through_wrappers_as_lightning_documents():
+    """functools.wraps, partial and Mock(wraps=...) around the default are not overrides; a bare Mock neither."""
+    model = BoringModel()
+    default = model.on_train_start
+    wrapped = functools.partial(lambda fn: fn(), default)
+    functools.update_wrapper(wrapped, default)
+    model.on_train_start = wrapped
+    assert is_overridden("on_train_start", model) is False
+    assert overriding("on_train_start", model, L.LightningModule) is wrapped  # the dispatch still calls it
+    model.on_train_start = functools.partial(lambda: None)
+    assert is_overridden("on_train_start", model) is True
+    model.on_train_start = mock.Mock(wraps=default)
+    assert is_overridden("on_train_start", model) is False
+    model.on_train_start = mock.Mock(wraps=lambda: None)
+    assert is_overridden("on_train_start", model) is True
+    model.on_train_start = mock.Mock()
+    assert is_overridden("on_train_start", model) is False
+
+
+def test_datamodule_transfer_hook_wrapping_the_default_leaves_the_module_s(make_trainer):
+    """As Lightning: the datamodule's transfer hook is used only when it is an override, not a wrapped default."""
+    dm = BoringDataModule()
+    seen = []
+
+    def recorder(fn):
+        @functools.wraps(fn)
+        def record(*args):
+            seen.append("dm")
+            return fn(*args)
+
+        return record
+
+    dm.on_before_batch_transfer = recorder(dm.on_before_batch_transfer)
+
+    class Model(BoringModel):
+        def on_before_batch_transfer(self, batch, dataloader_idx):
+            seen.append("module")
+            return batch
+
+    make_trainer(limit_train_batches=2, limit_val_batches=0).fit(Model(), datamodule=dm)
+    assert seen == ["module", "module"]
+
+
+def test_resume_checkpoint_path_is_asked_only_of_callbacks_defining_it(make_trainer):
+    """fulmen's own hook: a callback that wraps every Callback method sees no call Lightning would not make."""
+    calls = []
+
+    class Wrapping(L.Callback):
+        def __init__(self):
+            for name in ("resume_checkpoint_path", "on_train_start"):
+                default = getattr(self, name)
+                record = functools.partial(lambda n, fn, *a: calls.append(n) or fn(*a), name, default)
+                setattr(self, name, functools.update_wrapper(record, default))
+
+    make_trainer(callbacks=[Wrapping()], limit_train_batches=1, limit_val_batches=0).fit(BoringModel())
+    assert calls == ["on_train_start"]

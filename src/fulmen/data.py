@@ -15,7 +15,7 @@ from fulmen.combined_loader import CombinedBatches, CombinedLoader, steps_per_ep
 from fulmen.datamodule import LightningDataModule
 from fulmen.module import LightningModule
 from fulmen.seed import worker_init_fn
-from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
+from fulmen.utilities import MisconfigurationException, overriding, rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
@@ -38,9 +38,9 @@ def request_dataloaders(trainer: Trainer, stage: str, explicit: Any) -> Any:
 
     dm = trainer.datamodule
     module = trainer.lightning_module
-    if dm is not None and is_overridden(hook, dm, LightningDataModule):
+    if dm is not None and overriding(hook, dm, LightningDataModule) is not None:
         source: Any = dm
-    elif is_overridden(hook, module, LightningModule):
+    elif overriding(hook, module, LightningModule) is not None:
         source = module
     elif stage == "validate":
         return []

@@ -111,16 +111,20 @@ def make_plan(trainer: Trainer, hooks: HookDispatcher, optimizers_ready: bool) -
     hooks.resolve()
     module = trainer.lightning_module
     dm = trainer.datamodule
-    clip = bool(trainer.gradient_clip_val) or is_overridden(
-        "configure_gradient_clipping", module, LightningModule
+    # the shortcuts below ask `overriding`: whatever a call would run (a wrapper around a default included) is kept
+    clip = bool(trainer.gradient_clip_val) or (
+        overriding("configure_gradient_clipping", module, LightningModule) is not None
     )
+    # as Lightning: the datamodule's hook replaces the module's only when it is an override in
+    # `is_overridden`'s sense (a recorder wrapped around the default is not)
     dm_transfer = tuple(
-        overriding(n, dm, LightningDataModule) if dm is not None else None for n in TRANSFER_HOOKS
+        overriding(n, dm, LightningDataModule) if is_overridden(n, dm, LightningDataModule) else None
+        for n in TRANSFER_HOOKS
     )
     fast_transfer = (
         trainer.strategy.root_device.type == "cpu"
-        and not is_overridden("convert_input", trainer.precision_plugin, Precision)
-        and not any(is_overridden(n, module, LightningModule) for n in TRANSFER_HOOKS)
+        and overriding("convert_input", trainer.precision_plugin, Precision) is None
+        and not any(overriding(n, module, LightningModule) for n in TRANSFER_HOOKS)
         and not any(dm_transfer)
     )
     active = hooks.active
@@ -212,7 +216,7 @@ def _direct_optimizer(trainer: Trainer, active: frozenset[str], clip: bool) -> A
         (strategy.lightning_optimizers[0], LightningOptimizer, ("step", "zero_grad")),
     ]
     for obj, base, names in defaults:
-        if any(is_overridden(name, obj, base) for name in names):
+        if any(overriding(name, obj, base) for name in names):
             return None
     optimizer = strategy.optimizers[0]
     return optimizer if _closure_optional(optimizer) else None

@@ -53,7 +53,7 @@ from fulmen.states import RunningStage, TrainerFn, TrainerState, TrainerStatus, 
 from fulmen.strategies import PRECISION_TWICE, Strategy, select_strategy, sort_plugins
 from fulmen.utilities import (
     MisconfigurationException,
-    is_overridden,
+    overriding,
     rank_zero_info,
     rank_zero_warn,
     set_global_rank,
@@ -777,7 +777,7 @@ class _SkipInit(torch.overrides.TorchFunctionMode):
 
 
 def _require_step(module: LightningModule, step: str, fn: str) -> None:
-    if not is_overridden(step, module, LightningModule):
+    if overriding(step, module, LightningModule) is None:
         raise MisconfigurationException(
             f"trainer.{fn}() needs `{type(module).__name__}.{step}(self, batch, batch_idx)`; it is not defined (or is set to None)."
         )

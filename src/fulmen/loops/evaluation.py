@@ -10,7 +10,7 @@ from fulmen import data
 from fulmen.combined_loader import CombinedLoader
 from fulmen.module import LightningModule
 from fulmen.plan import RunPlan
-from fulmen.utilities import is_overridden
+from fulmen.utilities import overriding
 
 if TYPE_CHECKING:
     from fulmen.progress import Progress
@@ -31,7 +31,7 @@ def restore_modes(modes: dict[torch.nn.Module, bool]) -> None:
 
 def back_to_train(module: LightningModule, modes: dict[torch.nn.Module, bool], hooks: Any, hook: str) -> None:
     """After evaluation: the user's `on_*_model_train` if they override it, else every submodule's own mode back."""
-    if is_overridden(hook, module, LightningModule):
+    if overriding(hook, module, LightningModule) is not None:
         hooks.module(hook)
     else:
         restore_modes(modes)

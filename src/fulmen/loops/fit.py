@@ -19,7 +19,7 @@ from fulmen.module import LightningModule
 from fulmen.plan import RunPlan
 from fulmen.preemption import Preemption
 from fulmen.seed import isolate_rng
-from fulmen.utilities import MisconfigurationException, PossibleUserWarning, is_overridden, rank_zero_warn
+from fulmen.utilities import MisconfigurationException, PossibleUserWarning, overriding, rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.progress import Progress
@@ -457,8 +457,8 @@ class FitLoop:
     def _validation_possible(self) -> bool:
         """The flags and the module allow validation (the dataloader is not asked for yet)."""
         t = self.trainer
-        return t.limit_val_batches != 0 and is_overridden(
-            "validation_step", t.lightning_module, LightningModule
+        return t.limit_val_batches != 0 and (
+            overriding("validation_step", t.lightning_module, LightningModule) is not None
         )
 
     def _load_val_data(self) -> None:

@@ -7,6 +7,7 @@ import from `lightning.pytorch.utilities` are all reachable from here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -144,16 +145,40 @@ def overriding(name: str, instance: object, parent: type) -> Callable[..., Any] 
 
 
 def is_overridden(name: str, instance: object | None = None, parent: type | None = None) -> bool:
-    """True when `instance.<name>` is not `parent`'s default (see `overriding` for the lookup rule).
+    """True when `instance.<name>` is not `parent`'s default: Lightning's question, with Lightning's answer.
 
-    As in Lightning, `instance=None` is never overridden, and `parent` may be left out for a
-    LightningModule, a LightningDataModule or a Callback (their base class is then the default).
+    The attribute is found as `overriding` finds it (instance first, None means not defined), then, as
+    Lightning documents, looked through a wrapper to what it wraps: `functools.wraps`/`update_wrapper`
+    (``__wrapped__``), `functools.partial` (its ``func``) and ``Mock(wraps=...)`` (a Mock wrapping
+    nothing is not an override). So a recorder wrapped around the default is not an override here,
+    though the hook dispatch still calls it (it asks `overriding`, which counts whatever a call would
+    run). `instance=None` is never overridden; `parent` may be left out for a LightningModule, a
+    LightningDataModule or a Callback (their base class is then the default).
     """
     if instance is None:
         return False
     if parent is None:
         parent = _default_parent(instance)
-    return overriding(name, instance, parent) is not None
+    found = overriding(name, instance, parent)
+    if found is None:
+        return False
+    inner = _unwrapped(found)
+    if inner is None:
+        return False
+    inner = getattr(inner, "__func__", inner)
+    base = getattr(parent, name, None)
+    return base is None or getattr(inner, "__code__", inner) is not getattr(base, "__code__", base)
+
+
+def _unwrapped(fn: Any) -> Any:
+    """What a wrapper calls: ``__wrapped__``, then a Mock's ``wraps`` or a partial's ``func`` (one level each)."""
+    fn = getattr(fn, "__wrapped__", fn)
+    mock = sys.modules.get("unittest.mock")  # no Mock can exist unless unittest.mock was imported
+    if mock is not None and isinstance(fn, mock.NonCallableMock):
+        return fn._mock_wraps
+    if isinstance(fn, functools.partial):
+        return fn.func
+    return fn
 
 
 # where the bases whose hooks have defaults live; read from sys.modules so this low layer imports
