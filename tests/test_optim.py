@@ -305,6 +305,25 @@ def test_no_gradient_clipping_by_default(make_trainer):
     assert model.grads[0].norm().item() == pytest.approx(model.raw_norm.item())
 
 
+def test_clip_gradients_without_arguments_takes_the_trainer_flags(make_trainer):
+    """As Lightning: a user's configure_gradient_clipping calling clip_gradients(optimizer) clips by the flags."""
+
+    class Model(_GradRecorder):
+        def configure_gradient_clipping(
+            self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+        ):
+            self.hook_args = (gradient_clip_val, gradient_clip_algorithm)
+            self.clip_gradients(optimizer)
+
+    model = Model()
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0, gradient_clip_val=0.01)
+    trainer.fit(model)
+    assert trainer.gradient_clip_algorithm is None  # not given: None, as Lightning (clipping is by norm)
+    assert model.hook_args == (0.01, None)
+    assert model.raw_norm > 0.01
+    assert model.grads[0].norm().item() == pytest.approx(0.01, rel=1e-4)
+
+
 def test_global_step_counts_optimizer_steps_not_batches(make_trainer):
     trainer = make_trainer(
         max_epochs=2, limit_train_batches=6, limit_val_batches=0, accumulate_grad_batches=3

@@ -536,3 +536,23 @@ def test_an_early_stop_waits_for_min_steps_then_stops_mid_epoch(
         trainer.fit(model)
     assert trainer.global_step == stop_step
     assert trainer.should_stop
+
+
+@pytest.mark.parametrize("fn", ["fit", "validate", "test", "predict"])
+def test_each_stage_starts_with_the_gradients_cleared(make_trainer, fn):
+    """As Lightning, every run calls `zero_grad()` on the module before its loop: stale gradients are gone."""
+    seen = []
+
+    class Model(BoringModel):
+        def on_train_start(self):
+            seen.append(self.layer.weight.grad)
+
+        on_validation_start = on_test_start = on_predict_start = on_train_start
+
+    model = Model()
+    model.layer.weight.grad = torch.ones_like(model.layer.weight)
+    trainer = make_trainer(
+        limit_train_batches=1, limit_val_batches=0, limit_test_batches=1, limit_predict_batches=1
+    )
+    getattr(trainer, fn)(model)
+    assert seen == [None]

@@ -297,7 +297,9 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Clip gradients before the optimizer step; by default with the Trainer's flags."""
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        self.clip_gradients(
+            optimizer, gradient_clip_val=gradient_clip_val, gradient_clip_algorithm=gradient_clip_algorithm
+        )
 
     def clip_gradients(
         self,
@@ -305,10 +307,20 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
-        """Clip the gradients of `optimizer`'s parameters by norm (default) or by value."""
+        """Clip the gradients of `optimizer`'s parameters by norm (default) or by value.
+
+        A value or algorithm left as None is the Trainer's (`gradient_clip_val`, `gradient_clip_algorithm`).
+        """
+        trainer = self._trainer
+        if gradient_clip_val is None and trainer is not None:
+            gradient_clip_val = trainer.gradient_clip_val
         if gradient_clip_val is None or gradient_clip_val == 0:
             return
-        algorithm = gradient_clip_algorithm or "norm"
+        algorithm = (
+            gradient_clip_algorithm
+            or (trainer.gradient_clip_algorithm if trainer is not None else None)
+            or "norm"
+        )
         if algorithm not in ("norm", "value"):
             raise MisconfigurationException(
                 f"gradient_clip_algorithm={algorithm!r} is not valid; use 'norm' or 'value'."

@@ -149,8 +149,11 @@ class Trainer:
 
         # --- optimization
         self.gradient_clip_val = f["gradient_clip_val"]
-        self.gradient_clip_algorithm = f["gradient_clip_algorithm"] or "norm"
-        check_choice("gradient_clip_algorithm", self.gradient_clip_algorithm, ("norm", "value"))
+        self.gradient_clip_algorithm = f[
+            "gradient_clip_algorithm"
+        ]  # None when not set ("norm" is applied), as Lightning
+        if self.gradient_clip_algorithm is not None:
+            check_choice("gradient_clip_algorithm", self.gradient_clip_algorithm, ("norm", "value"))
         self.inference_mode = bool(f["inference_mode"])
         self.detect_anomaly = bool(f["detect_anomaly"])
         self.use_distributed_sampler = bool(f["use_distributed_sampler"])
@@ -666,6 +669,7 @@ class Trainer:
                         checkpoint.restore_training_state(self, ckpt)
                     self._log_hyperparams()
                     self._plan = make_plan(self, self._hooks, optimizers_ready=True)
+                    module.zero_grad()  # each stage starts without gradients left from before, as in Lightning
                     self.fit_loop.run(self._plan)
                     # background checkpoint writes are on disk, on every rank, before on_fit_end runs
                     checkpoint.finish_writes()
@@ -677,9 +681,11 @@ class Trainer:
                     loop = self.validate_loop if fn == "validate" else self.test_loop
                     self._results.current = self._results.for_stage(fn)
                     self._log_hyperparams()
+                    module.zero_grad()
                     loop.setup_data(reload=True)
                     result = loop.run(self._plan)
                 else:
+                    module.zero_grad()
                     result = self.predict_loop.run(self._plan, *extra)
                 self._call_teardown(fn)
                 finalize_loggers(self.loggers, "success")
