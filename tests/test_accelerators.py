@@ -232,3 +232,15 @@ def test_find_usable_cuda_devices_on_gpus() -> None:
     assert find_usable_cuda_devices(1) == every[:1]
     with pytest.raises(ValueError, match="visible"):
         find_usable_cuda_devices(torch.cuda.device_count() + 1)
+
+
+def test_bad_accelerator_names_the_valid_ones():
+    with pytest.raises(Exception, match="banana") as info:
+        L.Trainer(accelerator="banana")
+    assert "cpu" in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_gpu_accelerator_without_a_gpu_is_a_clear_error():
+    with pytest.raises(Exception, match="(?i)gpu|cuda"):
+        L.Trainer(accelerator="gpu", devices=1)

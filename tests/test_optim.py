@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 import fulmen as L
 from fulmen.demos import BoringModel, RandomDataset
 from fulmen.optim import LightningOptimizer
+from fulmen.utilities import MisconfigurationException
 
 
 def _lr(optimizer):
@@ -427,3 +428,25 @@ def test_wrapped_optimizer_pickles_as_a_wrapper_of_the_same_optimizer(make_train
     copy = pickle.loads(pickle.dumps(wrapper))
     assert type(copy).__name__ == "LightningSGD" and isinstance(copy, torch.optim.SGD)
     assert copy.optimizer.param_groups[0]["lr"] == wrapper.param_groups[0]["lr"]
+
+
+def test_scheduler_built_on_another_optimizer_is_rejected(make_trainer):
+    class OtherOptimizer(BoringModel):
+        def configure_optimizers(self):
+            used = torch.optim.SGD(self.parameters(), lr=0.1)
+            other = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+            return [used], [torch.optim.lr_scheduler.StepLR(other, step_size=1)]
+
+    with pytest.raises(MisconfigurationException, match="StepLR, which was built on an optimizer it did not"):
+        make_trainer(limit_train_batches=1).fit(OtherOptimizer())
+
+
+def test_lightning_optimizer_copies_without_recursion() -> None:
+    """Parity with Lightning 2.6: copy.copy of a LightningOptimizer wraps the same optimizer."""
+    import copy
+
+    from fulmen.optim import LightningOptimizer
+
+    opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
+    clone = copy.copy(LightningOptimizer(opt, trainer=None))  # type: ignore[arg-type]
+    assert clone.optimizer is opt

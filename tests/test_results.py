@@ -354,3 +354,22 @@ def test_epoch_level_metrics_reach_the_logger_with_an_epoch_key(make_trainer, me
     assert [m["epoch"] for m, _ in t_calls] == [0, 1]
     assert [m["epoch"] for m, _ in v_calls] == [0, 1]
     assert t_calls[0][1] is not None and t_calls[1][1] > t_calls[0][1]
+
+
+def test_results_table_has_one_column_per_dataloader_under_its_header(make_trainer, capsys):
+    """Parity with Lightning 2.6: the results table has one centred column per dataloader."""
+
+    # Lightning 2.6 prints "Test metric | DataLoader 0 | DataLoader 1", each value centred under its header
+    class Model(BoringModel):
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            self.log("score", float(dataloader_idx + 1))
+
+    loaders = [DataLoader(RandomDataset(32, 2)), DataLoader(RandomDataset(32, 2))]
+    make_trainer().test(Model(), loaders)
+    lines = capsys.readouterr().out.splitlines()
+    header, row = lines[1], lines[3]
+    assert header.split() == ["Test", "metric", "DataLoader", "0", "DataLoader", "1"]
+    assert row.split() == ["score", "1.0", "2.0"]
+    for value, title in (("1.0", "DataLoader 0"), ("2.0", "DataLoader 1")):
+        centre = header.index(title) + len(title) / 2
+        assert abs(row.index(value) + len(value) / 2 - centre) <= 1

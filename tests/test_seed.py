@@ -4,6 +4,7 @@ import random
 
 import numpy as np
 import torch
+from test_loops import Counting
 from torch.utils.data import DataLoader
 
 import fulmen as L
@@ -115,3 +116,19 @@ def test_the_sanity_check_does_not_change_the_first_training_batch(make_trainer)
         trainer = make_trainer(limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=sanity_steps)
         trainer.fit(Model())
     assert len(first) == 2 and torch.equal(first[0], first[1])
+
+
+def test_deterministic_enables_torch_deterministic_algorithms(make_trainer):
+    seen = []
+
+    class Model(Counting):
+        def training_step(self, batch, batch_idx):
+            seen.append(torch.are_deterministic_algorithms_enabled())
+            return super().training_step(batch, batch_idx)
+
+    try:
+        trainer = make_trainer(deterministic=True, limit_train_batches=1, limit_val_batches=0)
+        trainer.fit(Model())
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert seen == [True]
