@@ -3,9 +3,10 @@
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from fulmen.callbacks import Callback, LearningRateMonitor
-from fulmen.demos import BoringModel
+from fulmen.demos import BoringModel, RandomDataset
 from fulmen.utilities import MisconfigurationException
 
 
@@ -140,3 +141,82 @@ def test_keys_follow_param_groups_added_during_training(make_trainer, memory_log
     # the single group's key becomes /pg1 (with its history) once the backbone's group is added
     assert keys.seen == [["lr-SGD"], ["lr-SGD/pg1", "lr-SGD/pg2"]]
     assert monitor.lrs["lr-SGD/pg1"] == [0.1, 0.1] and monitor.lrs["lr-SGD/pg2"] == [pytest.approx(0.01)]
+
+
+class TwoGroupModel(BoringModel):
+    """SGD with two param groups (weight and bias) and a per-step exponential decay."""
+
+    def configure_optimizers(self):
+        opt = torch.optim.SGD(
+            [
+                {"params": [self.layer.weight], "lr": 0.1, "momentum": 0.9},
+                {"params": [self.layer.bias], "lr": 0.01, "momentum": 0.5},
+            ]
+        )
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def train_dataloader(self):
+        return DataLoader(RandomDataset(32, 8), batch_size=2)
+
+
+def test_lr_monitor_logs_every_param_group_and_momentum_per_step(make_trainer, memory_logger):
+    monitor = LearningRateMonitor(log_momentum=True)
+    trainer = make_trainer(
+        logger=memory_logger, callbacks=[monitor], log_every_n_steps=1, limit_val_batches=0
+    )
+    trainer.fit(TwoGroupModel())
+    # 4 steps; the value logged at step k is the rate step k trains with (halved after every step)
+    assert [v for _, v in memory_logger.values("lr-SGD/pg1")] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+    assert [v for _, v in memory_logger.values("lr-SGD/pg2")] == pytest.approx([0.01, 0.005, 0.0025, 0.00125])
+    assert [s for s, _ in memory_logger.values("lr-SGD/pg1")] == [0, 1, 2, 3]
+    assert {v for _, v in memory_logger.values("lr-SGD/pg1-momentum")} == {0.9}
+    assert {v for _, v in memory_logger.values("lr-SGD/pg2-momentum")} == {0.5}
+    assert monitor.lrs["lr-SGD/pg1"] == pytest.approx([0.1, 0.05, 0.025, 0.0125])
+
+
+def test_lr_monitor_epoch_interval_uses_scheduler_name_and_adam_beta(make_trainer, memory_logger):
+    class Named(BoringModel):
+        def configure_optimizers(self):
+            opt = torch.optim.Adam(self.parameters(), lr=0.2, betas=(0.8, 0.99))
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.1)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "name": "my-lr"}}
+
+    trainer = make_trainer(
+        logger=memory_logger,
+        callbacks=[LearningRateMonitor(log_momentum=True)],
+        max_epochs=3,
+        limit_train_batches=2,
+        limit_val_batches=0,
+    )
+    trainer.fit(Named())
+    assert [v for _, v in memory_logger.values("my-lr")] == pytest.approx([0.2, 0.02, 0.002])
+    assert {v for _, v in memory_logger.values("my-lr-momentum")} == {0.8}
+
+
+def test_lr_monitor_logs_an_optimizer_without_scheduler_every_step_and_epoch(make_trainer, memory_logger):
+    class Plain(BoringModel):
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=0.2)
+
+    trainer = make_trainer(
+        logger=memory_logger,
+        callbacks=[LearningRateMonitor()],
+        max_epochs=2,
+        limit_train_batches=2,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+    )
+    trainer.fit(Plain())
+    assert memory_logger.values("lr-Adam") == [(0, 0.2), (0, 0.2), (1, 0.2), (2, 0.2), (2, 0.2), (3, 0.2)]
+
+
+def test_lr_monitor_without_logger_is_an_error(make_trainer):
+    trainer = make_trainer(callbacks=[LearningRateMonitor()], limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(MisconfigurationException, match="needs a logger"):
+        trainer.fit(BoringModel())
+
+
+def test_lr_monitor_rejects_unknown_interval():
+    with pytest.raises(MisconfigurationException, match="logging_interval"):
+        LearningRateMonitor(logging_interval="batch")

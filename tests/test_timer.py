@@ -1,6 +1,13 @@
 """callbacks/timer.py: Timer, the callback that keeps max_time."""
 
+import datetime
+
+import pytest
 from test_loops import Counting
+
+from fulmen.callbacks import Timer
+from fulmen.demos import BoringModel
+from fulmen.utilities import MisconfigurationException
 
 
 def test_max_time_is_kept_by_a_timer_callback(make_trainer):
@@ -28,3 +35,52 @@ def test_removing_the_timer_lifts_the_time_limit(make_trainer):
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, Timer)]
     trainer.fit(Counting(train_length=4))
     assert trainer.current_epoch == 2
+
+
+def test_timer_stops_training_when_budget_is_spent(make_trainer):
+    timer = Timer(duration=datetime.timedelta(seconds=0), verbose=False)
+    trainer = make_trainer(callbacks=[timer], max_epochs=5, limit_val_batches=0)
+    trainer.fit(BoringModel())
+    assert trainer.global_step == 0  # the budget was already spent when fit started
+    assert timer.time_elapsed("train") > 0
+    assert timer.end_time("train") >= timer.start_time("train")
+    assert timer.time_remaining() <= 0
+
+
+def test_timer_checks_after_each_step(make_trainer, monkeypatch):
+    class Clock:
+        now = 100.0
+
+        def monotonic(self):
+            return self.now
+
+    clock = Clock()
+    monkeypatch.setattr("fulmen.callbacks.timer.time", clock)
+
+    class OneSecondSteps(BoringModel):
+        def training_step(self, batch, batch_idx):
+            clock.now += 1.0
+            return super().training_step(batch, batch_idx)
+
+    timer = Timer(duration={"seconds": 2.5})
+    trainer = make_trainer(callbacks=[timer], max_epochs=5, limit_val_batches=0)
+    trainer.fit(OneSecondSteps())
+    assert trainer.global_step == 3  # 1 s, 2 s: go on; 3 s >= 2.5 s: stop
+    assert timer.time_elapsed() == 3.0
+
+
+def test_timer_measures_every_stage_and_resumes_its_count(make_trainer):
+    timer = Timer(duration="00:01:00:00", interval="epoch")
+    trainer = make_trainer(callbacks=[timer], limit_train_batches=2, limit_val_batches=2)
+    model = BoringModel()
+    trainer.fit(model)
+    trainer.test(model, verbose=False)
+    assert trainer.global_step == 2
+    assert timer.time_elapsed("validate") > 0 and timer.time_elapsed("test") > 0
+    assert timer.time_remaining() == pytest.approx(3600 - timer.time_elapsed("train"))
+    state = timer.state_dict()
+    resumed = Timer()
+    resumed.load_state_dict(state)
+    assert resumed.time_elapsed("train") == pytest.approx(state["time_elapsed"]["train"])
+    with pytest.raises(MisconfigurationException, match="unknown stage"):
+        timer.time_elapsed("training")

@@ -1,63 +1,13 @@
-"""Built-in core callbacks: the TQDM progress bar and ModelSummary (CSVLogger: test_loggers_csv.py)."""
+"""callbacks/model_summary.py: ModelSummary, the table of layers and parameter counts printed at fit start."""
 
 import re
 
-import pytest
 import torch
+from test_progress_bar import _text
 
 import fulmen as L
-from fulmen.callbacks import ModelSummary, ProgressBar, TQDMProgressBar
+from fulmen.callbacks import ModelSummary
 from fulmen.demos import BoringModel
-
-
-def _text(capsys, caplog):
-    captured = capsys.readouterr()
-    return captured.out + captured.err + caplog.text
-
-
-class ProgBarModel(BoringModel):
-    def training_step(self, batch, batch_idx):
-        self.log("shown_metric", 3.14159, prog_bar=True)
-        self.log("hidden_metric", 2.71828)
-        return super().training_step(batch, batch_idx)
-
-
-def test_progress_bar_is_the_default_and_can_be_disabled(tmp_path):
-    trainer = L.Trainer(default_root_dir=tmp_path, logger=False)
-    # TQDM, or Rich where it is installed (Lightning picks Rich then)
-    assert isinstance(trainer.progress_bar_callback, ProgressBar)
-    trainer = L.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
-    assert trainer.progress_bar_callback is None
-    assert not [c for c in trainer.callbacks if isinstance(c, ProgressBar)]
-
-
-def test_tqdm_progress_bar_shows_prog_bar_metrics(make_trainer, capsys, caplog):
-    trainer = make_trainer(
-        limit_train_batches=3,
-        limit_val_batches=0,
-        enable_progress_bar=True,
-        callbacks=[TQDMProgressBar(refresh_rate=1)],
-    )
-    trainer.fit(ProgBarModel())
-    text = _text(capsys, caplog)
-    assert re.search(r"shown_metric=3\.14", text)
-    assert "hidden_metric" not in text
-    assert "Epoch 0" in text
-
-
-def test_progress_bar_get_metrics_contains_prog_bar_metrics(make_trainer):
-    seen = {}
-
-    class Peek(L.Callback):
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            seen.update(trainer.progress_bar_callback.get_metrics(trainer, pl_module))
-
-    trainer = make_trainer(
-        limit_train_batches=2, limit_val_batches=0, enable_progress_bar=True, callbacks=[Peek()]
-    )
-    trainer.fit(ProgBarModel())
-    assert float(seen["shown_metric"]) == pytest.approx(3.14159)
-    assert "hidden_metric" not in seen
 
 
 class TwoLayers(BoringModel):
