@@ -539,3 +539,30 @@ def test_load_from_checkpoint_takes_hyper_parameters_from_an_hparams_file(tmp_pa
     (tmp_path / "hparams.yaml").write_text("lr: 0.25\nsizes: [32, 2]\n")
     loaded = LoggingModel.load_from_checkpoint(tmp_path / "a.ckpt", hparams_file=tmp_path / "hparams.yaml")
     assert loaded.hparams.lr == 0.25 and list(loaded.hparams.sizes) == [32, 2]
+
+
+def test_each_callback_state_dict_is_asked_once_per_save(tmp_path):
+    """A callback's state_dict may be costly or counted (Lightning's recorded-hook tests count it): once per file."""
+    calls = []
+
+    class Stateful(L.Callback):
+        def state_dict(self):
+            calls.append("state_dict")
+            return {"n": len(calls)}
+
+    stateful = Stateful()
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        callbacks=[stateful],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(BoringModel())
+    trainer.save_checkpoint(tmp_path / "again.ckpt")
+    assert calls == ["state_dict", "state_dict"]  # the epoch-end checkpoint, then the explicit one
+    saved = torch.load(tmp_path / "again.ckpt", weights_only=True)
+    assert saved["callbacks"][stateful.state_key] == {"n": 2}

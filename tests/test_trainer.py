@@ -102,8 +102,9 @@ def test_each_stage_starts_with_the_gradients_cleared(make_trainer, fn):
 
     model = Model()
     model.layer.weight.grad = torch.ones_like(model.layer.weight)
+    val_batches = 0 if fn == "fit" else 1  # fit: no sanity check, so on_train_start is the first hook here
     trainer = make_trainer(
-        limit_train_batches=1, limit_val_batches=0, limit_test_batches=1, limit_predict_batches=1
+        limit_train_batches=1, limit_val_batches=val_batches, limit_test_batches=1, limit_predict_batches=1
     )
     getattr(trainer, fn)(model)
     assert seen == [None]
@@ -255,3 +256,28 @@ def test_init_module_creates_weights_on_the_gpu(make_trainer):
     with trainer.init_module():
         layer = torch.nn.Linear(2, 2)
     assert layer.weight.device.type == "cuda" and layer.weight.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("fn", ["validate", "test"])
+def test_evaluation_limited_to_zero_batches_runs_nothing(make_trainer, fn):
+    """As Lightning: no dataloader is asked for, no hook runs, and the result list is empty."""
+    calls = []
+
+    class Model(BoringModel):
+        def val_dataloader(self):
+            calls.append("val_dataloader")
+            return super().val_dataloader()
+
+        def test_dataloader(self):
+            calls.append("test_dataloader")
+            return super().test_dataloader()
+
+        def on_validation_start(self):
+            calls.append("on_validation_start")
+
+        def on_test_start(self):
+            calls.append("on_test_start")
+
+    trainer = make_trainer(limit_val_batches=0, limit_test_batches=0)
+    assert getattr(trainer, fn)(Model()) == []
+    assert calls == []

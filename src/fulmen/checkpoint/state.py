@@ -52,7 +52,8 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
         "loops": {"fit_loop": progress, **lightning_loops.evaluation_loops()},
     }
     if not weights_only:
-        ckpt["callbacks"] = {cb.state_key: cb.state_dict() for cb in trainer.callbacks if cb.state_dict()}
+        states = ((cb.state_key, cb.state_dict()) for cb in trainer.callbacks)  # each asked once
+        ckpt["callbacks"] = {key: state for key, state in states if state}
         ckpt["optimizer_states"] = [trainer.strategy.optimizer_state(opt) for opt in trainer.optimizers]
         ckpt["lr_schedulers"] = [cfg.scheduler.state_dict() for cfg in trainer.lr_scheduler_configs]
         precision_state = trainer.precision_plugin.state_dict()

@@ -55,6 +55,11 @@ class EvaluationLoop:
         """Ask for the dataloaders once (again when `reload`)."""
         if self._loaded and not reload:
             return
+        t = self.trainer
+        if (t.limit_val_batches if self.stage == "validate" else t.limit_test_batches) == 0:
+            # as Lightning: a stage limited to 0 batches does not ask for its dataloaders
+            self.combined, self.dataloaders, self._loaded = None, [], True
+            return
         raw = data.request_dataloaders(self.trainer, self.stage, self.explicit)
         strategy = self.trainer.strategy
 
@@ -87,6 +92,8 @@ class EvaluationLoop:
         results = self.results.for_stage(stage)
         results.reset_epoch()
         counts = self.num_batches(sanity)
+        if sum(counts) == 0:  # as Lightning: nothing to run, no hooks and no results
+            return []
         multiple = len(self.dataloaders) > 1
         grad_ctx = torch.inference_mode if t.inference_mode else torch.no_grad
         previous_results, self.results.current = self.results.current, results
