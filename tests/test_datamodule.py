@@ -235,3 +235,38 @@ def test_from_datasets_passes_arguments_to_the_subclass():
 def test_datamodule_init_accepts_arguments():
     dm = L.LightningDataModule(1, name="x")
     assert dm.trainer is None
+
+
+def test_datamodule_setup_and_teardown_run_before_the_callbacks(make_trainer):
+    """Parity with Lightning 2.6: the datamodule's setup and teardown run before the callbacks'."""
+    # Lightning 2.6 (trainer/call.py order, observed): datamodule, then callbacks, then module.
+    # (LIGHTNING_FACTS.md says callbacks first; Lightning itself does not.)
+    calls = []
+
+    class DM(L.LightningDataModule):
+        def setup(self, stage):
+            calls.append("dm.setup")
+
+        def teardown(self, stage):
+            calls.append("dm.teardown")
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(torch.randn(2, 32))
+
+    class Recorder(L.Callback):
+        def setup(self, trainer, pl_module, stage):
+            calls.append("cb.setup")
+
+        def teardown(self, trainer, pl_module, stage):
+            calls.append("cb.teardown")
+
+    class Model(BoringModel):
+        def setup(self, stage):
+            calls.append("m.setup")
+
+        def teardown(self, stage):
+            calls.append("m.teardown")
+
+    trainer = make_trainer(limit_val_batches=0, callbacks=[Recorder()])
+    trainer.fit(Model(), datamodule=DM())
+    assert calls == ["dm.setup", "cb.setup", "m.setup", "dm.teardown", "cb.teardown", "m.teardown"]

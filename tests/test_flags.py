@@ -6,6 +6,7 @@ import torch
 from test_loops import Counting
 
 import fulmen as L
+from fulmen.demos import BoringModel
 from fulmen.utilities import MisconfigurationException
 
 
@@ -87,3 +88,9 @@ def test_an_integral_float_max_epochs_counts_as_an_int(make_trainer):
     trainer = make_trainer(max_epochs=2.0, limit_val_batches=0)
     trainer.fit(model)
     assert trainer.max_epochs == 2 and trainer.current_epoch == 2
+
+
+def test_bad_limit_train_batches_names_the_flag(tmp_path):
+    with pytest.raises(Exception, match="limit_train_batches"):
+        trainer = L.Trainer(default_root_dir=tmp_path, limit_train_batches=1.5, logger=False)
+        trainer.fit(BoringModel())

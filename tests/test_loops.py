@@ -498,3 +498,87 @@ def test_an_overridden_model_train_hook_decides_instead(make_trainer):
     make_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0).fit(model)
     assert model.modes == [(True, False), (True, False)]
     assert model.backbone.training  # the user's hook ran after the epoch's validation
+
+
+def test_model_is_in_eval_mode_during_validation_and_train_mode_during_training(make_trainer):
+    """Parity with Lightning 2.6: the module is in eval mode in validation and in train mode in training."""
+    modes = []
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            modes.append(("train", self.training, self.layer.training))
+            return super().training_step(batch, batch_idx)
+
+        def validation_step(self, batch, batch_idx):
+            modes.append(("val", self.training, self.layer.training))
+            return super().validation_step(batch, batch_idx)
+
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=1)
+    trainer.fit(Model())
+    assert modes == [("val", False, False), ("train", True, True), ("val", False, False)]
+
+
+def test_model_is_in_eval_mode_in_validate_and_test(make_trainer):
+    """Parity with Lightning 2.6: the module is in eval mode in validate and test."""
+    modes = []
+
+    class Model(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            modes.append(self.training)
+
+        def test_step(self, batch, batch_idx):
+            modes.append(self.training)
+
+    trainer = make_trainer(limit_val_batches=1, limit_test_batches=1)
+    trainer.validate(Model())
+    trainer.test(Model())
+    assert modes == [False, False]
+
+
+def test_training_step_returning_a_string_names_it(make_trainer):
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            return "a string"
+
+    with pytest.raises(Exception, match="training_step"):
+        make_trainer(limit_train_batches=1, limit_val_batches=0).fit(Model())
+
+
+def test_training_step_dict_without_loss_names_the_key(make_trainer):
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            return {"not_loss": self.step(batch)}
+
+    with pytest.raises(Exception, match="loss"):
+        make_trainer(limit_train_batches=1, limit_val_batches=0).fit(Model())
+
+
+def test_val_check_interval_larger_than_the_epoch_names_the_flag(make_trainer):
+    trainer = make_trainer(limit_train_batches=2, val_check_interval=10)
+    with pytest.raises(Exception, match="val_check_interval"):
+        trainer.fit(BoringModel())
+
+
+@pytest.mark.parametrize("fn", ["validate", "test"])
+def test_evaluation_limited_to_zero_batches_runs_nothing(make_trainer, fn):
+    """As Lightning: no dataloader is asked for, no hook runs, and the result list is empty."""
+    calls = []
+
+    class Model(BoringModel):
+        def val_dataloader(self):
+            calls.append("val_dataloader")
+            return super().val_dataloader()
+
+        def test_dataloader(self):
+            calls.append("test_dataloader")
+            return super().test_dataloader()
+
+        def on_validation_start(self):
+            calls.append("on_validation_start")
+
+        def on_test_start(self):
+            calls.append("on_test_start")
+
+    trainer = make_trainer(limit_val_batches=0, limit_test_batches=0)
+    assert getattr(trainer, fn)(Model()) == []
+    assert calls == []

@@ -450,3 +450,52 @@ def test_lightning_optimizer_copies_without_recursion() -> None:
     opt = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1)
     clone = copy.copy(LightningOptimizer(opt, trainer=None))  # type: ignore[arg-type]
     assert clone.optimizer is opt
+
+
+def test_several_optimizers_with_automatic_optimization_is_an_error(make_trainer):
+    """Parity with Lightning 2.6: several optimizers need manual optimization."""
+
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return [
+                torch.optim.SGD(self.parameters(), lr=0.1),
+                torch.optim.Adam(self.parameters(), lr=0.1),
+            ]
+
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
+    with pytest.raises(Exception, match="(?i)manual optimization|automatic_optimization"):
+        trainer.fit(Model())
+
+
+class _Manual(BoringModel):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("flags", "match"),
+    [
+        ({"gradient_clip_val": 1.0}, "gradient_clip_val|clip_gradients"),
+        ({"accumulate_grad_batches": 2}, "accumulate_grad_batches"),
+    ],
+    ids=["gradient-clip-val", "accumulate-grad-batches"],
+)
+def test_an_automatic_optimization_flag_with_manual_optimization_is_an_error(make_trainer, flags, match):
+    """Parity with Lightning 2.6: gradient_clip_val and accumulate_grad_batches refuse manual optimization."""
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0, **flags)
+    with pytest.raises(Exception, match=match):
+        trainer.fit(_Manual())
+
+
+@pytest.mark.parametrize("garbage", ["adam", 42, {"lr": 0.1}])
+def test_configure_optimizers_returning_garbage_names_it(make_trainer, garbage):
+    class Model(BoringModel):
+        def configure_optimizers(self):
+            return garbage
+
+    with pytest.raises(Exception, match="configure_optimizers"):
+        make_trainer(limit_train_batches=1, limit_val_batches=0).fit(Model())

@@ -194,3 +194,35 @@ def test_resume_checkpoint_path_is_asked_only_of_callbacks_defining_it(make_trai
 
     make_trainer(callbacks=[Wrapping()], limit_train_batches=1, limit_val_batches=0).fit(BoringModel())
     assert calls == ["on_train_start"]
+
+
+def test_steps_without_batch_idx_are_called_with_the_batch_only(make_trainer):
+    """Parity with Lightning 2.6: a step that takes no batch_idx is called with the batch only."""
+    # Lightning 2.6 passes batch_idx only to a step that takes it (its own GAN example has training_step(self, batch))
+    from torch.utils.data import DataLoader
+
+    from fulmen.demos import RandomDataset
+
+    calls = []
+
+    class Model(BoringModel):
+        def training_step(self, batch):
+            calls.append("train")
+            return self.step(batch)
+
+        def validation_step(self, batch):
+            calls.append("val")
+
+        def test_step(self, batch):
+            calls.append("test")
+
+        def predict_step(self, batch):
+            calls.append("predict")
+            return batch
+
+    model = Model()
+    trainer = make_trainer(limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0)
+    trainer.fit(model)
+    trainer.test(model, DataLoader(RandomDataset(32, 1)), verbose=False)
+    trainer.predict(model, DataLoader(RandomDataset(32, 1)))
+    assert calls == ["train", "train", "val", "test", "predict"]

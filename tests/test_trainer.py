@@ -258,26 +258,40 @@ def test_init_module_creates_weights_on_the_gpu(make_trainer):
     assert layer.weight.device.type == "cuda" and layer.weight.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("fn", ["validate", "test"])
-def test_evaluation_limited_to_zero_batches_runs_nothing(make_trainer, fn):
-    """As Lightning: no dataloader is asked for, no hook runs, and the result list is empty."""
-    calls = []
+def test_missing_training_step_names_it(make_trainer):
+    class Model(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(32, 2)
 
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+        def train_dataloader(self):
+            return DataLoader(RandomDataset(32, 4))
+
+    with pytest.raises(Exception, match="training_step"):
+        make_trainer(limit_train_batches=1).fit(Model())
+
+
+@pytest.mark.parametrize(
+    ("hook", "run"),
+    [
+        ("train_dataloader", "fit"),
+        ("predict_dataloader", "predict"),
+        ("validation_step", "validate"),
+        ("test_step", "test"),
+    ],
+)
+def test_a_missing_hook_names_it(make_trainer, hook, run):
     class Model(BoringModel):
-        def val_dataloader(self):
-            calls.append("val_dataloader")
-            return super().val_dataloader()
+        pass
 
-        def test_dataloader(self):
-            calls.append("test_dataloader")
-            return super().test_dataloader()
+    setattr(Model, hook, getattr(L.LightningModule, hook))
+    with pytest.raises(Exception, match=hook):
+        getattr(make_trainer(), run)(Model())
 
-        def on_validation_start(self):
-            calls.append("on_validation_start")
 
-        def on_test_start(self):
-            calls.append("on_test_start")
-
-    trainer = make_trainer(limit_val_batches=0, limit_test_batches=0)
-    assert getattr(trainer, fn)(Model()) == []
-    assert calls == []
+def test_fit_with_a_plain_module_names_lightning_module(make_trainer):
+    with pytest.raises(Exception, match="LightningModule"):
+        make_trainer().fit(torch.nn.Linear(2, 2))
