@@ -270,3 +270,21 @@ def test_datamodule_setup_and_teardown_run_before_the_callbacks(make_trainer):
     trainer = make_trainer(limit_val_batches=0, callbacks=[Recorder()])
     trainer.fit(Model(), datamodule=DM())
     assert calls == ["dm.setup", "cb.setup", "m.setup", "dm.teardown", "cb.teardown", "m.teardown"]
+
+
+def test_datamodule_checkpoint_hooks_wrapped_but_not_overridden_are_not_called(tmp_path, make_trainer):
+    """fulmen's datamodule on_save/on_load_checkpoint (Lightning 2 has none) run only when overridden."""
+    import functools
+
+    from fulmen.demos import BoringDataModule
+
+    calls = []
+    dm = BoringDataModule()
+    for name in ("on_save_checkpoint", "on_load_checkpoint", "state_dict"):
+        default = getattr(dm, name)
+        record = functools.partial(lambda n, fn, *a: calls.append(n) or fn(*a), name, default)
+        setattr(dm, name, functools.update_wrapper(record, default))
+    trainer = make_trainer(limit_train_batches=1, limit_val_batches=0)
+    trainer.fit(BoringModel(), datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    assert calls == ["state_dict"]

@@ -148,6 +148,71 @@ def test_reduce_lr_on_plateau_reads_the_monitored_metric(make_trainer):
     assert _lr(model.opt) == pytest.approx(0.025)
 
 
+class _EpochEvents(BoringModel):
+    """Records when the epoch-interval halving scheduler steps relative to the hooks, and the lr validation sees."""
+
+    def __init__(self, plateau=False):
+        super().__init__()
+        self.events = []
+        self.plateau = plateau
+
+    def configure_optimizers(self):
+        self.opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        if self.plateau:
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(self.opt, factor=0.5, patience=0)
+            return {"optimizer": self.opt, "lr_scheduler": {"scheduler": sched, "monitor": "flat"}}
+        return {"optimizer": self.opt, "lr_scheduler": _halving(self.opt)}
+
+    def training_step(self, batch, batch_idx):
+        self.log("flat", 1.0, on_step=False, on_epoch=True)
+        return super().training_step(batch, batch_idx)
+
+    def lr_scheduler_step(self, scheduler, metric):
+        self.events.append("lr_scheduler_step")
+        super().lr_scheduler_step(scheduler, metric)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.events.append(f"on_train_batch_end {batch_idx}")
+
+    def on_validation_start(self):
+        self.events.append(f"validation at lr {_lr(self.opt)}")
+
+    def on_train_epoch_end(self):
+        self.events.append("on_train_epoch_end")
+
+
+def test_epoch_scheduler_steps_after_the_last_batch_before_its_end_hooks(make_trainer):
+    """As Lightning: before on_train_batch_end of the epoch's last batch, so validation sees the new lr."""
+    model = _EpochEvents()
+    make_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0).fit(model)
+    assert model.events == [
+        "on_train_batch_end 0",
+        "lr_scheduler_step",
+        "on_train_batch_end 1",
+        "validation at lr 0.05",
+        "on_train_epoch_end",
+    ]
+
+
+def test_plateau_scheduler_steps_after_the_epoch_end_hooks(make_trainer):
+    model = _EpochEvents(plateau=True)
+    make_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=0).fit(model)
+    assert model.events == [
+        "on_train_batch_end 0",
+        "on_train_batch_end 1",
+        "on_train_epoch_end",
+        "lr_scheduler_step",
+    ]
+
+
+def test_epoch_cut_short_does_not_step_epoch_schedulers(make_trainer):
+    """As Lightning: max_steps ending the fit mid-epoch leaves the epoch-interval schedulers where they were."""
+    model = _EpochEvents()
+    make_trainer(max_steps=1, limit_train_batches=3, limit_val_batches=0).fit(model)
+    assert "lr_scheduler_step" not in model.events
+    assert _lr(model.opt) == pytest.approx(0.1)
+
+
 def _plateau(opt):
     return torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
 

@@ -280,3 +280,28 @@ def test_resuming_a_checkpoint_past_max_epochs_is_an_error(tmp_path, make_traine
     at_limit = trainer(3)
     at_limit.fit(BoringModel(), ckpt_path=tmp_path / "past.ckpt")  # equal: nothing left to train, no error
     assert at_limit.global_step == 6
+
+
+def test_resume_from_the_last_batch_checkpoint_does_not_step_the_epoch_scheduler_again(
+    tmp_path, make_trainer
+):
+    """The epoch scheduler steps after the epoch's last batch (before its end hooks, where this file is written)."""
+
+    def fit(ckpt_path=None):
+        model = BoringModel()  # SGD with an epoch-interval StepLR(step_size=1, gamma=0.1)
+        every_two = ModelCheckpoint(dirpath=tmp_path / "ckpts", every_n_train_steps=2, save_top_k=-1)
+        trainer = make_trainer(
+            max_epochs=2, limit_train_batches=2, limit_val_batches=0, callbacks=[every_two]
+        )
+        trainer.fit(model, ckpt_path=ckpt_path)
+        return trainer
+
+    reference = fit()
+    assert reference.lr_scheduler_configs[0].scheduler.last_epoch == 2
+    resumed = fit(
+        tmp_path / "ckpts" / "epoch=0-step=2.ckpt"
+    )  # written in the last batch's on_train_batch_end
+    assert resumed.lr_scheduler_configs[0].scheduler.last_epoch == 2
+    assert resumed.optimizers[0].param_groups[0]["lr"] == pytest.approx(
+        reference.optimizers[0].param_groups[0]["lr"]
+    )

@@ -29,7 +29,9 @@ class Progress:
         batch_stepped: the last trained batch ended an accumulation window (always, in manual
             optimization); when False, gradients are being accumulated.
         epoch_end_pending: the epoch's batches are done and its end hooks run; the epoch is counted
-            and its epoch-interval schedulers step after them.
+            and its ReduceLROnPlateau epoch-interval schedulers step after them.
+        epoch_schedulers_stepped: the epoch's other epoch-interval schedulers stepped, after its last
+            batch (before that batch's end hooks and the epoch-end validation, as in Lightning).
     """
 
     epoch: int = 0
@@ -41,6 +43,7 @@ class Progress:
     batch_end_pending: bool = False
     batch_stepped: bool = True
     epoch_end_pending: bool = False
+    epoch_schedulers_stepped: bool = False
 
     def epoch_log_step(self) -> int:
         """The logger step of epoch-level values: that of the epoch's last logged batch."""
@@ -76,7 +79,7 @@ class Progress:
         """The epoch's end hooks and schedulers ran: count it."""
         self.epoch += 1
         self.epoch_batches = 0
-        self.epoch_end_pending = False
+        self.epoch_end_pending = self.epoch_schedulers_stepped = False
 
     def validation_finished(self) -> None:
         """A validation run inside fit completed."""

@@ -25,7 +25,7 @@ from fulmen import hparams
 from fulmen.checkpoint import lightning_loops
 from fulmen.checkpoint.files import CheckpointError, check_plain, load
 from fulmen.seed import rng_states
-from fulmen.utilities import MisconfigurationException, rank_zero_warn
+from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
@@ -83,7 +83,9 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     if not weights_only:
         for cb in trainer.callbacks:
             cb.on_save_checkpoint(trainer, module, ckpt)
-    if dm is not None:
+    # the datamodule's checkpoint hooks are fulmen's (Lightning 2 calls only its state_dict): asked only
+    # when defined, so code wrapping every datamodule method sees no call Lightning would not make
+    if dm is not None and is_overridden("on_save_checkpoint", dm):
         dm.on_save_checkpoint(ckpt)
     module.on_save_checkpoint(ckpt)
     check_plain(ckpt)
@@ -166,7 +168,8 @@ def restore_datamodule(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     """The datamodule's on_load_checkpoint and saved state."""
     dm = trainer.datamodule
     if dm is not None:
-        dm.on_load_checkpoint(ckpt)
+        if is_overridden("on_load_checkpoint", dm):
+            dm.on_load_checkpoint(ckpt)
         state = ckpt.get(type(dm).__qualname__)
         if state:
             dm.load_state_dict(state)
@@ -231,8 +234,10 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
         )
     if progress.epoch_end_pending:  # saved inside on_train_epoch_end: finish that epoch's end here
         if module.automatic_optimization:
-            _finish_epoch_schedulers(trainer, plateau_metrics or {})
+            # older files (no flag) were saved before any epoch scheduler stepped: all of them are pending
+            _finish_epoch_schedulers(trainer, plateau_metrics or {}, progress.epoch_schedulers_stepped)
         progress.clear_pending()
+        progress.epoch_schedulers_stepped = False  # they belonged to the finished epoch
     grads = ckpt.get("accumulated_grads")
     if grads:
         params = dict(module.named_parameters())
@@ -246,12 +251,17 @@ def restore_training_state(trainer: Trainer, ckpt: dict[str, Any]) -> None:
     rs.continues_workers = loops.get("total_batches", 0) > 0 and not trainer.reload_dataloaders_every_n_epochs
 
 
-def _finish_epoch_schedulers(trainer: Trainer, metrics: dict[str, float]) -> None:
-    """Step the epoch-interval schedulers that the interrupted epoch end had not stepped yet."""
+def _finish_epoch_schedulers(trainer: Trainer, metrics: dict[str, float], others_stepped: bool) -> None:
+    """Step the epoch-interval schedulers that the interrupted epoch end had not stepped yet.
+
+    `others_stepped`: the non-plateau ones stepped after the epoch's last batch, before the save.
+    """
     module = trainer.lightning_module
     finished_epoch = trainer.fit_loop.progress.epoch  # already counted as complete
     for cfg in trainer.lr_scheduler_configs:
         if cfg.interval != "epoch" or finished_epoch % cfg.frequency != 0:
+            continue
+        if others_stepped and not cfg.reduce_on_plateau:
             continue
         metric = None
         if cfg.reduce_on_plateau:

@@ -158,6 +158,7 @@ class FitLoop:
         profiler = plan.profiler
         if profiler is not None:
             batch_iter = profiler.profile_iterable(batch_iter, "train_dataloader_next")
+        complete = False
         for batch_idx, batch in data.first_batches(batch_iter, self.num_train_batches - start, source, start):
             if profiler is None:
                 ended = self._train_batch(batch, batch_idx)
@@ -175,10 +176,11 @@ class FitLoop:
             if self._should_stop(epoch_end=False):
                 break
         else:
+            complete = True  # the data ran out (an unsized loader's last batch is known only now)
             if self._should_validate_at_unsized_end():
                 self._validate()
 
-        self._end_epoch()
+        self._end_epoch(complete or progress.epoch_batches >= self.num_train_batches)
 
     def _train_batch(self, batch: Any, batch_idx: int) -> Any:
         t = self.trainer
@@ -201,8 +203,12 @@ class FitLoop:
             outputs, stepped = self._automatic_step(batch, batch_idx)
         else:
             outputs, stepped = self._manual_step(batch, batch_idx)
-        if stepped and automatic and t.strategy.lr_scheduler_configs:
-            self._step_schedulers("step")
+        if automatic and t.strategy.lr_scheduler_configs:
+            if stepped:
+                self._step_schedulers("step")
+            if batch_idx + 1 == self.num_train_batches:  # as Lightning: after the last batch's step
+                self._step_schedulers("epoch", plateau=False)
+                progress.epoch_schedulers_stepped = True
 
         progress.batch_trained(stepped or not automatic)
         if "on_train_batch_end" in active:
@@ -345,7 +351,8 @@ class FitLoop:
             return {"loss": output.detach()}, True
         return (dict(output) if isinstance(output, Mapping) else {}), True
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self, complete: bool) -> None:
+        """The epoch's end hooks, then its schedulers when it ran all its batches (`complete`), as Lightning."""
         t = self.trainer
         hooks = self.plan.hooks
         progress = self.progress
@@ -359,19 +366,24 @@ class FitLoop:
         hooks.callbacks("on_train_epoch_end", monitoring=True)
         results.finish_epoch()
         self.results.log_epoch(results, progress.epoch_log_step(), progress.epoch)
-        if t.lightning_module.automatic_optimization:
-            self._step_schedulers("epoch")
+        if complete and t.lightning_module.automatic_optimization:
+            if not progress.epoch_schedulers_stepped:  # an unsized loader's epoch: its end is known only now
+                self._step_schedulers("epoch", plateau=False)
+            self._step_schedulers("epoch", plateau=True)
         progress.epoch_finished()
 
-    def _step_schedulers(self, interval: str) -> None:
-        """Step the schedulers of `interval` ("step" or "epoch") that are due, through `lr_scheduler_step`."""
+    def _step_schedulers(self, interval: str, plateau: bool | None = None) -> None:
+        """Step the schedulers of `interval` ("step" or "epoch") that are due, through `lr_scheduler_step`.
+
+        `plateau`: only the ReduceLROnPlateau ones (True), only the others (False), or all (None).
+        """
         t = self.trainer
         configs = t.strategy.lr_scheduler_configs
         if not configs:
             return
         module = t.lightning_module
         for cfg in configs:
-            if cfg.interval != interval:
+            if cfg.interval != interval or (plateau is not None and cfg.reduce_on_plateau != plateau):
                 continue
             count = self.progress.global_step if interval == "step" else self.progress.epoch + 1
             if count % cfg.frequency != 0:
