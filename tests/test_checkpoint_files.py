@@ -1,4 +1,5 @@
-"""Faults a checkpoint must survive: crafted shard indexes, flipped bytes, a full disk, file modes."""
+"""checkpoint/files.py: faults a checkpoint must survive (crafted shard indexes, flipped bytes, a full
+disk, file modes)."""
 
 import errno
 import os
