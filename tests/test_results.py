@@ -791,3 +791,21 @@ def test_pythons_min_max_sum_are_accepted_as_reduce_fx(make_trainer, reduce_fx, 
             self.log("v", float(batch_idx), reduce_fx=reduce_fx)
 
     assert make_trainer(limit_val_batches=2).validate(Model()) == [{"v": expected}]
+
+
+def test_progress_bar_metrics_keep_keys_logged_in_earlier_epochs(make_trainer):
+    """As Lightning: one dict per run; a key logged at one epoch's end stays shown in the next epochs."""
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            self.log("shared", 100.0, prog_bar=True, logger=False)
+            return super().training_step(batch, batch_idx)
+
+        def on_train_epoch_end(self):
+            self.log_dict(
+                {f"epoch_{self.current_epoch}": float(self.current_epoch), "shared": 111.0}, prog_bar=True
+            )
+
+    trainer = make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(Model())
+    assert trainer.progress_bar_metrics == {"shared": 111.0, "epoch_0": 0.0, "epoch_1": 1.0, "epoch_2": 2.0}

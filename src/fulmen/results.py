@@ -499,6 +499,9 @@ class RunResults:
         # `trainer.callback_metrics`: one dict for the run, refreshed from the stores when read, so that values
         # written into it by users or integrations stay (as in Lightning)
         self.callback_metrics: dict[str, Any] = {}
+        # `trainer.progress_bar_metrics`: the same, for prog_bar values as numbers; a key logged in an earlier
+        # epoch (e.g. f"acc_{epoch}") stays shown, as in Lightning
+        self.progress_bar_metrics: dict[str, Any] = {}
         # evaluation batches sent to the loggers so far in this run, per (stage, dataloader): their logging step
         self.eval_steps: dict[tuple[str, int], int] = {}
         if trainer.strategy.world_size > 1:
@@ -515,12 +518,24 @@ class RunResults:
             store.clear()
         self.logged = {}
         self.eval_steps = {}
+        self.forget_metrics()
+
+    def forget_metrics(self) -> None:
+        """Empty `trainer.callback_metrics` and `trainer.progress_bar_metrics` (a run, or training after the sanity check, starts so)."""
         self.callback_metrics = {}
+        self.progress_bar_metrics = {}
 
     def refreshed_callback_metrics(self) -> dict[str, Any]:
         """The run's callback-metrics dict, updated with the latest logged values."""
         self.callback_metrics.update(self.callback_view())
         return self.callback_metrics
+
+    def refreshed_progress_bar_metrics(self) -> dict[str, Any]:
+        """The run's progress-bar dict, updated with the latest prog_bar values (one-element tensors as numbers)."""
+        shown = self.progress_bar_metrics
+        for key, value in self.callback_view(prog_bar_only=True).items():
+            shown[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
+        return shown
 
     def callback_view(self, prog_bar_only: bool = False) -> dict[str, Any]:
         """`trainer.callback_metrics` (or, filtered, what the progress bar shows) over all stages."""
@@ -565,7 +580,8 @@ class RunResults:
                 lg.log_metrics(metrics=scalars, step=step)
 
     def log_epoch(self, store: ResultStore, step: int, epoch: int) -> None:
-        """Send the epoch values of `store` to the loggers, at `step`."""
+        """Send the epoch values of `store` to the loggers, at `step` (and keep its prog_bar ones shown)."""
+        self.refreshed_progress_bar_metrics()  # the next epoch's reset must not take this epoch's keys along
         metrics = store.epoch_metrics_for(for_logger=True)
         if metrics and self._trainer.loggers:
             self._send(metrics, step, epoch)

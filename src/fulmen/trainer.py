@@ -477,11 +477,8 @@ class Trainer:
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
-        """The metrics logged with prog_bar=True, as Python numbers."""
-        out: dict[str, float] = {}
-        for key, value in self._results.callback_view(prog_bar_only=True).items():
-            out[key] = value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else value
-        return out
+        """The metrics logged with prog_bar=True, as Python numbers; one dict per run, as `callback_metrics`."""
+        return self._results.refreshed_progress_bar_metrics()
 
     @property
     def logged_metrics(self) -> dict[str, Any]:

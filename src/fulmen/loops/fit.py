@@ -556,7 +556,7 @@ class FitLoop:
         hooks.callbacks("on_sanity_check_end")
         t.training = True
         self.results.validate.clear()
-        self.results.callback_metrics = {}  # as Lightning: training starts with no metrics
+        self.results.forget_metrics()  # as Lightning: training starts with no metrics
 
     # ------------------------------------------------------------------ stopping
     def _stop_requested(self) -> bool:
