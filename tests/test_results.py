@@ -809,3 +809,21 @@ def test_progress_bar_metrics_keep_keys_logged_in_earlier_epochs(make_trainer):
     trainer = make_trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=0)
     trainer.fit(Model())
     assert trainer.progress_bar_metrics == {"shared": 111.0, "epoch_0": 0.0, "epoch_1": 1.0, "epoch_2": 2.0}
+
+
+def test_callbacks_log_through_the_module_with_self_log(make_trainer):
+    """As Lightning: every callback gets `log`/`log_dict` bound to the module's for the run."""
+
+    class Logging(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.log("start", 1.0)
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.log_dict({"batch_end": 3.0})
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.log("epoch_end", 5.0)
+
+    trainer = make_trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, callbacks=[Logging()])
+    trainer.fit(BoringModel())
+    assert _floats(trainer.callback_metrics) == {"start": 1.0, "batch_end": 3.0, "epoch_end": 5.0}

@@ -55,11 +55,20 @@ SCRIPT = textwrap.dedent(
             if trainer.global_rank == 0 and trainer.global_step == 2:
                 os.kill(os.getpid(), signal.SIGTERM)  # rank 1 never gets one
 
-    callbacks = {"full": [SaveMidEpoch()], "resumed": [], "sigterm": [SigtermOnRankZero()]}[mode]
-    if mode == "sigterm":
+    class CountTorchSave(L.Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.calls, real = [], torch.save
+            torch.save = lambda *args, **kwargs: self.calls.append(1) or real(*args, **kwargs)
+        def on_train_end(self, trainer, pl_module):
+            with open(os.path.join(out_dir, f"saves-rank{trainer.global_rank}.txt"), "w") as f:
+                f.write(str(len(self.calls)))
+
+    callbacks = {"full": [SaveMidEpoch()], "resumed": [], "sigterm": [SigtermOnRankZero()],
+                 "count": [CountTorchSave()]}[mode]
+    if mode in ("sigterm", "count"):
         callbacks.append(ModelCheckpoint(dirpath=os.path.join(out_dir, "ckpts")))
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_epochs=2, deterministic=True,
-                        logger=False, enable_checkpointing=mode == "sigterm", enable_progress_bar=False,
+                        logger=False, enable_checkpointing=mode in ("sigterm", "count"), enable_progress_bar=False,
                         enable_model_summary=False, callbacks=callbacks)
     model = Net()
     trainer.fit(model, ckpt_path=ckpt if mode == "resumed" else None)
@@ -112,3 +121,13 @@ def test_ddp_sigterm_on_one_rank_saves_last_on_all_ranks_at_the_same_batch_and_e
     # sent after step 2 on rank 0 only; the ranks agree at the next multiple of 8 batches: the next epoch's first
     assert ckpt["global_step"] == 6 and ckpt["loops"]["fit_loop"]["epoch_batches"] == 1
     assert len(ckpt["rng_states"]) == 2
+
+
+@pytest.mark.slow
+def test_ddp_checkpoint_is_one_torch_save_on_rank_zero_and_none_elsewhere(tmp_path):
+    """As Lightning: the per-rank RNG states are gathered without pickling tensors (which calls torch.save)."""
+    _run(tmp_path, "count")  # a checkpoint at each of the 2 epoch ends
+    assert [(tmp_path / f"saves-rank{rank}.txt").read_text() for rank in (0, 1)] == ["2", "0"]
+    ckpt = torch.load(tmp_path / "ckpts" / "epoch=1-step=10.ckpt", weights_only=True)
+    assert len(ckpt["rng_states"]) == 2
+    assert not torch.equal(ckpt["rng_states"][0]["torch"], ckpt["rng_states"][1]["torch"])
