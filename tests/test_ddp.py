@@ -511,27 +511,46 @@ def test_collectives_move_cpu_tensors_to_the_device_only_under_nccl(monkeypatch,
 
 # ---------------------------------------------------------------------------- exit status and timeouts
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "how",
-    [
-        "sys",
-        pytest.param(
-            "raise",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="a bare `raise SystemExit(n)` is invisible to the atexit handler that ends DDP "
-                "processes without torch's aborting teardown; it exits 0 (docs/distributed.md)",
-            ),
-        ),
-    ],
-)
-def test_exit_code_of_a_ddp_script_is_its_exit_status(tmp_path, how):
-    """`sys.exit(3)` or `raise SystemExit(3)` after fit on every rank: the job's status is 3, as in Lightning."""
+@pytest.mark.parametrize(("strategy", "how"), [("ddp", "sys"), ("ddp", "raise"), ("fsdp", "sys")])
+def test_exit_code_of_a_ddp_script_is_its_exit_status(tmp_path, strategy, how):
+    """`sys.exit(3)` or `raise SystemExit(3)` after fit on every rank: the job's status is 3, as in Lightning.
+
+    (FSDP's sharded module keeps its process group alive to the end, so its processes end by the
+    fallback, which knows the code given to `sys.exit`.)
+    """
     proc, elapsed = _run(
-        [str(HELPERS / "ddp_fit.py"), str(tmp_path), "accelerator=cpu", "devices=2", f"exit_after_fit={how}"]
+        [
+            str(HELPERS / "ddp_fit.py"),
+            str(tmp_path),
+            "accelerator=cpu",
+            "devices=2",
+            f"strategy={strategy}",
+            f"exit_after_fit={how}",
+        ]
     )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert elapsed < 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_bare_raise_system_exit_on_one_rank_is_the_jobs_status(tmp_path, rank):
+    """Only one rank ends its script with `raise SystemExit(3)`, the other ends normally: the job exits 3.
+
+    Rank 0 is the launcher's own process, so for rank 0 the status is that process's own, not a child's.
+    """
+    proc, _ = _run(
+        [
+            str(HELPERS / "ddp_fit.py"),
+            str(tmp_path),
+            "accelerator=cpu",
+            "devices=2",
+            f"exit_at_end_rank={rank}",
+        ]
+    )
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.glob("rank*.pt")) == ["rank0.pt", "rank1.pt"]
+    assert "terminate called" not in proc.stderr
 
 
 @pytest.mark.slow

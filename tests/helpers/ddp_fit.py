@@ -97,6 +97,9 @@ if __name__ == "__main__":
     exit_after_fit = options.pop(
         "exit_after_fit", None
     )  # "sys" (sys.exit(3)) or "raise" (raise SystemExit(3))
+    exit_at_end_rank = options.pop(
+        "exit_at_end_rank", -1
+    )  # this rank ends the script with raise SystemExit(3)
     timeout_s = options.pop("timeout_s", None)
     if timeout_s is not None:  # a short collective timeout, so a stalled rank ends the job in seconds
         from datetime import timedelta
@@ -158,3 +161,5 @@ if __name__ == "__main__":
         },
         os.path.join(out_dir, f"rank{trainer.global_rank}.pt"),
     )
+    if trainer.global_rank == exit_at_end_rank:
+        raise SystemExit(3)

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import gc
 import math
 import os
 import sys
+import threading
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -172,6 +175,10 @@ class DDPStrategy(ParallelStrategy):
             assert env is not None
             env.export()
             backend = self.process_group_backend or ("nccl" if self.root_device.type == "cuda" else "gloo")
+            # imported before the group exists: its functions take `group.WORLD` as a default argument when
+            # defined, which would keep the group, with its worker threads, alive until interpreter shutdown
+            import torch.distributed.nn.functional  # noqa: F401
+
             dist.init_process_group(
                 backend,
                 init_method="env://",
@@ -179,7 +186,7 @@ class DDPStrategy(ParallelStrategy):
                 world_size=self.world_size,
                 timeout=self.timeout,
             )
-            _ExitWithoutTeardown.install()
+            _ReleaseGroupsAtExit.install()
         self._store = _default_store()
 
     def _wrap(self, module: nn.Module) -> nn.Module:
@@ -434,25 +441,30 @@ class _UnevenShard(_EvenShard):
         return n // self.num_replicas + (1 if self.rank < n % self.num_replicas else 0)
 
 
-class _ExitWithoutTeardown:
-    """End a process that joined a process group with `os._exit`, after Python's own exit work.
+class _ReleaseGroupsAtExit:
+    """Release a process's process groups at exit, before the interpreter shuts down.
 
-    With torch 2.13 on gloo, the C++ teardown that runs while the interpreter finishes sometimes aborts
-    the process ("terminate called without an active exception", SIGABRT) although the script succeeded,
-    which a launcher (fulmen's, torchrun, SLURM) then reports as a failed rank. At exit (an atexit handler
-    registered when the group is created, so atexit work registered later runs before it) this runs
-    `before_exit`, flushes logs and output and ends the process with `os._exit`, before any of that
-    teardown. The status: the code given to `sys.exit` (recorded when it is called), 1 after an uncaught
-    exception, else 0. Python tells atexit handlers nothing more, so a script that ends with a bare
-    `raise SystemExit(n)` exits 0 (documented in docs/distributed.md; use `sys.exit(n)`). Letting
-    Python finish and catching C's exit status instead was tried: the teardown in between aborted one
-    multi-process test run in three.
+    A gloo process group runs C++ worker threads that free each finished collective themselves; when the
+    collective's tensors were made in Python, that needs the GIL. Once the interpreter has begun to shut
+    down, a thread that asks for the GIL is ended with `pthread_exit`, which aborts the process from inside
+    that C++ destructor ("terminate called without an active exception", SIGABRT) although the script
+    succeeded, and a launcher (fulmen's, torchrun, SLURM) reports a failed rank. So an atexit handler,
+    registered when the group is created (atexit work registered later runs before it), runs `before_exit`,
+    flushes logs and output and destroys the process groups while the interpreter is whole; their C++
+    objects go with their last reference, which joins the worker threads. Python then ends as usual, with
+    its own status: 0 at the end of the script, `n` after `sys.exit(n)` or `raise SystemExit(n)`.
+
+    After an uncaught exception, or when the groups are not gone within `release_timeout_s` (a collective
+    still waiting on a peer, or a user's object that keeps a group alive), the process ends with
+    `os._exit` instead: 1 after an uncaught exception, else the code given to `sys.exit` (recorded when it
+    is called), else 0.
     """
 
     installed = False
     code: Any = None
     called_exit = False
     before_exit: list[Any] = []
+    release_timeout_s = 10.0
 
     @classmethod
     def install(cls) -> None:
@@ -491,13 +503,40 @@ class _ExitWithoutTeardown:
         import logging
 
         logging.shutdown()
-        status = cls._status()
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-        os._exit(status)
+        # after an uncaught exception a collective may still wait on a peer: end now, the status is known
+        if hasattr(sys, "last_value") or not _release_process_groups(cls.release_timeout_s):
+            os._exit(cls._status())
+
+
+def _release_process_groups(timeout_s: float) -> bool:
+    """Destroy every process group; True when their C++ objects (and worker threads) are gone in time."""
+    try:
+        groups = [weakref.ref(pg) for pg in dist.distributed_c10d._world.pg_map]
+    except Exception:
+        return False
+    released = threading.Event()
+
+    def release() -> None:
+        try:
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            gc.collect()
+        except Exception:
+            pass  # a group still referenced below ends the process by the fallback
+        finally:
+            released.set()
+
+    try:
+        # a thread of its own, so that a destructor waiting on a stuck collective cannot hang the exit
+        threading.Thread(target=release, name="fulmen-release-groups", daemon=True).start()
+    except RuntimeError:  # no new threads this late in some Python versions
+        return False
+    return released.wait(timeout_s) and all(ref() is None for ref in groups)
 
 
 def _default_store() -> Any:

@@ -254,10 +254,10 @@ class ScriptLauncher(_InPlace):
             started.append((node * n + local_rank, subprocess.Popen(command, env=child_env, cwd=os.getcwd())))
         children = _Children(started)
         atexit.register(children.wait_at_exit)
-        from fulmen.strategies.ddp import _ExitWithoutTeardown
+        from fulmen.strategies.ddp import _ReleaseGroupsAtExit
 
-        # the process may end in _ExitWithoutTeardown before atexit reaches wait_at_exit: run it from there too
-        _ExitWithoutTeardown.before_exit.append(children.wait_at_exit)
+        # the process may end in _ReleaseGroupsAtExit before atexit reaches wait_at_exit: run it from there too
+        _ReleaseGroupsAtExit.before_exit.append(children.wait_at_exit)
         children.start_watching()
         return children
 
@@ -387,7 +387,7 @@ class _Children:
         self._wait(timeout_s=None)  # a child stuck in a collective ends at the process group's timeout
         reason = self.failure()
         if reason is not None:
-            # this process's own status is not known here (see _ExitWithoutTeardown): the job takes the child's
+            # this process's own status is not known here (see _ReleaseGroupsAtExit): the job takes the child's
             print(f"[fulmen] {reason}", file=sys.stderr, flush=True)
             sys.stdout.flush()
             os._exit(self.failure_status())
