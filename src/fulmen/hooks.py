@@ -27,9 +27,8 @@ class HookDispatcher:
         self._module = module
         self._callbacks = callbacks
         self._profiler = trainer.profiler if getattr(trainer.profiler, "enabled", False) else None
-        for (
-            cb
-        ) in callbacks:  # as Lightning: `self.log`/`self.log_dict` in a callback hook log through the module
+        # as Lightning: `self.log`/`self.log_dict` in a callback hook log through the module
+        for cb in callbacks:
             cb.log = module.log  # type: ignore[attr-defined]
             cb.log_dict = module.log_dict  # type: ignore[attr-defined]
         self.resolve()

@@ -149,9 +149,8 @@ class Trainer:
 
         # --- optimization
         self.gradient_clip_val = f["gradient_clip_val"]
-        self.gradient_clip_algorithm = f[
-            "gradient_clip_algorithm"
-        ]  # None when not set ("norm" is applied), as Lightning
+        # None when not set ("norm" is applied), as Lightning
+        self.gradient_clip_algorithm = f["gradient_clip_algorithm"]
         if self.gradient_clip_algorithm is not None:
             check_choice("gradient_clip_algorithm", self.gradient_clip_algorithm, ("norm", "value"))
         self.inference_mode = bool(f["inference_mode"])
@@ -662,11 +661,13 @@ class Trainer:
                     # on_fit_start runs before the optimizer/loop state is restored, as in Lightning: a
                     # callback such as BaseFinetuning re-adds the param groups the saved state expects
                     self._hooks.both("on_fit_start")
+                    # each stage starts without gradients left from before, as in Lightning; before the
+                    # restore, which puts back the gradients of an accumulation window the checkpoint fell in
+                    module.zero_grad()
                     if ckpt is not None:
                         checkpoint.restore_training_state(self, ckpt)
                     self._log_hyperparams()
                     self._plan = make_plan(self, self._hooks, optimizers_ready=True)
-                    module.zero_grad()  # each stage starts without gradients left from before, as in Lightning
                     self.fit_loop.run(self._plan)
                     # background checkpoint writes are on disk, on every rank, before on_fit_end runs
                     checkpoint.finish_writes()
