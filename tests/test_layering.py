@@ -166,3 +166,41 @@ def test_the_check_sees_an_upward_import(tmp_path, source, target):
     path.write_text(f"def f():\n    import {target}\n")
     assert [name for name, _ in _imports(path, source)] == [target]
     assert _layer(target) > _layer(source)
+
+
+# The seam of issue 10: outside trainer.py the Trainer is read through public attributes only. A Trainer
+# is reached under these names (`trainer.x`, `t.x`, `self.trainer.x`, `self._trainer.x`).
+_TRAINER_NAMES = {"trainer", "t"}
+_TRAINER_ATTRIBUTES = {"trainer", "_trainer"}
+
+
+def _private_trainer_reads(path: pathlib.Path) -> list[str]:
+    """`<a Trainer>._name` in `path` (dunder names are Python's, not the Trainer's)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") or node.attr.startswith("__"):
+            continue
+        owner = node.value
+        if (isinstance(owner, ast.Name) and owner.id in _TRAINER_NAMES) or (
+            isinstance(owner, ast.Attribute) and owner.attr in _TRAINER_ATTRIBUTES
+        ):
+            found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    return found
+
+
+def test_no_module_but_the_trainer_reads_a_private_trainer_attribute():
+    reads = [
+        r
+        for path in sorted(SRC.rglob("*.py"))
+        if path != SRC / "trainer.py"
+        for r in _private_trainer_reads(path)
+    ]
+    assert reads == []
+
+
+def test_the_private_read_check_sees_each_way_of_reaching_the_trainer(tmp_path):
+    path = tmp_path / "x.py"
+    path.write_text(
+        "trainer._a\nt._b\nself.trainer._c\nself._trainer._d\ntrainer.public\ntrainer.__class__\n"
+    )
+    assert [r.split(": ")[1] for r in _private_trainer_reads(path)] == ["._a", "._b", "._c", "._d"]
