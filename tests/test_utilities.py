@@ -297,3 +297,15 @@ def test_get_torchvision_model_before_the_registry_calls_the_builder(monkeypatch
     monkeypatch.setitem(sys.modules, "torchvision", types.ModuleType("torchvision"))
     monkeypatch.setitem(sys.modules, "torchvision.models", registry)
     assert get_torchvision_model("resnet18", num_classes=3).out_features == 3
+
+
+def test_lazy_names_load_each_name_from_its_module_on_first_use():
+    import json
+
+    from fulmen.utilities.lazy import lazy_names
+
+    getattr_, dir_ = lazy_names("pkg", {"dumps": "json"}, {"own": 1})
+    assert getattr_("dumps") is json.dumps
+    assert dir_() == ["dumps", "own"]
+    with pytest.raises(AttributeError, match="module 'pkg' has no attribute 'loads'"):
+        getattr_("loads")

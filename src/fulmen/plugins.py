@@ -7,8 +7,7 @@ only when it is asked for.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fulmen.utilities.lazy import lazy_names
 
 # name -> the module that defines it
 _WHERE: dict[str, str] = {
@@ -32,11 +31,4 @@ _WHERE: dict[str, str] = {
 __all__ = list(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'fulmen.plugins' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_WHERE))
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())

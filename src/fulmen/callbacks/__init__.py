@@ -4,9 +4,6 @@ The callbacks every Trainer builds are imported here; the others load on first u
 `import fulmen` stays fast.
 """
 
-import importlib
-from typing import Any
-
 from fulmen.callbacks.backup_and_restore import BackupAndRestore
 from fulmen.callbacks.callback import Callback
 from fulmen.callbacks.checkpoint import Checkpoint
@@ -17,6 +14,7 @@ from fulmen.callbacks.model_summary import ModelSummary
 from fulmen.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
 from fulmen.callbacks.progress import ProgressBar, TQDMProgressBar
 from fulmen.callbacks.timer import Timer
+from fulmen.utilities.lazy import lazy_names
 
 # callback name -> the module that defines it, imported when the name is first asked for
 _LAZY: dict[str, str] = {
@@ -40,14 +38,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'fulmen.callbacks' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from fulmen.callbacks.callback import Callback
+from fulmen.utilities.lazy import lazy_names
 
 
 class ProgressBar(Callback):
@@ -227,10 +228,5 @@ class TQDMProgressBar(ProgressBar):
         self._close()
 
 
-def __getattr__(name: str) -> Any:
-    # `lightning.pytorch.callbacks.progress.RichProgressBar`: loaded on first use (rich is optional)
-    if name == "RichProgressBar":
-        from fulmen.callbacks.rich_progress import RichProgressBar
-
-        return RichProgressBar
-    raise AttributeError(f"module 'fulmen.callbacks.progress' has no attribute {name!r}")
+# `lightning.pytorch.callbacks.progress.RichProgressBar`: loaded on first use (rich is optional)
+__getattr__, __dir__ = lazy_names(__name__, {"RichProgressBar": "fulmen.callbacks.rich_progress"}, globals())

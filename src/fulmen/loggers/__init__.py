@@ -10,6 +10,7 @@ from fulmen.loggers.csv_logs import CSVLogger
 from fulmen.loggers.logger import Logger, rank_zero_experiment
 from fulmen.loggers.tensorboard import TensorBoardLogger
 from fulmen.out_of_scope import LitLogger
+from fulmen.utilities.lazy import lazy_names
 
 # loggers of optional services: their modules load when the name is first asked for (import fulmen stays fast)
 _LAZY: dict[str, str] = {
@@ -19,10 +20,7 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'fulmen.loggers' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from fulmen.out_of_scope import raise_for_flag
 from fulmen.precision import Precision
 from fulmen.strategies.strategy import ParallelStrategy, SingleDeviceStrategy, Strategy
 from fulmen.utilities import MisconfigurationException
+from fulmen.utilities.lazy import lazy_names
 
 __all__ = [
     "DDPSpawnStrategy",
@@ -45,21 +46,16 @@ _REMOVED = {
 _STRATEGY_NAMES = ("auto", "single_device", *_DDP_NAMES, "fsdp")
 
 
-def __getattr__(name: str) -> Any:
-    # the distributed strategies import torch.distributed: load them on first use only
-    if name in ("DDPStrategy", "DDPSpawnStrategy"):
-        from fulmen.strategies import ddp
-
-        return getattr(ddp, name)
-    if name == "FSDPStrategy":
-        from fulmen.strategies.fsdp import FSDPStrategy
-
-        return FSDPStrategy
-    if name in ("DeepSpeedStrategy", "ModelParallelStrategy", "XLAStrategy"):
-        from fulmen import out_of_scope
-
-        return getattr(out_of_scope, name)
-    raise AttributeError(f"module 'fulmen.strategies' has no attribute {name!r}")
+# the distributed strategies import torch.distributed: load them on first use only
+_LAZY: dict[str, str] = {
+    "DDPStrategy": "fulmen.strategies.ddp",
+    "DDPSpawnStrategy": "fulmen.strategies.ddp",
+    "FSDPStrategy": "fulmen.strategies.fsdp",
+    "DeepSpeedStrategy": "fulmen.out_of_scope",
+    "ModelParallelStrategy": "fulmen.out_of_scope",
+    "XLAStrategy": "fulmen.out_of_scope",
+}
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
 
 
 def select_strategy(

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from fulmen.utilities.lazy import lazy_names
 from fulmen.utilities.rank_zero import (
     LightningDeprecationWarning,
     PossibleUserWarning,
@@ -240,9 +241,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'fulmen.utilities' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY, globals())
