@@ -1,6 +1,8 @@
 """flags.py: value checks that name the flag and the valid choices, the 1.x spellings mapped with a
 DeprecationWarning naming the 2.x one, and the flags barebones refuses."""
 
+import inspect
+
 import pytest
 import torch
 from test_loops import Counting
@@ -76,6 +78,16 @@ def test_legacy_checkpoint_callback_warns_naming_enable_checkpointing(tmp_path):
         ({"max_steps": "5"}, r"max_steps='5' is not valid"),
         ({"min_epochs": 1.5}, r"min_epochs=1.5 is not valid"),
         ({"check_val_every_n_epoch": 0}, r"check_val_every_n_epoch=0 is not valid; use an int >= 1, or None"),
+        ({"log_every_n_steps": -1}, r"log_every_n_steps=-1 is not valid; use an int >= 0"),
+        ({"val_check_interval": 0}, r"val_check_interval=0 is not valid; use an int >= 1"),
+        ({"val_check_interval": -2}, r"val_check_interval=-2 is not valid"),
+        ({"accumulate_grad_batches": 2.5}, r"accumulate_grad_batches=2.5 is not valid; use an int >= 1"),
+        ({"num_sanity_val_steps": -2}, r"num_sanity_val_steps=-2 is not valid; use an int >= 0, or -1"),
+        ({"reload_dataloaders_every_n_epochs": -1}, r"reload_dataloaders_every_n_epochs=-1 is not valid"),
+        ({"fast_dev_run": "yes"}, r"fast_dev_run='yes' is not valid; use True, False or an int >= 0"),
+        ({"fast_dev_run": -1}, r"fast_dev_run=-1 is not valid"),
+        ({"gradient_clip_val": -1.0}, r"gradient_clip_val=-1.0 is not valid; use a number >= 0"),
+        ({"gradient_clip_val": "0.5"}, r"gradient_clip_val='0.5' is not valid"),
     ],
 )
 def test_count_flags_reject_bad_values_naming_the_flag(flags, match):
@@ -94,3 +106,35 @@ def test_bad_limit_train_batches_names_the_flag(tmp_path):
     with pytest.raises(Exception, match="limit_train_batches"):
         trainer = L.Trainer(default_root_dir=tmp_path, limit_train_batches=1.5, logger=False)
         trainer.fit(BoringModel())
+
+
+def test_log_every_n_steps_zero_trains_and_sends_no_step_values(make_trainer, memory_logger):
+    """Parity with Lightning 2.6: 0 turns step logging off instead of dividing by zero."""
+    from fulmen.demos import BoringModel
+
+    class Logs(BoringModel):
+        def training_step(self, batch, batch_idx):
+            out = super().training_step(batch, batch_idx)
+            self.log("loss", out["loss"], on_step=True, on_epoch=True)
+            return out
+
+    trainer = make_trainer(
+        logger=memory_logger, log_every_n_steps=0, limit_train_batches=4, limit_val_batches=0
+    )
+    trainer.fit(Logs())
+    assert trainer.global_step == 4
+    assert memory_logger.values("loss_step") == []
+    assert len(memory_logger.values("loss_epoch")) == 1
+
+
+def test_run_length_flags_sets_exactly_the_attributes_the_trainer_declares():
+    """`Trainer.__init__` copies `run_length_flags` into its attributes: the two lists of names must agree."""
+    from fulmen import Trainer
+    from fulmen.flags import run_length_flags
+
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(Trainer.__init__).parameters.items()
+        if name != "self"
+    }
+    assert set(run_length_flags(defaults)) == set(Trainer.__annotations__)

@@ -179,9 +179,11 @@ def run_length_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
     `fast_dev_run=n` overrides the others as in Lightning: one epoch of n batches per stage, no sanity check.
     """
     f = flags
-    fast_dev_run = 1 if f["fast_dev_run"] is True else f["fast_dev_run"]
-    if isinstance(fast_dev_run, int) and fast_dev_run < 0:
-        raise MisconfigurationException(f"fast_dev_run={fast_dev_run} is not valid; use True or an int >= 0.")
+    fast_dev_run = f["fast_dev_run"]
+    if not isinstance(fast_dev_run, bool):
+        fast_dev_run = check_count("fast_dev_run", fast_dev_run, 0, "True, False or an int >= 0")
+    elif fast_dev_run:
+        fast_dev_run = 1
     out: dict[str, Any] = {"fast_dev_run": fast_dev_run}
 
     # --- how long to train
@@ -202,7 +204,11 @@ def run_length_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
     if out["overfit_batches"] > 0:
         out["limit_val_batches"] = out["overfit_batches"]
     interval = 1.0 if f["val_check_interval"] is None else f["val_check_interval"]
-    if isinstance(interval, float) and not 0.0 < interval <= 1.0:
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        interval = check_count(
+            "val_check_interval", interval, 1, "an int >= 1 (batches) or a float in (0.0, 1.0]"
+        )
+    elif isinstance(interval, float) and not 0.0 < interval <= 1.0:
         raise MisconfigurationException(
             f"val_check_interval={interval} is not valid: a float must be in (0.0, 1.0]."
         )
@@ -214,14 +220,22 @@ def run_length_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
         "an int >= 1, or None to validate every val_check_interval batches across epochs",
     )
     sanity = f["num_sanity_val_steps"]
-    out["num_sanity_val_steps"] = (0 if f["barebones"] else 2) if sanity is None else int(sanity)
-    out["log_every_n_steps"] = 50 if f["log_every_n_steps"] is None else int(f["log_every_n_steps"])
-    out["reload_dataloaders_every_n_epochs"] = int(f["reload_dataloaders_every_n_epochs"])
-    out["accumulate_grad_batches"] = int(f["accumulate_grad_batches"])
-    if out["accumulate_grad_batches"] < 1:
-        raise MisconfigurationException(
-            f"accumulate_grad_batches={out['accumulate_grad_batches']} is not valid; use an int >= 1."
-        )
+    out["num_sanity_val_steps"] = (
+        (0 if f["barebones"] else 2)
+        if sanity is None
+        else check_count("num_sanity_val_steps", sanity, -1, "an int >= 0, or -1 for every batch")
+    )
+    every = f["log_every_n_steps"]
+    # 0 logs no step values (epoch values still go out), as in Lightning
+    out["log_every_n_steps"] = (
+        50 if every is None else check_count("log_every_n_steps", every, 0, "an int >= 0")
+    )
+    out["reload_dataloaders_every_n_epochs"] = check_count(
+        "reload_dataloaders_every_n_epochs", f["reload_dataloaders_every_n_epochs"], 0, "an int >= 0"
+    )
+    out["accumulate_grad_batches"] = check_count(
+        "accumulate_grad_batches", f["accumulate_grad_batches"], 1, "an int >= 1"
+    )
     if fast_dev_run:
         n = int(fast_dev_run)
         out.update(max_epochs=1, max_steps=n, num_sanity_val_steps=0, val_check_interval=1.0)
@@ -229,3 +243,13 @@ def run_length_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
         out["check_val_every_n_epoch"] = 1
         out["log_every_n_steps"] = 1  # as in Lightning: each of the few steps reaches the (dummy) logger
     return out
+
+
+def check_gradient_clipping(value: Any, algorithm: Any) -> None:
+    """`gradient_clip_val` is a number >= 0 or None; `gradient_clip_algorithm` is "norm", "value" or None."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        raise MisconfigurationException(
+            f"gradient_clip_val={value!r} is not valid; use a number >= 0 (0 or None: no clipping)."
+        )
+    if algorithm is not None:
+        check_choice("gradient_clip_algorithm", algorithm, ("norm", "value"))

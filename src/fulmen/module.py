@@ -314,7 +314,7 @@ class LightningModule(HyperparametersMixin, DataHooks, nn.Module):  # type: igno
         trainer = self._trainer
         if gradient_clip_val is None and trainer is not None:
             gradient_clip_val = trainer.gradient_clip_val
-        if gradient_clip_val is None or gradient_clip_val == 0:
+        if gradient_clip_val is None or gradient_clip_val <= 0:  # as Lightning: no clipping
             return
         algorithm = (
             gradient_clip_algorithm

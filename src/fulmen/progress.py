@@ -75,6 +75,10 @@ class Progress:
         """The epoch's batches are done; its end hooks come next."""
         self.epoch_end_pending = True
 
+    def epoch_schedulers_done(self) -> None:
+        """The epoch's epoch-interval schedulers (all but ReduceLROnPlateau) stepped after its last batch."""
+        self.epoch_schedulers_stepped = True
+
     def epoch_finished(self) -> None:
         """The epoch's end hooks and schedulers ran: count it."""
         self.epoch += 1

@@ -29,7 +29,7 @@ from fulmen.compiled import from_compiled
 from fulmen.datamodule import LightningDataModule
 from fulmen.flags import (
     check_barebones,
-    check_choice,
+    check_gradient_clipping,
     flag_or_default,
     map_legacy_flags,
     run_length_flags,
@@ -148,11 +148,9 @@ class Trainer:
         vars(self).update(run_length_flags(f))
 
         # --- optimization
+        check_gradient_clipping(f["gradient_clip_val"], f["gradient_clip_algorithm"])
         self.gradient_clip_val = f["gradient_clip_val"]
-        # None when not set ("norm" is applied), as Lightning
-        self.gradient_clip_algorithm = f["gradient_clip_algorithm"]
-        if self.gradient_clip_algorithm is not None:
-            check_choice("gradient_clip_algorithm", self.gradient_clip_algorithm, ("norm", "value"))
+        self.gradient_clip_algorithm = f["gradient_clip_algorithm"]  # None: "norm" is applied, as Lightning
         self.inference_mode = bool(f["inference_mode"])
         self.detect_anomaly = bool(f["detect_anomaly"])
         self.use_distributed_sampler = bool(f["use_distributed_sampler"])

@@ -208,7 +208,7 @@ class FitLoop:
                 self._step_schedulers("step")
             if batch_idx + 1 == self.num_train_batches:  # as Lightning: after the last batch's step
                 self._step_schedulers("epoch", plateau=False)
-                progress.epoch_schedulers_stepped = True
+                progress.epoch_schedulers_done()
 
         progress.batch_trained(stepped or not automatic)
         if "on_train_batch_end" in active:
@@ -217,7 +217,8 @@ class FitLoop:
         if plan.progress_bar is not None:
             plan.progress_bar._on_train_batch(t)
         if (stepped or not automatic) and t.loggers:
-            if (progress.batches_that_stepped + 1) % t.log_every_n_steps == 0:
+            every = t.log_every_n_steps  # 0: no step values go to the loggers, as in Lightning
+            if every and (progress.batches_that_stepped + 1) % every == 0:
                 self.results.log_step(results, progress.batches_that_stepped, progress.epoch)
         progress.batch_finished()
         return None
@@ -531,13 +532,8 @@ class FitLoop:
         progress = self.progress
         self._load_val_data()
         t.validating = True
-        if (
-            progress.epoch_batches % t.accumulate_grad_batches == 0
-            or progress.epoch_batches == self.num_train_batches
-        ):
-            self.plan.hooks.module(
-                "on_validation_model_zero_grad"
-            )  # frees the gradients; not mid-accumulation
+        if self.ends_accumulation_window(progress.epoch_batches - 1):  # not mid-accumulation
+            self.plan.hooks.module("on_validation_model_zero_grad")  # frees the gradients
         self.val_loop.run(self.plan)
         progress.validation_finished()
         t.training = True
