@@ -1,5 +1,7 @@
 """export.py: LightningModule.to_torchscript and to_onnx, before and after fit."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -101,7 +103,8 @@ def test_to_onnx_legacy_exporter_and_explicit_sample(tmp_path):
     onnx = pytest.importorskip("onnx")
     model = Net()
     path = tmp_path / "legacy.onnx"
-    with pytest.warns(DeprecationWarning):
+    with warnings.catch_warnings():  # torch may deprecate its legacy exporter; that is torch's business here
+        warnings.simplefilter("ignore", DeprecationWarning)
         model.to_onnx(path, torch.randn(1, 3), dynamo=False, input_names=["features"])
     assert [i.name for i in onnx.load(str(path)).graph.input] == ["features"]
 
@@ -123,3 +126,16 @@ def test_to_onnx_without_onnx_names_the_package(tmp_path, monkeypatch):
     )
     with pytest.raises(ModuleNotFoundError, match="pip install onnx"):
         Net().to_onnx(tmp_path / "x.onnx")
+
+
+def test_to_torchscript_puts_the_mode_back_when_torch_cannot_compile(monkeypatch):
+    def refuse(module, **kwargs):
+        assert not module.training  # compiled in eval mode
+        raise RuntimeError("cannot compile this")
+
+    monkeypatch.setattr(torch.jit, "script", refuse)
+    model = Net()
+    model.train()
+    with pytest.raises(RuntimeError, match="cannot compile this"):
+        model.to_torchscript(method="script")
+    assert model.training

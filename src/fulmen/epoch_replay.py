@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from fulmen.seed import rng_states, set_rng_states
 from fulmen.utilities import rank_zero_warn
-
-if TYPE_CHECKING:
-    pass
 
 _KNOWN_SAMPLERS = (
     "SequentialSampler",

@@ -37,20 +37,22 @@ def to_torchscript(
     **kwargs: Any,
 ) -> Any:
     """`module` compiled to TorchScript by "script" or "trace" (see `LightningModule.to_torchscript`)."""
-    training = module.training
-    if method == "script":
-        compiled = torch.jit.script(module.eval(), **kwargs)
-    elif method == "trace":
-        example_inputs = _example_input(
-            module,
-            example_inputs,
-            "to_torchscript(method='trace') needs inputs to trace with: pass `example_inputs=` or set "
-            "`self.example_input_array` in __init__.",
-        )
-        compiled = torch.jit.trace(func=module.eval(), example_inputs=example_inputs, **kwargs)
-    else:
+    if method not in ("script", "trace"):
         raise ValueError(f"to_torchscript(method={method!r}) is not valid; use 'script' or 'trace'.")
-    module.train(training)
+    training = module.training
+    try:  # the module's mode comes back even when torch cannot compile it
+        if method == "script":
+            compiled = torch.jit.script(module.eval(), **kwargs)
+        else:
+            example_inputs = _example_input(
+                module,
+                example_inputs,
+                "to_torchscript(method='trace') needs inputs to trace with: pass `example_inputs=` or set "
+                "`self.example_input_array` in __init__.",
+            )
+            compiled = torch.jit.trace(func=module.eval(), example_inputs=example_inputs, **kwargs)
+    finally:
+        module.train(training)
     if file_path is not None:
         torch.jit.save(compiled, os.fspath(file_path))
     return compiled

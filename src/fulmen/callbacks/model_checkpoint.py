@@ -93,7 +93,6 @@ class ModelCheckpoint(Checkpoint):
         self._enable_version_counter = enable_version_counter
         self._last_global_step_saved = 0
         self._last_time_checked: float | None = None
-        self._last_saved_this_step: str = ""
         self._last_checkpoint_saved: str = ""  # the newest file written, of any step (what "link" points at)
         self._validation_ran = False  # a missing monitor is an error only once validation has run
         self.current_score: torch.Tensor | None = None
@@ -345,7 +344,6 @@ class ModelCheckpoint(Checkpoint):
 
     def _save_all(self, trainer: Trainer, epoch_due: bool = True, at_epoch_end: bool = False) -> None:
         metrics = self._monitor_candidates(trainer)
-        self._last_saved_this_step = ""
         if epoch_due:
             self._save_topk(trainer, metrics)
         # as Lightning 2.6: at an epoch's end, last.ckpt follows a checkpoint saved at this step (a link
@@ -440,7 +438,7 @@ class ModelCheckpoint(Checkpoint):
                 filepath = self.format_checkpoint_name(metrics, self.CHECKPOINT_NAME_LAST, ver=version)
                 version += 1
         previous, self._last_model_path = self._last_model_path, filepath
-        target = self._last_saved_this_step or self._last_checkpoint_saved
+        target = self._last_checkpoint_saved
         if target == filepath:  # never a link to itself
             target = ""
         if self.save_last == "link" and target and self.save_top_k != 0 and not _files._is_url(filepath):
@@ -464,7 +462,6 @@ class ModelCheckpoint(Checkpoint):
             trainer.save_checkpoint(filepath, self.save_weights_only)
         self._written.add(filepath)
         self._last_global_step_saved = trainer.global_step
-        self._last_saved_this_step = filepath
         self._last_checkpoint_saved = filepath
         readers = [lg for lg in trainer.loggers if overriding("after_save_checkpoint", lg, Logger)]
         if readers:  # e.g. MLFlowLogger(log_model=...) uploads the file: it has to be on disk

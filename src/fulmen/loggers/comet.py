@@ -87,7 +87,9 @@ class CometLogger(Logger):
         self._prefix = prefix
         self._kwargs = kwargs
         self._experiment: Any = None
-        os.environ["COMET_DISABLE_AUTO_LOGGING"] = "1"  # fulmen logs what it should; no monkey-patching
+        os.environ.setdefault(
+            "COMET_DISABLE_AUTO_LOGGING", "1"
+        )  # fulmen logs what it should; no monkey-patching
         self._config = comet_ml.ExperimentConfig(**kwargs)
         if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
             self._create_experiment()
