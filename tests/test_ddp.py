@@ -601,3 +601,35 @@ def test_ddp_and_fsdp_are_parallel_strategies():
     with ddp.block_backward_sync():
         calls.append("backward")
     assert calls == ["no_sync", "backward"]
+
+
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (
+            "DDPStrategy",
+            {"find_unused_paramters": True},
+            r"DDPStrategy\(find_unused_paramters=...\) is not an argument",
+        ),
+        (
+            "FSDPStrategy",
+            {"bogus": 1},
+            r"FSDPStrategy\(bogus=...\) is not an argument of FSDPStrategy, nor of fully_shard",
+        ),
+    ],
+)
+def test_a_strategy_argument_nothing_takes_is_refused_at_construction(cls, kwargs, match):
+    import fulmen.strategies as strategies
+
+    with pytest.raises(MisconfigurationException, match=match):
+        getattr(strategies, cls)(**kwargs)
+
+
+def test_ddp_strategy_takes_lightnings_checkpoint_io_and_precision_plugin_arguments():
+    from fulmen.plugins import DoublePrecision, TorchCheckpointIO
+
+    io, precision = TorchCheckpointIO(), DoublePrecision()
+    strategy = DDPStrategy(checkpoint_io=io, precision_plugin=precision, find_unused_parameters=True)
+    assert strategy.checkpoint_io is io
+    assert strategy.precision_plugin is precision
+    assert strategy._ddp_kwargs == {"find_unused_parameters": True}

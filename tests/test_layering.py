@@ -180,12 +180,28 @@ def _private_trainer_reads(path: pathlib.Path) -> list[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") or node.attr.startswith("__"):
             continue
-        owner = node.value
-        if (isinstance(owner, ast.Name) and owner.id in _TRAINER_NAMES) or (
-            isinstance(owner, ast.Attribute) and owner.attr in _TRAINER_ATTRIBUTES
-        ):
+        if _is_trainer(node.value):
             found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    for node in ast.walk(ast.parse(path.read_text())):  # getattr(trainer, "_name", ...)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and _is_trainer(node.args[0])
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and node.args[1].value.startswith("_")
+            and not node.args[1].value.startswith("__")
+        ):
+            found.append(f"{path.name}:{node.lineno}: .{node.args[1].value}")
     return found
+
+
+def _is_trainer(node: ast.AST) -> bool:
+    return (isinstance(node, ast.Name) and node.id in _TRAINER_NAMES) or (
+        isinstance(node, ast.Attribute) and node.attr in _TRAINER_ATTRIBUTES
+    )
 
 
 def test_no_module_but_the_trainer_reads_a_private_trainer_attribute():
@@ -202,5 +218,13 @@ def test_the_private_read_check_sees_each_way_of_reaching_the_trainer(tmp_path):
     path = tmp_path / "x.py"
     path.write_text(
         "trainer._a\nt._b\nself.trainer._c\nself._trainer._d\ntrainer.public\ntrainer.__class__\n"
+        "getattr(trainer, '_e', None)\nhasattr(self.trainer, '_f')\ngetattr(trainer, 'public')\n"
     )
-    assert [r.split(": ")[1] for r in _private_trainer_reads(path)] == ["._a", "._b", "._c", "._d"]
+    assert [r.split(": ")[1] for r in _private_trainer_reads(path)] == [
+        "._a",
+        "._b",
+        "._c",
+        "._d",
+        "._e",
+        "._f",
+    ]

@@ -246,7 +246,7 @@ def test_xla_precision_is_out_of_scope():
 def test_torch_sync_batchnorm_plugin_turns_sync_batchnorm_on_and_converts_both_ways(make_trainer):
     plugin = TorchSyncBatchNorm()
     trainer = make_trainer(plugins=[plugin])
-    assert trainer.sync_batchnorm is True and trainer._layer_sync is plugin
+    assert trainer.sync_batchnorm is True and trainer.strategy.layer_sync is plugin
     model = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4))
     model[1].running_mean.fill_(3.0)
     synced = plugin.apply(model)
@@ -284,6 +284,7 @@ def test_with_several_processes_the_ranks_agree_on_the_requeue_signal_every_8_ba
         strategy=SimpleNamespace(reduce_boolean_decision=reduce_boolean_decision),
     )
     requeue = SlurmRequeue(trainer)
+    requeue._synced = True  # what entering the fit with world_size=2 sets
     requeue.poll(batch_idx=3)
     assert votes == [] and trainer.should_stop is False  # no collective between the agreed batches
     requeue.poll(batch_idx=REQUEUE_SYNC_EVERY)

@@ -507,9 +507,7 @@ def _next_hpc_checkpoint_path(folder: str) -> str:
 
 def requeue_environment(trainer: Trainer) -> SLURMEnvironment | None:
     """The SLURM environment whose auto-requeue this fit honours: passed in plugins=, or detected."""
-    env = getattr(trainer, "_cluster_environment", None)
-    if env is None:
-        env = getattr(trainer.strategy, "cluster_environment", None)
+    env = trainer.strategy.cluster_environment
     if env is None and SLURMEnvironment.detect():
         env = SLURMEnvironment()
     if isinstance(env, SLURMEnvironment) and env.auto_requeue:
@@ -537,6 +535,7 @@ class SlurmRequeue:
         self.received = False
         self.stopped = False
         self._previous: Any = None
+        self._synced = False
 
     def __enter__(self) -> SlurmRequeue:
         self.env = requeue_environment(self.trainer)
@@ -548,6 +547,7 @@ class SlurmRequeue:
         except (ValueError, OSError):  # not the main thread, or the signal cannot be caught here
             return self
         self.active = True
+        self._synced = self.trainer.world_size > 1  # read once: `poll` runs at every train batch
         return self
 
     def _handler(self, signum: int, frame: Any) -> None:
@@ -556,7 +556,7 @@ class SlurmRequeue:
     def poll(self, batch_idx: int) -> None:
         """At a train batch's end: stop the fit when the requeue signal arrived (on any process)."""
         trainer = self.trainer
-        if trainer.world_size > 1:
+        if self._synced:
             if batch_idx % REQUEUE_SYNC_EVERY != 0:
                 return
             if not trainer.strategy.reduce_boolean_decision(self.received, all=False):

@@ -170,21 +170,24 @@ class Trainer:
         self.precision_plugin: Precision = resolve_precision(
             "32-true" if precision_flag is None else precision_flag, self.accelerator.name
         )
-        self._cluster_environment = plugins.get("cluster_environment")
+        environment = plugins.get("cluster_environment")
         self.strategy: Strategy = select_strategy(
             f["strategy"],
             self.accelerator,
             self._parsed_devices,
             self.num_nodes,
             self.precision_plugin,
-            cluster_environment=self._cluster_environment,
+            cluster_environment=environment,
         )
+        if self.strategy.cluster_environment is None:  # one device: kept for SLURM's auto-requeue
+            self.strategy.cluster_environment = environment
         self.precision_plugin = self.strategy.precision_plugin
         if "checkpoint_io" in plugins:
             self.strategy.checkpoint_io = plugins["checkpoint_io"]
-        self._layer_sync = plugins.get("layer_sync")
-        if self._layer_sync is not None:  # plugins=[TorchSyncBatchNorm()] is sync_batchnorm=True
+        layer_sync = plugins.get("layer_sync")
+        if layer_sync is not None:  # plugins=[TorchSyncBatchNorm()] is sync_batchnorm=True
             self.sync_batchnorm = True
+            self.strategy.layer_sync = layer_sync
         set_global_rank(self.strategy.global_rank)
 
         # --- profiler

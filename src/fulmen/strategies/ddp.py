@@ -34,11 +34,12 @@ from torch.utils.data import DataLoader, IterableDataset, RandomSampler, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
 from fulmen import data
+from fulmen.checkpoint_io import CheckpointIO
 from fulmen.environments import ClusterEnvironment, detect_environment
 from fulmen.layer_sync import TorchSyncBatchNorm
 from fulmen.precision import Precision
 from fulmen.strategies.launchers import make_launcher
-from fulmen.strategies.strategy import ParallelStrategy
+from fulmen.strategies.strategy import ParallelStrategy, check_passed_on
 from fulmen.utilities import MisconfigurationException, apply_to_collection, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -62,7 +63,8 @@ class DDPStrategy(ParallelStrategy):
         accelerator: the device kind (filled in by the Trainer when omitted).
         parallel_devices: one torch device per local process (filled in by the Trainer).
         cluster_environment: where ranks come from; detected (torchrun, SLURM, plain) when omitted.
-        precision: the precision plugin (filled in by the Trainer).
+        checkpoint_io: how checkpoint files are written and read (`TorchCheckpointIO` when omitted).
+        precision: the precision plugin (filled in by the Trainer); `precision_plugin=` is the same.
         process_group_backend: "gloo", "nccl", ...; gloo on CPU and NCCL on CUDA when omitted.
         timeout: how long a collective waits for the other processes before failing.
         start_method: "popen" re-runs the script once per extra local process; "spawn", "fork" and
@@ -78,14 +80,18 @@ class DDPStrategy(ParallelStrategy):
         accelerator: Accelerator | None = None,
         parallel_devices: list[torch.device] | None = None,
         cluster_environment: ClusterEnvironment | None = None,
+        checkpoint_io: CheckpointIO | None = None,
         precision: Precision | None = None,
         process_group_backend: str | None = None,
         timeout: datetime.timedelta | None = DEFAULT_TIMEOUT,
         start_method: str = "popen",
         num_nodes: int = 1,
+        precision_plugin: Precision | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(accelerator, parallel_devices, cluster_environment, None, precision)
+        check_passed_on(type(self).__name__, kwargs, nn.parallel.DistributedDataParallel.__init__)
+        precision = precision or precision_plugin  # `precision_plugin=` is Lightning's name
+        super().__init__(accelerator, parallel_devices, cluster_environment, checkpoint_io, precision)
         if start_method not in _START_METHODS:
             raise MisconfigurationException(
                 f"DDPStrategy(start_method={start_method!r}) is not valid; use one of {list(_START_METHODS)}."
@@ -192,7 +198,7 @@ class DDPStrategy(ParallelStrategy):
     def _wrap(self, module: nn.Module) -> nn.Module:
         trainer = self._trainer
         if trainer is not None and trainer.sync_batchnorm:
-            module = _convert_sync_batchnorm(module, self.root_device, getattr(trainer, "_layer_sync", None))
+            module = _convert_sync_batchnorm(module, self.root_device, self.layer_sync)
         device_ids = [self.root_device.index] if self.root_device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(module, device_ids=device_ids, **self._ddp_kwargs)
 

@@ -29,7 +29,7 @@ from torch.optim import Optimizer
 
 from fulmen.checkpoint.files import SHARDS_SUFFIX, shard_reader
 from fulmen.strategies.ddp import DEFAULT_TIMEOUT, DDPStrategy, _convert_sync_batchnorm
-from fulmen.strategies.strategy import SHARDED_MARKER
+from fulmen.strategies.strategy import SHARDED_MARKER, check_passed_on
 from fulmen.utilities import MisconfigurationException
 
 if TYPE_CHECKING:
@@ -93,6 +93,9 @@ class FSDPStrategy(DDPStrategy):
         self.cpu_offload = bool(getattr(cpu_offload, "offload_params", cpu_offload))
         self.mixed_precision = mixed_precision
         self.state_dict_type = state_dict_type
+        from torch.distributed.fsdp import fully_shard
+
+        check_passed_on(type(self).__name__, kwargs, fully_shard)
         self._fsdp_kwargs = kwargs
         super().__init__(
             accelerator=accelerator,
@@ -116,7 +119,7 @@ class FSDPStrategy(DDPStrategy):
             )
         trainer = self._trainer
         if trainer is not None and trainer.sync_batchnorm:
-            module = _convert_sync_batchnorm(module, self.root_device, getattr(trainer, "_layer_sync", None))
+            module = _convert_sync_batchnorm(module, self.root_device, self.layer_sync)
         options: dict[str, Any] = {
             "mesh": self._device_mesh(),
             "reshard_after_forward": self.sharding_strategy != "SHARD_GRAD_OP",

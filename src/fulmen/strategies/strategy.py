@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from torch.optim import Optimizer
 
 from fulmen.checkpoint.files import atomic_save
 from fulmen.checkpoint_io import TorchCheckpointIO, writes_like_fulmen
+from fulmen.layer_sync import LayerSync
 from fulmen.optim import LightningOptimizer, LRSchedulerConfig, parse_optimizers
 from fulmen.precision import Precision
 from fulmen.utilities import MisconfigurationException
@@ -34,6 +36,10 @@ class Strategy:
     """Single-process behaviour; distributed strategies override what differs."""
 
     launcher: Any = None  # an object with `launch(fn, *args)` when processes must be started
+    # where ranks come from: detected by a distributed strategy, or `Trainer(plugins=[...])`'s (e.g. SLURM
+    # auto-requeue on one device)
+    cluster_environment: ClusterEnvironment | None = None
+    layer_sync: LayerSync | None = None  # `plugins=[TorchSyncBatchNorm()]`, set by the Trainer
 
     def __init__(
         self,
@@ -322,3 +328,15 @@ class ParallelStrategy(Strategy):
             return
         with no_sync():
             yield
+
+
+def check_passed_on(owner: str, kwargs: dict[str, Any], target: Callable[..., Any]) -> None:
+    """Refuse, at construction, keyword arguments that `target` (which receives `owner`'s `**kwargs`) lacks."""
+    accepted = set(inspect.signature(target).parameters) - {"self", "module"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        name = getattr(target, "__qualname__", repr(target)).removesuffix(".__init__")
+        raise MisconfigurationException(
+            f"{owner}({unknown[0]}=...) is not an argument of {owner}, nor of {name}, which receives its other "
+            f"keyword arguments ({', '.join(sorted(accepted))}). Check the spelling, or remove it."
+        )
