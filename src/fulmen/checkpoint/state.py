@@ -28,11 +28,10 @@ from fulmen.checkpoint import lightning_loops
 from fulmen.checkpoint.files import CheckpointError, check_plain, load
 from fulmen.seed import rng_states
 from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
+from fulmen.utilities.migration import FORMAT_VERSION, VERSION_KEY
 
 if TYPE_CHECKING:
     from fulmen.trainer import Trainer
-
-FORMAT_VERSION = "2.5.0"  # the Lightning checkpoint layout these files follow
 
 
 def _version() -> str:
@@ -48,7 +47,7 @@ def dump(trainer: Trainer, weights_only: bool = False) -> dict[str, Any]:
     ckpt: dict[str, Any] = {
         "epoch": trainer.fit_loop.progress.epoch,
         "global_step": progress["global_step"],
-        "pytorch-lightning_version": FORMAT_VERSION,
+        VERSION_KEY: FORMAT_VERSION,
         "fulmen_version": _version(),
         "state_dict": trainer.strategy.lightning_module_state_dict(),
         "loops": {"fit_loop": progress, **lightning_loops.evaluation_loops()},

@@ -15,8 +15,8 @@ from typing import Any
 
 __all__ = ["MIGRATIONS", "migrate_checkpoint", "pl_legacy_patch"]
 
-_VERSION_KEY = "pytorch-lightning_version"
-_CURRENT = "2.5.0"  # the checkpoint layout fulmen writes (fulmen.checkpoint.FORMAT_VERSION)
+VERSION_KEY = "pytorch-lightning_version"
+FORMAT_VERSION = "2.5.0"  # the Lightning checkpoint layout fulmen writes (re-exported by fulmen.checkpoint)
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -71,8 +71,8 @@ def migrate_checkpoint(
     Returns the checkpoint and, per version, the names of the migrations that were applied. The
     checkpoint's version key is set to `target_version` (default: the layout fulmen writes).
     """
-    target = _version_tuple(target_version or _CURRENT)
-    have = _version_tuple(str(checkpoint.get(_VERSION_KEY, "0.0.0")))
+    target = _version_tuple(target_version or FORMAT_VERSION)
+    have = _version_tuple(str(checkpoint.get(VERSION_KEY, "0.0.0")))
     applied: dict[str, list[str]] = {}
     for version, functions in sorted(MIGRATIONS.items(), key=lambda item: _version_tuple(item[0])):
         if have < _version_tuple(version) <= target:
@@ -80,7 +80,7 @@ def migrate_checkpoint(
                 fn(checkpoint)
             applied[version] = [fn.__name__ for fn in functions]
     if have < target:
-        checkpoint[_VERSION_KEY] = target_version or _CURRENT
+        checkpoint[VERSION_KEY] = target_version or FORMAT_VERSION
     return checkpoint, applied
 
 
