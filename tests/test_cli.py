@@ -421,3 +421,16 @@ def test_seed_everything_true_in_a_launched_process_reuses_the_parents_seed(tmp_
     monkeypatch.setenv("PL_GLOBAL_SEED", "1234")
     cli = LightningCLI(Net, Data, run=False, args=["--seed_everything=true", *quiet(tmp_path)])
     assert cli.config["seed_everything"] == 1234
+
+
+@pytest.mark.parametrize("variable", ["WORLD_SIZE", "SLURM_NTASKS"])
+def test_seed_everything_true_under_an_external_launcher_is_zero_on_every_rank(
+    tmp_path, monkeypatch, variable
+):
+    """Ranks started by torchrun/SLURM cannot share a random draw: all use 0, so their samplers agree."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+    monkeypatch.setenv(variable, "2")
+    with pytest.warns(UserWarning, match="every rank uses seed 0"):
+        cli = LightningCLI(Net, Data, run=False, args=["--seed_everything=true", *quiet(tmp_path)])
+    assert cli.config["seed_everything"] == 0
+    assert os.environ["PL_GLOBAL_SEED"] == "0"

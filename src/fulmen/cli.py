@@ -33,7 +33,7 @@ from fulmen.datamodule import LightningDataModule
 from fulmen.module import LightningModule
 from fulmen.seed import seed_everything
 from fulmen.trainer import Trainer
-from fulmen.utilities import MisconfigurationException, is_overridden
+from fulmen.utilities import MisconfigurationException, is_overridden, rank_zero_warn
 from fulmen.utilities.types import LRSchedulerType, LRSchedulerTypeTuple, LRSchedulerTypeUnion
 
 _SUBCOMMANDS: dict[str, set[str]] = {
@@ -396,7 +396,6 @@ class LightningCLI:
         return self.config[self.subcommand] if self.subcommand is not None else self.config
 
     def _set_seed(self) -> None:
-
         section = self._section()
         seed = section.get("seed_everything")
         if seed is False or seed is None:
@@ -404,7 +403,17 @@ class LightningCLI:
         if seed is True:
             # a random seed, as Lightning documents (its code uses 0); a process started by the launcher reads the
             # one its parent drew from PL_GLOBAL_SEED, so every rank builds the same model. Saved in config.yaml.
-            drawn = os.environ.get("PL_GLOBAL_SEED") or random.SystemRandom().randint(0, 2**32 - 1)
+            drawn = os.environ.get("PL_GLOBAL_SEED")
+            if drawn is None and _ranks_started_elsewhere():
+                # each rank parses its own config and cannot agree on a random draw: Lightning's 0 on all of
+                # them, or the DistributedSamplers would shuffle differently and the ranks' data overlap
+                rank_zero_warn(
+                    "seed_everything=True under torchrun/SLURM with several processes: every rank uses seed 0. "
+                    "Set seed_everything to an int (or PL_GLOBAL_SEED) for another seed."
+                )
+                drawn = "0"
+            if drawn is None:
+                drawn = str(random.SystemRandom().randint(0, 2**32 - 1))
             section["seed_everything"] = seed_everything(int(drawn), workers=True, verbose=False)
         else:
             seed_everything(int(seed), workers=True, verbose=False)
@@ -572,3 +581,12 @@ def run_main(argv: Sequence[str]) -> int:
         args.insert(0, "fit")
     LightningCLI(model_class, datamodule_class, args=args, parser_kwargs={"prog": "fulmen run"})
     return 0
+
+
+def _ranks_started_elsewhere() -> bool:
+    """torchrun or SLURM started several processes of this script, each parsing the config on its own."""
+    env = os.environ
+    return any(
+        env.get(name, "1").isdigit() and int(env.get(name, "1")) > 1
+        for name in ("WORLD_SIZE", "SLURM_NTASKS")
+    )
