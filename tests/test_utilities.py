@@ -8,6 +8,8 @@ import random
 import sys
 import types
 import warnings
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -114,6 +116,39 @@ def test_is_shared_filesystem_single_process_is_true(tmp_path: os.PathLike[str])
     from fulmen.strategies import SingleDeviceStrategy
 
     assert is_shared_filesystem(SingleDeviceStrategy(), tmp_path) is True
+
+
+class _TwoRanks:
+    """The collectives `is_shared_filesystem` uses, as seen from one rank of two (the other agrees)."""
+
+    world_size = 2
+
+    def __init__(self, global_zero: bool) -> None:
+        self.is_global_zero = global_zero
+        self.names: list[str] = []
+
+    def broadcast(self, obj: Any) -> Any:
+        name = obj if obj is not None else ".fulmen_shared_fs_check_from_rank_0"
+        self.names.append(name)
+        return name
+
+    def barrier(self, *args: Any) -> None:
+        pass
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        return decision
+
+
+def test_is_shared_filesystem_finds_rank_zeros_marker_and_removes_it(tmp_path: os.PathLike[str]) -> None:
+    rank0 = _TwoRanks(global_zero=True)
+    assert is_shared_filesystem(rank0, tmp_path) is True
+    assert rank0.names[0].startswith(".fulmen_shared_fs_check_")
+    assert list(Path(tmp_path).iterdir()) == []  # the marker is gone afterwards
+
+
+def test_is_shared_filesystem_is_false_when_the_marker_never_appears(tmp_path: os.PathLike[str]) -> None:
+    other = _TwoRanks(global_zero=False)  # rank 0 wrote its marker on a disk this rank does not see
+    assert is_shared_filesystem(other, tmp_path, timeout=0) is False
 
 
 def test_memory_error_recognition() -> None:
@@ -231,7 +266,7 @@ def test_isolate_rng_restores_every_generator() -> None:
     assert (torch.rand(1).item(), random.random(), np.random.rand()) == expected
 
 
-def test_attribute_dict_pickles_under_its_lightning_path() -> None:
+def test_attribute_dict_round_trips_through_pickle_with_attribute_access() -> None:
     from fulmen.utilities.parsing import AttributeDict
 
     hp = AttributeDict(lr=0.1)
