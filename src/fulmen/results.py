@@ -259,11 +259,7 @@ class ResultStore:
 
     def _compute_local_epoch_values(self) -> None:
         """Epoch values of the slots that need no other process (no sync_dist, no torchmetrics object)."""
-        for slot in self.slots.values():
-            if slot.on_epoch and slot.metric is None and not slot.sync_dist and slot.pending:
-                value = slot.compute_epoch(None)
-                if value is not None:
-                    self.epoch_metrics[slot.name + "_epoch" if slot.on_step else slot.name] = value
+        self._compute_epoch_values(None, lambda s: s.metric is None and not s.sync_dist and bool(s.pending))
 
     def finish_epoch(self) -> None:
         """Reset logged torchmetrics objects once their epoch value is final (as Lightning does)."""
@@ -432,13 +428,18 @@ class ResultStore:
         epoch-end hook, as in Lightning); values that need other processes wait for the next call here.
         """
         self.epoch_ending = True
+        self._compute_epoch_values(reduce_across, lambda s: True)
+
+    def _compute_epoch_values(
+        self,
+        reduce_across: Callable[[torch.Tensor, str], torch.Tensor] | None,
+        wanted: Callable[[_Slot], bool],
+    ) -> None:
         for slot in self.slots.values():
-            if not slot.on_epoch:
-                continue
-            value = slot.compute_epoch(reduce_across)
-            if value is None:
-                continue
-            self.epoch_metrics[slot.key("_epoch" if slot.on_step else "")] = value
+            if slot.on_epoch and wanted(slot):
+                value = slot.compute_epoch(reduce_across)
+                if value is not None:
+                    self.epoch_metrics[slot.key("_epoch" if slot.on_step else "")] = value
 
     def epoch_metrics_for(
         self, for_logger: bool = False, prog_bar: bool = False, dataloader_idx: int | None = None

@@ -199,7 +199,7 @@ class Trainer:
         self.enable_model_summary = flag_or_default(f["enable_model_summary"], not self.barebones)
         self.enable_checkpointing = flag_or_default(f["enable_checkpointing"], not quiet)
         # switched off by the user (fast_dev_run's quiet default keeps a user's checkpoint callback working)
-        self._checkpointing_refused = f["enable_checkpointing"] is False or self.barebones
+        checkpointing_refused = f["enable_checkpointing"] is False or self.barebones
         if self.barebones:
             check_barebones(f)
         user_callbacks = (
@@ -211,7 +211,7 @@ class Trainer:
             model_summary=self.enable_model_summary,
             max_time=self.max_time,
             checkpointing=self.enable_checkpointing,
-            checkpointing_refused=self._checkpointing_refused,
+            checkpointing_refused=checkpointing_refused,
         )
         self.loggers: list[Any] = run_loggers(
             f["logger"],
